@@ -1,0 +1,1 @@
+"""Attacks used as stress tests: evasion, poisoning, extraction, inference."""

@@ -1,0 +1,1 @@
+"""The ``mlwarden`` command line: one Typer module per command group."""

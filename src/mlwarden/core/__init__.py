@@ -1,0 +1,84 @@
+"""Core contracts: specs, classifiers, oracles, findings, reports, errors.
+
+Torch-free names are imported eagerly; torch-backed ones (`Classifier`,
+`Oracle`, ...) load on first access so that light commands stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlwarden.core.errors import (
+    ConfigError,
+    DataError,
+    DependencyError,
+    InputError,
+    MlwardenError,
+    ModelLoadError,
+    OracleError,
+    ParameterError,
+    UnsafeArtefactError,
+)
+from mlwarden.core.findings import (
+    Artefact,
+    CheckResult,
+    Figure,
+    Finding,
+    ImageData,
+    Report,
+    Series,
+    Severity,
+    Table,
+)
+from mlwarden.core.progress import ProgressCallback, null_progress
+from mlwarden.core.spec import InputSpec
+
+_LAZY = {
+    "Classifier": "mlwarden.core.classifier",
+    "Oracle": "mlwarden.core.oracle",
+    "ClassifierOracle": "mlwarden.core.oracle",
+    "BudgetExhausted": "mlwarden.core.oracle",
+    "resolve_device": "mlwarden.core.device",
+    "seed_everything": "mlwarden.core.seeding",
+    "make_generator": "mlwarden.core.seeding",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlwarden.core' has no attribute {name!r}")
+
+
+__all__ = [
+    "Artefact",
+    "BudgetExhausted",
+    "CheckResult",
+    "Classifier",
+    "ClassifierOracle",
+    "ConfigError",
+    "DataError",
+    "DependencyError",
+    "Figure",
+    "Finding",
+    "ImageData",
+    "InputError",
+    "InputSpec",
+    "MlwardenError",
+    "ModelLoadError",
+    "Oracle",
+    "OracleError",
+    "ParameterError",
+    "ProgressCallback",
+    "Report",
+    "Series",
+    "Severity",
+    "Table",
+    "UnsafeArtefactError",
+    "make_generator",
+    "null_progress",
+    "resolve_device",
+    "seed_everything",
+]

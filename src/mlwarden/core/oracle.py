@@ -1,0 +1,99 @@
+"""`Oracle`: a model seen only through queries.
+
+Black-box attacks, extraction and membership inference talk to an oracle, so the
+same code stress-tests a local model, an ONNX session or a deployed gateway over
+HTTP. Every oracle counts queries (samples asked) and can enforce a budget.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import torch
+
+from mlwarden.core.classifier import Classifier
+from mlwarden.core.errors import OracleError, ParameterError
+from mlwarden.core.spec import InputSpec
+
+OracleOutput = Literal["probabilities", "labels"]
+
+
+class BudgetExhausted(OracleError):
+    """The oracle's query budget is spent."""
+
+
+class Oracle(ABC):
+    """A callable from a batch to probabilities ``(N, C)`` or labels ``(N,)``."""
+
+    def __init__(
+        self, spec: InputSpec, output: OracleOutput = "probabilities", budget: int | None = None
+    ) -> None:
+        if output not in ("probabilities", "labels"):
+            raise ParameterError(f"output must be 'probabilities' or 'labels', got {output!r}")
+        if budget is not None and budget <= 0:
+            raise ParameterError(f"budget must be positive, got {budget}")
+        self.spec = spec
+        self.output: OracleOutput = output
+        self.budget = budget
+        self.queries = 0
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.queries
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == len(self.spec.shape):
+            x = x.unsqueeze(0)
+        if self.budget is not None and self.queries + len(x) > self.budget:
+            raise BudgetExhausted(
+                f"query budget of {self.budget} exhausted ({self.queries} used, {len(x)} asked)"
+            )
+        out = self._query(x)
+        self.queries += len(x)
+        return self._check(out, len(x))
+
+    def _check(self, out: torch.Tensor, n: int) -> torch.Tensor:
+        if self.output == "labels":
+            if out.shape != (n,):
+                raise OracleError(f"oracle returned shape {tuple(out.shape)}, expected ({n},)")
+            return out.long()
+        if out.shape != (n, self.num_classes):
+            raise OracleError(
+                f"oracle returned shape {tuple(out.shape)}, expected ({n}, {self.num_classes})"
+            )
+        if not bool(torch.isfinite(out).all()):
+            raise OracleError("oracle returned NaN or infinite scores")
+        return out.float()
+
+    def labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Top-1 labels whatever the output kind."""
+        out = self(x)
+        return out if self.output == "labels" else out.argmax(dim=1)
+
+    @abstractmethod
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        """Answer one batch; subclasses do the real work."""
+
+
+class ClassifierOracle(Oracle):
+    """A local `Classifier` behind the oracle interface."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        output: OracleOutput = "probabilities",
+        budget: int | None = None,
+        batch_size: int = 512,
+    ) -> None:
+        super().__init__(classifier.spec, output, budget)
+        self.classifier = classifier
+        self.batch_size = batch_size
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self.classifier.probabilities(x, self.batch_size)
+        return probs.argmax(1) if self.output == "labels" else probs

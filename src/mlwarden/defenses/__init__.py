@@ -1,0 +1,1 @@
+"""Defences: training strategies, detectors, output hardening."""

@@ -1,0 +1,89 @@
+"""The plain supervised training loop every strategy builds on.
+
+Kept deliberately small: full-batch tensors in, a seeded shuffle, Adam, optional
+frozen parameters (anything with ``requires_grad=False`` is skipped). Strategies
+such as adversarial training pass a ``transform`` that perturbs each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.core.progress import ProgressCallback, null_progress
+from mlwarden.core.seeding import make_generator
+
+BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainingHistory:
+    """Mean loss per epoch, for reports and tests."""
+
+    loss: list[float] = field(default_factory=list)
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 20,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    transform: BatchTransform | None = None,
+    extra_loss: ExtraLoss | None = None,
+    progress: ProgressCallback = null_progress,
+    task: str = "training",
+) -> TrainingHistory:
+    """Train ``model`` in place on ``(x, y)`` with cross-entropy; returns the loss history.
+
+    ``transform(model, xb, yb)`` may replace each batch (adversarial training);
+    ``extra_loss(model, xb, yb, logits)`` is added to the loss (regularisers).
+    """
+    if epochs <= 0:
+        raise ParameterError(f"epochs must be positive, got {epochs}")
+    if batch_size <= 0:
+        raise ParameterError(f"batch_size must be positive, got {batch_size}")
+    if lr <= 0:
+        raise ParameterError(f"lr must be positive, got {lr}")
+    if len(x) != len(y) or len(x) == 0:
+        raise DataError(f"need as many labels as samples (got {len(x)} and {len(y)})")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ParameterError("the model has no trainable parameters")
+    device = next(model.parameters()).device
+    x, y = x.to(device), y.to(device)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    gen = make_generator(seed)
+    history = TrainingHistory()
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen).to(device)
+        total, count = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb = x[idx], y[idx]
+            if transform is not None:
+                xb = transform(model, xb, yb)
+                model.train()
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model, xb, yb, logits)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        history.loss.append(total / count)
+        progress(task, epoch + 1, epochs)
+    model.eval()
+    return history

@@ -1,0 +1,1 @@
+"""Loading models and data; every model file passes the safety gate first."""

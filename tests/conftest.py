@@ -1,0 +1,73 @@
+"""Shared fixtures: small real models trained once per test session.
+
+Training happens in seconds on CPU; every test that needs a model uses these
+instead of training its own, which keeps the suite fast.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlwarden.core import Classifier, InputSpec
+from mlwarden.defenses.training import fit
+from mlwarden.io.dataset import Dataset, load_builtin
+from mlwarden.models import MLP, SmallCNN
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Dataset:
+    return load_builtin("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_split(digits: Dataset) -> tuple[Dataset, Dataset]:
+    """(train, test) = 75% / 25%, stratified, seed 0."""
+    return digits.split(0.75, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_spec(digits: Dataset) -> InputSpec:
+    return digits.spec()
+
+
+@pytest.fixture(scope="session")
+def digits_cnn(digits_split: tuple[Dataset, Dataset], digits_spec: InputSpec) -> Classifier:
+    """A SmallCNN trained on digits (~97% test accuracy). Do not train it further:
+    copy it (``copy.deepcopy``) before changing weights."""
+    train, _ = digits_split
+    torch.manual_seed(0)
+    module = SmallCNN()
+    fit(module, train.x, train.y, epochs=15, lr=2e-3, batch_size=64, seed=0)
+    return Classifier(module, digits_spec, name="digits-cnn")
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits_split: tuple[Dataset, Dataset], digits_spec: InputSpec) -> Classifier:
+    """An MLP on flattened digits wrapped to take (1, 8, 8) images."""
+    train, _ = digits_split
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), MLP(64, 10, (64,)))
+    fit(module, train.x, train.y, epochs=30, lr=3e-3, batch_size=64, seed=0)
+    return Classifier(module, digits_spec, name="digits-mlp")
+
+
+@pytest.fixture(scope="session")
+def cancer() -> Dataset:
+    return load_builtin("breast_cancer")
+
+
+@pytest.fixture(scope="session")
+def cancer_split(cancer: Dataset) -> tuple[Dataset, Dataset]:
+    return cancer.split(0.7, seed=0)
+
+
+@pytest.fixture(scope="session")
+def cancer_mlp(cancer_split: tuple[Dataset, Dataset]) -> Classifier:
+    train, _ = cancer_split
+    torch.manual_seed(0)
+    module = MLP(30, 2, (32,))
+    fit(module, train.x, train.y, epochs=60, lr=3e-3, batch_size=32, seed=0)
+    return Classifier(module, train.spec(), name="cancer-mlp")
