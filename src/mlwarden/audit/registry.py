@@ -1,0 +1,193 @@
+"""The registry of audit checks and the context each check runs in.
+
+A check is a function ``(ctx, cfg) -> None`` that computes and writes findings,
+metrics, figures and tables into ``ctx.report``. Its configuration is a pydantic
+model (extra keys forbidden) that lives under ``[checks.<name>]`` in
+``mlwarden.toml``. Registration is by decorator, as Opacus registers per-layer
+logic, rather than a growing ``if`` chain in the runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from mlwarden.core.errors import ConfigError, InputError
+from mlwarden.core.findings import Report
+from mlwarden.core.progress import ProgressCallback, null_progress
+
+if TYPE_CHECKING:
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.core.oracle import Oracle
+    from mlwarden.core.spec import InputSpec
+    from mlwarden.io.dataset import Dataset
+
+# One line per module that registers checks.
+CHECK_MODULES: list[str] = [
+    "mlwarden.audit.builtin_checks",
+]
+
+
+class CheckConfig(BaseModel):
+    """Base of every check's settings; unknown keys are errors that name the key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+class CheckSkipped(Exception):
+    """Raised by a check that does not apply (e.g. white-box check on an ONNX oracle)."""
+
+
+C = TypeVar("C", bound=CheckConfig)
+CheckFn = Callable[["AuditContext", Any], None]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    name: str
+    config: type[CheckConfig]
+    run: CheckFn
+    title: str
+    cost: int  # rough order of cost; cheaper checks run first
+
+
+_REGISTRY: dict[str, CheckSpec] = {}
+_loaded = False
+
+
+def register_check(
+    name: str, config: type[C], *, title: str = "", cost: int = 50
+) -> Callable[[Callable[[AuditContext, C], None]], Callable[[AuditContext, C], None]]:
+    """Decorator that registers ``fn`` as the check ``name`` configured by ``config``."""
+
+    def deco(fn: Callable[[AuditContext, C], None]) -> Callable[[AuditContext, C], None]:
+        if name in _REGISTRY and _REGISTRY[name].run is not fn:
+            raise RuntimeError(f"check '{name}' registered twice")
+        _REGISTRY[name] = CheckSpec(name, config, fn, title or name, cost)
+        return fn
+
+    return deco
+
+
+def available_checks() -> dict[str, CheckSpec]:
+    """All registered checks by name (imports the check modules once)."""
+    global _loaded
+    if not _loaded:
+        for module in CHECK_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return dict(_REGISTRY)
+
+
+def check_spec(name: str) -> CheckSpec:
+    checks = available_checks()
+    if name not in checks:
+        raise ConfigError(
+            f"unknown check 'checks.{name}'; available: {', '.join(sorted(checks))}"
+        )
+    return checks[name]
+
+
+@dataclass
+class AuditContext:
+    """What a check may use: the model (lazily loaded), the data, the report, settings.
+
+    Loading is lazy so that checks that need no model (``scan``, ``risk``) never pay
+    for it, and the model is loaded once however many checks use it.
+    """
+
+    model_source: str | None = None
+    model_factory: str | None = None
+    data_source: str | None = None
+    spec_override: InputSpec | None = None
+    data_limit: int | None = None
+    label_column: str = "label"
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 256
+    output_dir: Path = field(default_factory=lambda: Path("mlwarden-report"))
+    report: Report = field(default_factory=Report)
+    progress: ProgressCallback = null_progress
+    allow_imports: tuple[str, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+    _classifier: Classifier | None = None
+    _oracle: Oracle | None = None
+    _data: Dataset | None = None
+
+    # -- model --------------------------------------------------------------
+    def _load(self) -> None:
+        if self._classifier is not None or self._oracle is not None:
+            return
+        if not self.model_source:
+            raise ConfigError("this check needs a model: set [model] path or --model")
+        from mlwarden.core.classifier import Classifier
+        from mlwarden.io.models import load_model
+
+        loaded = load_model(
+            self.model_source,
+            factory=self.model_factory,
+            spec=self.spec_override,
+            device=self.device,
+            allow=self.allow_imports,
+        )
+        if isinstance(loaded, Classifier):
+            self._classifier = loaded
+        else:
+            self._oracle = loaded
+
+    @property
+    def classifier(self) -> Classifier:
+        """The white-box model; raises `CheckSkipped` for a black-box-only model."""
+        self._load()
+        if self._classifier is None:
+            raise CheckSkipped("the model is a black-box oracle (e.g. ONNX); needs gradients")
+        return self._classifier
+
+    @property
+    def oracle(self) -> Oracle:
+        """The model as a query oracle (probabilities out)."""
+        self._load()
+        if self._oracle is None:
+            from mlwarden.core.oracle import ClassifierOracle
+
+            assert self._classifier is not None
+            self._oracle = ClassifierOracle(self._classifier, batch_size=self.batch_size)
+        return self._oracle
+
+    @property
+    def spec(self) -> InputSpec:
+        self._load()
+        model = self._classifier if self._classifier is not None else self._oracle
+        assert model is not None
+        return model.spec
+
+    # -- data ---------------------------------------------------------------
+    @property
+    def data(self) -> Dataset:
+        """Evaluation data, validated against the model's spec, limited to ``data_limit``."""
+        if self._data is None:
+            if not self.data_source:
+                raise ConfigError("this check needs data: set [data] source or --data")
+            from mlwarden.io.data import load_data
+
+            data = load_data(self.data_source, spec=self.spec, label_column=self.label_column)
+            if self.data_limit is not None:
+                data = data.take(self.data_limit)
+            if len(data) == 0:
+                raise InputError(f"data set '{self.data_source}' is empty")
+            self._data = data
+        return self._data
+
+    @cached_property
+    def artefact_dir(self) -> Path:
+        path = self.output_dir / "artefacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
