@@ -1,0 +1,93 @@
+"""Options and report output shared by every command that produces a `Report`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from mlwarden.core.errors import ConfigError
+from mlwarden.core.findings import Severity
+
+if TYPE_CHECKING:
+    from mlwarden.core.findings import Report
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+    junit = "junit"
+    html = "html"
+    md = "md"
+
+
+FAIL_ON_CHOICES = ("info", "low", "medium", "high", "critical", "never")
+
+FormatOption = typer.Option(
+    OutputFormat.text, "--format", "-f", help="Report format: text, json, sarif, junit, html, md."
+)
+OutputOption = typer.Option(
+    None, "--output", "-o", help="Write the report to this file instead of standard output."
+)
+FailOnOption = typer.Option(
+    "high",
+    "--fail-on",
+    help="Exit 1 when a finding is at or above this severity (info..critical, or never).",
+)
+
+
+def parse_fail_on(value: str) -> Severity | None:
+    """``never`` disables failing; anything else must be a severity name."""
+    value = value.strip().lower()
+    if value == "never":
+        return None
+    try:
+        return Severity(value)
+    except ValueError:
+        raise ConfigError(
+            f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)}, got '{value}'"
+        ) from None
+
+
+def exit_code_for(report: Report, fail_on: str | Severity | None) -> int:
+    """1 when any finding is at or above ``fail_on``, else 0."""
+    threshold = parse_fail_on(fail_on) if isinstance(fail_on, str) else fail_on
+    if threshold is None:
+        return 0
+    return 1 if report.at_or_above(threshold) else 0
+
+
+def emit_report(
+    report: Report,
+    fmt: OutputFormat | str = OutputFormat.text,
+    output: Path | None = None,
+    fail_on: str | Severity | None = "high",
+) -> int:
+    """Render ``report`` as ``fmt`` to ``output`` (or stdout) and return the exit code.
+
+    ``text`` prints a Rich summary to the terminal; written to a file it is Markdown.
+    """
+    from mlwarden.report import render
+
+    fmt = OutputFormat(fmt)
+    code = exit_code_for(report, fail_on)
+    if fmt is OutputFormat.text:
+        if output is None:
+            from mlwarden.cli.ui import console
+            from mlwarden.report import print_report
+
+            print_report(report, console)
+            return code
+        fmt = OutputFormat.md
+    text = render(report, fmt.value)
+    if output is None:
+        typer.echo(text)
+    else:
+        output = Path(output)
+        if output.parent and not output.parent.exists():
+            output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    return code
