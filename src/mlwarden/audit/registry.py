@@ -114,6 +114,7 @@ class AuditContext:
     seed: int = 0
     batch_size: int = 256
     output_dir: Path = field(default_factory=lambda: Path("mlwarden-report"))
+    base_dir: Path = field(default_factory=Path.cwd)
     report: Report = field(default_factory=Report)
     progress: ProgressCallback = null_progress
     allow_imports: tuple[str, ...] = ()
@@ -121,6 +122,11 @@ class AuditContext:
     _classifier: Classifier | None = None
     _oracle: Oracle | None = None
     _data: Dataset | None = None
+
+    def resolve(self, path: str) -> str:
+        """A path from a check's settings, relative to the configuration file's folder."""
+        p = Path(path)
+        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
 
     # -- model --------------------------------------------------------------
     def _load(self) -> None:

@@ -42,6 +42,12 @@ def _root(
 
 
 # --- command groups: one registration line each ------------------------------------
+from mlwarden.cli.audit import audit_command  # noqa: E402
+
+app.command("audit")(audit_command)
+from mlwarden.cli.demo import demo_command  # noqa: E402
+
+app.command("demo")(demo_command)
 # --- end of command groups ----------------------------------------------------------
 
 

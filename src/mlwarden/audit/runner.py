@@ -1,0 +1,136 @@
+"""Run the configured checks, cheapest first, into one `Report`.
+
+Input problems (a model that cannot be loaded, data of the wrong shape, an unsafe
+file) stop the audit with their own exit code: every later check would fail the
+same way. A check that crashes on a bug of ours is recorded as ``error`` with a
+finding, and the audit goes on, so one broken check never hides the others.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, check_spec
+from mlwarden.config import MlwardenConfig, validate_checks
+from mlwarden.core.errors import ConfigError, MlwardenError
+from mlwarden.core.findings import CheckResult, Finding, Report, Severity
+from mlwarden.core.progress import ProgressCallback, null_progress
+
+# Checks that run when a configuration names none.
+DEFAULT_CHECKS = ("accuracy", "scan", "evasion")
+
+EXTENSIONS = {"html": "html", "json": "json", "sarif": "sarif", "junit": "xml", "md": "md"}
+
+
+@dataclass
+class AuditOutcome:
+    report: Report
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _selected(config: MlwardenConfig, only: list[str] | None) -> dict[str, CheckConfig]:
+    """Configured checks (or the defaults), filtered by ``only``, enabled ones only."""
+    checks: dict[str, Any] = dict(config.checks)
+    if not checks:
+        from mlwarden.audit.registry import available_checks
+
+        known = available_checks()
+        checks = validate_checks({name: {} for name in DEFAULT_CHECKS if name in known})
+    if only:
+        unknown = [name for name in only if name not in checks]
+        for name in unknown:
+            check_spec(name)  # raises for names no check registered
+            checks.update(validate_checks({name: {}}))
+        checks = {name: checks[name] for name in only}
+    return {name: cfg for name, cfg in checks.items() if cfg.enabled}
+
+
+def run_audit(
+    config: MlwardenConfig,
+    *,
+    only: list[str] | None = None,
+    progress: ProgressCallback = null_progress,
+    write: bool = True,
+) -> AuditOutcome:
+    """Run the audit described by ``config`` and write the report files it asks for."""
+    if config.model is None and config.data is None and not config.checks:
+        raise ConfigError("nothing to audit: give a model (--model or [model] path)")
+    audit = config.audit
+    output_dir = Path(config.resolve(audit.output_dir) or audit.output_dir)
+    report = Report(title=audit.title)
+    ctx = AuditContext(
+        model_source=config.resolve(config.model.path) if config.model else None,
+        model_factory=config.model.factory if config.model else None,
+        device=config.model.device if config.model else "auto",
+        data_source=config.resolve(config.data.source) if config.data else None,
+        data_limit=config.data.limit if config.data else None,
+        label_column=config.data.label_column if config.data else "label",
+        spec_override=config.spec,
+        seed=audit.seed,
+        batch_size=audit.batch_size,
+        output_dir=output_dir,
+        base_dir=config.base_dir,
+        report=report,
+        progress=progress,
+    )
+    report.subject = {
+        "model": config.model.path if config.model else None,
+        "data": config.data.source if config.data else None,
+        "seed": audit.seed,
+    }
+    fail_on = None if audit.fail_on == "never" else Severity(audit.fail_on)
+    selected = _selected(config, only)
+    order = sorted(selected, key=lambda name: check_spec(name).cost)
+    for done, name in enumerate(order):
+        progress("audit", done, len(order))
+        spec = check_spec(name)
+        before = len(report.findings)
+        start = time.perf_counter()
+        status, summary = "passed", ""
+        try:
+            spec.run(ctx, selected[name])
+        except CheckSkipped as exc:
+            status, summary = "skipped", str(exc)
+        except MlwardenError:
+            raise
+        except Exception as exc:  # a bug in a check must not hide the other checks
+            status, summary = "error", f"{type(exc).__name__}: {exc}"
+            report.add(
+                Finding(
+                    id="MLW-AUDIT-001",
+                    title=f"Check '{name}' could not run",
+                    severity=Severity.HIGH,
+                    detail=summary,
+                    check=name,
+                )
+            )
+        new = report.findings[before:]
+        for finding in new:
+            finding.check = finding.check or name
+        if status == "passed" and fail_on is not None and any(f.severity >= fail_on for f in new):
+            status = "failed"
+        if status == "passed" and not summary:
+            summary = f"{len(new)} finding(s)" if new else "no findings"
+        elif status == "failed":
+            summary = f"{sum(f.severity >= fail_on for f in new)} finding(s) at or above {audit.fail_on}"  # type: ignore[operator]
+        report.checks.append(
+            CheckResult(
+                name=name,
+                status=status,  # type: ignore[arg-type]
+                duration_s=round(time.perf_counter() - start, 3),
+                summary=summary,
+            )
+        )
+    progress("audit", len(order), len(order))
+    outcome = AuditOutcome(report)
+    if write:
+        from mlwarden.report import write_report
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for fmt in audit.formats:
+            path = output_dir / f"report.{EXTENSIONS[fmt]}"
+            outcome.files[fmt] = write_report(report, path, fmt)
+    return outcome

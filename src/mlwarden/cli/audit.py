@@ -1,0 +1,103 @@
+"""``mlwarden audit``: run the checks of ``mlwarden.toml`` and write one report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlwarden.cli.common import FailOnOption, exit_code_for, parse_fail_on
+
+
+def audit_command(
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Configuration file (default: ./mlwarden.toml if present)."
+    ),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
+    factory: str | None = typer.Option(
+        None, "--factory", help="package.module:callable that builds the module for a weights file."
+    ),
+    data: str | None = typer.Option(
+        None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...)."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
+    check: list[str] = typer.Option(
+        [], "--check", help="Run only this check (repeatable): accuracy, scan, evasion, ..."
+    ),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Report folder."),
+    formats: list[str] = typer.Option(
+        [], "--format", "-f", help="Report formats to write (repeatable): html json sarif junit md."
+    ),
+    fail_on: str | None = typer.Option(None, "--fail-on", help=FailOnOption.help),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Run the configured checks and write the report (HTML, JSON, SARIF, JUnit, Markdown)."""
+    from mlwarden.audit.runner import run_audit
+    from mlwarden.cli.ui import console, progress_bars
+    from mlwarden.config import (
+        AuditSection,
+        DataSection,
+        MlwardenConfig,
+        ModelSection,
+        load_config,
+    )
+    from mlwarden.core.errors import ConfigError
+    from mlwarden.report import print_report
+
+    if config is None and Path("mlwarden.toml").is_file():
+        config = Path("mlwarden.toml")
+    cfg = load_config(config) if config is not None else MlwardenConfig()
+    # Flags override the file; paths given on the command line are relative to the cwd.
+    if model is not None:
+        cfg.model = ModelSection(
+            path=str(Path(model).resolve()),
+            factory=factory,
+            device=device or (cfg.model.device if cfg.model else "auto"),
+        )
+    elif factory is not None:
+        if cfg.model is None:
+            raise ConfigError("--factory needs a model weights file (--model)")
+        cfg.model.factory = factory
+    if device is not None and cfg.model is not None:
+        cfg.model.device = device
+    if data is not None:
+        from mlwarden.io.dataset import BUILTIN
+
+        source = data if data in BUILTIN else str(Path(data).resolve())
+        cfg.data = DataSection(
+            source=source,
+            limit=limit,
+            label_column=cfg.data.label_column if cfg.data else "label",
+        )
+    elif limit is not None and cfg.data is not None:
+        cfg.data.limit = limit
+    updates: dict[str, object] = {}
+    if output_dir is not None:
+        updates["output_dir"] = str(output_dir.resolve())
+    if formats:
+        updates["formats"] = formats
+    if fail_on is not None:
+        parse_fail_on(fail_on)
+        updates["fail_on"] = fail_on.strip().lower()
+    if seed is not None:
+        updates["seed"] = seed
+    if updates:
+        from pydantic import ValidationError
+
+        from mlwarden.config import format_validation_error
+
+        try:
+            cfg.audit = AuditSection.model_validate({**cfg.audit.model_dump(), **updates})
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, "command line")) from None
+    if cfg.model is None:
+        raise ConfigError("no model to audit: pass --model or set [model] path in mlwarden.toml")
+
+    with progress_bars(progress) as bar:
+        outcome = run_audit(cfg, only=check or None, progress=bar)
+    print_report(outcome.report, console)
+    for fmt, path in outcome.files.items():
+        console.print(f"[bold]{fmt:>5}[/] report: {path}", highlight=False)
+    raise typer.Exit(exit_code_for(outcome.report, cfg.audit.fail_on))

@@ -1,0 +1,142 @@
+"""``mlwarden.toml``: one validated configuration for the audit, the checks and the gateway.
+
+Unknown keys are errors that name the key (pydantic ``extra="forbid"`` everywhere);
+the ``[checks.<name>]`` tables are validated against the settings model each check
+registered (`mlwarden.audit.registry`), and ``[gateway]`` against the gateway's own
+model when it is used. Relative paths are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlwarden.core.errors import ConfigError
+from mlwarden.core.spec import InputSpec
+
+FORMATS = ("html", "json", "sarif", "junit", "md")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Section):
+    path: str = Field(description=".pt2, .onnx, or a weights file used with factory")
+    factory: str | None = Field(None, description="package.module:callable building the module")
+    device: str = "auto"
+
+
+class DataSection(_Section):
+    source: str = Field(description=".npz, .npy, .csv, an image folder, digits or breast_cancer")
+    limit: int | None = Field(None, gt=0, description="use the first N samples")
+    label_column: str = "label"
+
+
+class AuditSection(_Section):
+    title: str = "mlwarden audit"
+    fail_on: str = "high"
+    formats: list[str] = Field(default_factory=lambda: ["html", "json", "sarif"])
+    output_dir: str = "mlwarden-report"
+    seed: int = 0
+    batch_size: int = Field(256, gt=0)
+
+    @field_validator("fail_on")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        allowed = ("info", "low", "medium", "high", "critical", "never")
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if f not in FORMATS]
+        if bad:
+            raise ValueError(f"unknown format(s) {bad}; choose from {', '.join(FORMATS)}")
+        return v
+
+
+class MlwardenConfig(_Section):
+    """The whole file. ``checks`` maps a check name to its validated settings."""
+
+    model: ModelSection | None = None
+    data: DataSection | None = None
+    spec: InputSpec | None = None
+    audit: AuditSection = Field(default_factory=AuditSection)
+    checks: dict[str, Any] = Field(default_factory=dict)
+    gateway: dict[str, Any] | None = None
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def resolve(self, path: str | None) -> str | None:
+        """A path from the file, made absolute relative to the file's folder.
+
+        Built-in data set names (``digits``) and absolute paths pass unchanged.
+        """
+        if path is None:
+            return None
+        from mlwarden.io.dataset import BUILTIN
+
+        if path in BUILTIN or Path(path).is_absolute():
+            return path
+        return str((self.base_dir / path).resolve())
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line naming the first offending key (and how many more there are)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "missing required key"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return f"{prefix}{prefix and ': '}{loc}: {msg}{more}"
+
+
+def validate_checks(raw: dict[str, Any], where: str = "mlwarden.toml") -> dict[str, Any]:
+    """Validate each ``[checks.<name>]`` table against the model its check registered."""
+    from mlwarden.audit.registry import check_spec
+
+    out: dict[str, Any] = {}
+    for name, table in raw.items():
+        spec = check_spec(name)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: checks.{name} must be a table")
+        try:
+            out[name] = spec.config.model_validate(table)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, f"{where}: checks.{name}")) from None
+    return out
+
+
+def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, where: str = "config") -> MlwardenConfig:
+    """Validate an already-parsed TOML document."""
+    try:
+        cfg = MlwardenConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from None
+    cfg.checks = validate_checks(cfg.checks, where)
+    if base_dir is not None:
+        cfg.base_dir = base_dir
+    return cfg
+
+
+def load_config(path: str | Path) -> MlwardenConfig:
+    """Read and validate ``mlwarden.toml``; every problem is a `ConfigError` naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    return parse_config(data, base_dir=path.resolve().parent, where=path.name)
