@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from mlwarden.cli.common import FailOnOption, exit_code_for, parse_fail_on
+
+if TYPE_CHECKING:
+    from mlwarden.core.spec import InputSpec
+
+
+def read_spec(path: Path) -> InputSpec:
+    """An `InputSpec` from a JSON file; problems name the file and the key."""
+    import json
+
+    from pydantic import ValidationError
+
+    from mlwarden.config import format_validation_error
+    from mlwarden.core.errors import ConfigError
+    from mlwarden.core.spec import InputSpec
+
+    try:
+        return InputSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"spec file '{path}' does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"spec file '{path}' is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
 
 
 def audit_command(
@@ -16,6 +40,9 @@ def audit_command(
     model: str | None = typer.Option(None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
     factory: str | None = typer.Option(
         None, "--factory", help="package.module:callable that builds the module for a weights file."
+    ),
+    spec: Path | None = typer.Option(
+        None, "--spec", help="JSON file with the input spec (shape, bounds, class_names, ...)."
     ),
     data: str | None = typer.Option(
         None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...)."
@@ -62,6 +89,8 @@ def audit_command(
         cfg.model.factory = factory
     if device is not None and cfg.model is not None:
         cfg.model.device = device
+    if spec is not None:
+        cfg.spec = read_spec(spec)
     if data is not None:
         from mlwarden.io.dataset import BUILTIN
 

@@ -55,5 +55,7 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
 
 def fail(message: str) -> None:
     """Print one error line to stderr (no traceback)."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.stderr.flush()
