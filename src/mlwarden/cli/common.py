@@ -68,9 +68,11 @@ def emit_report(
 ) -> int:
     """Render ``report`` as ``fmt`` to ``output`` (or stdout) and return the exit code.
 
-    ``text`` prints a Rich summary to the terminal; written to a file it is Markdown.
+    ``text`` prints a Rich summary to the terminal; written to a file, the format comes
+    from the file's suffix (``-o report.html`` is HTML, ``.sarif``, ``.xml``, ``.json``,
+    ``.md``, ``.txt``) and is Markdown for any other suffix.
     """
-    from mlwarden.report import render
+    from mlwarden.report import format_for_path, render
 
     fmt = OutputFormat(fmt)
     code = exit_code_for(report, fail_on)
@@ -81,7 +83,7 @@ def emit_report(
 
             print_report(report, console)
             return code
-        fmt = OutputFormat.md
+        fmt = OutputFormat(format_for_path(output) or OutputFormat.md.value)
     text = render(report, fmt.value)
     if output is None:
         typer.echo(text)

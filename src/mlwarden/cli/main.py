@@ -48,6 +48,9 @@ app.command("audit")(audit_command)
 from mlwarden.cli.demo import demo_command  # noqa: E402
 
 app.command("demo")(demo_command)
+from mlwarden.cli.report import report_app  # noqa: E402
+
+app.add_typer(report_app, name="report")
 # --- end of command groups ----------------------------------------------------------
 
 

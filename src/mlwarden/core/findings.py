@@ -112,6 +112,8 @@ class Figure(_Model):
     series: list[Series] = Field(default_factory=list)
     images: list[ImageData] = Field(default_factory=list)
     caption: str = ""
+    log_x: bool = False
+    log_y: bool = False
 
 
 class Table(_Model):
