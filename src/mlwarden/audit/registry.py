@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 # One line per module that registers checks.
 CHECK_MODULES: list[str] = [
     "mlwarden.audit.builtin_checks",
+    "mlwarden.supplychain.check",
 ]
 
 

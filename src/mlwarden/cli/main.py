@@ -51,6 +51,9 @@ app.command("demo")(demo_command)
 from mlwarden.cli.report import report_app  # noqa: E402
 
 app.add_typer(report_app, name="report")
+from mlwarden.cli.scan import scan_command  # noqa: E402
+
+app.command("scan")(scan_command)
 # --- end of command groups ----------------------------------------------------------
 
 
