@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 CHECK_MODULES: list[str] = [
     "mlwarden.audit.builtin_checks",
     "mlwarden.supplychain.check",
+    "mlwarden.risk.check",
 ]
 
 

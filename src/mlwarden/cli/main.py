@@ -54,6 +54,9 @@ app.add_typer(report_app, name="report")
 from mlwarden.cli.scan import scan_command  # noqa: E402
 
 app.command("scan")(scan_command)
+from mlwarden.cli.risk import risk_app  # noqa: E402
+
+app.add_typer(risk_app, name="risk")
 # --- end of command groups ----------------------------------------------------------
 
 
