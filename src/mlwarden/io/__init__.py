@@ -1,1 +1,41 @@
-"""Loading models and data; every model file passes the safety gate first."""
+"""Loading models and data; every model file passes the safety gate first.
+
+Public names are re-exported here and imported on first use, so that importing
+``mlwarden.io`` (for example from the CLI) does not pay for torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LAZY = {
+    "load_model": "mlwarden.io.models",
+    "load_pt2": "mlwarden.io.models",
+    "load_weights": "mlwarden.io.models",
+    "build_from_factory": "mlwarden.io.models",
+    "linear_layer_names": "mlwarden.io.models",
+    "read_state_dict": "mlwarden.io.models",
+    "BatchConstrainedClassifier": "mlwarden.io.models",
+    "ExportedClassifier": "mlwarden.io.models",
+    "MODEL_SUFFIXES": "mlwarden.io.models",
+    "load_data": "mlwarden.io.data",
+    "validate_dataset": "mlwarden.io.data",
+    "Dataset": "mlwarden.io.dataset",
+    "load_builtin": "mlwarden.io.dataset",
+    "ensure_safe": "mlwarden.io.gate",
+    "OnnxOracle": "mlwarden.io.onnx_oracle",
+    "save_pt2": "mlwarden.io.export",
+    "save_weights": "mlwarden.io.export",
+    "export_onnx": "mlwarden.io.export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlwarden.io' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

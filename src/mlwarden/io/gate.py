@@ -1,0 +1,150 @@
+"""The one safety gate every model file passes before mlwarden loads it.
+
+`ensure_safe` is the single place where loading meets scanning. The policy is the
+supply-chain scanner's verdict (`mlwarden.supplychain`, a static reader that never
+unpickles): any file it finds ``suspicious``, ``unsafe`` or ``unreadable`` is refused.
+Imports the user reviewed (``allow``, e.g. ``"argparse.Namespace"``) are accepted.
+
+One rule is added on top, because it is about what a *loader* runs rather than
+what a pickle imports: ``torch.export.load`` loads native AOTInductor libraries and
+unpickles "opaque"/custom-object constants without restrictions, so a ``.pt2``
+holding either is refused outright.
+
+Every refusal raises `UnsafeArtefactError` (CLI exit 3); missing, empty or unreadable
+paths raise `ModelLoadError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+_ZIP_MAGIC = b"PK\x03\x04"
+_MAX_LISTED = 5
+
+
+def ensure_safe(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
+    """Refuse ``path`` unless it is a readable file that is safe to load.
+
+    ``allow`` names extra globals (``"argparse.Namespace"``) that the user trusts a
+    checkpoint to import. Returns the resolved path.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise ModelLoadError(f"model file '{file}' does not exist")
+    if file.is_dir():
+        raise ModelLoadError(f"model path '{file}' is a directory; give the model file itself")
+    if not file.is_file():
+        raise ModelLoadError(f"model path '{file}' is not a regular file")
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file '{file}': {exc.strerror or exc}") from exc
+    if size == 0:
+        raise ModelLoadError(f"model file '{file}' is empty")
+    _apply_scan_verdict(file, allow)
+    if file.suffix.lower() == ".pt2":
+        _refuse_pt2_runtime_code(file)
+    return file
+
+
+def resolve_allowed(allow: Sequence[str]) -> list[Any]:
+    """Import the globals the user allowed (``"module.Name"``) for `torch.serialization`.
+
+    Importing them is the user's explicit decision; nothing else is imported.
+    """
+    import importlib
+
+    objects: list[Any] = []
+    for entry in allow:
+        name = entry.replace(":", ".")
+        parts = name.split(".")
+        obj: Any = None
+        for cut in range(len(parts) - 1, 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                obj = None
+            break
+        if obj is None:
+            raise ParameterError(f"allow entry '{entry}' does not name an importable global")
+        objects.append((obj, name))  # matched by the name the pickle spells
+    return objects
+
+
+# -- torch.export archives --------------------------------------------------------------
+
+
+def _apply_scan_verdict(file: Path, allow: Sequence[str]) -> None:
+    """Refuse on the scanner's verdict: a file it cannot parse is a load error (exit 2),
+    one that could run code or imports something unreviewed is unsafe (exit 3)."""
+    from mlwarden.supplychain import ensure_scanned
+    from mlwarden.supplychain.results import Verdict
+
+    try:
+        ensure_scanned(file, allow=allow, fail_on=Verdict.SUSPICIOUS)
+    except UnsafeArtefactError as exc:
+        if f"verdict {Verdict.UNREADABLE.value}" in exc.message:
+            raise ModelLoadError(
+                f"'{file}' is corrupt or truncated and was not loaded: "
+                + exc.message.split("): ", 1)[-1]
+            ) from None
+        raise
+
+
+# -- .pt2 runtime code --------------------------------------------------------------------
+def _refuse_pt2_runtime_code(file: Path) -> None:
+    """Refuse members that ``torch.export.load`` executes or unpickles without restrictions."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(f"'{file}' is not a torch.export archive (not a readable zip file)") from exc
+    refused: list[str] = []
+    for name in names:
+        rel = name.split("/", 1)[1] if "/" in name else name
+        base = rel.rsplit("/", 1)[-1]
+        if rel.startswith("data/aotinductor/"):
+            refused.append(f"{name} (AOTInductor native code)")
+        elif rel.startswith("data/constants/") and base.startswith(("custom_obj_", "opaque_obj_")):
+            refused.append(f"{name} (opaque object unpickled without restrictions)")
+    if refused:
+        raise UnsafeArtefactError(
+            f"refused '{file}': it contains {_listing(refused)}, which torch.export.load "
+            "would execute or unpickle without restrictions",
+        )
+
+
+# -- messages ---------------------------------------------------------------------------
+def _listing(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """torch wraps the real reason in a long help text; keep the reason."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip().splitlines()
+        for line in rest:
+            if line.strip():
+                return line.strip()[:200]
+    return _first_line(exc)

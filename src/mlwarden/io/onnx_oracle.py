@@ -1,0 +1,169 @@
+"""`OnnxOracle`: an ``.onnx`` model behind the `Oracle` interface (black-box).
+
+ONNX is treated as a black box on purpose: converters back to torch cannot read
+what current torch exports (see DESIGN.md), and a deployed model is usually a
+black box anyway. The oracle runs an onnxruntime CPU session and returns
+probabilities: the softmax of the graph's output, unless the file's metadata says
+(``mlwarden.output = probabilities``) that the graph already outputs them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlwarden.core.errors import DataError, ModelLoadError, OracleError, ParameterError, require
+from mlwarden.core.oracle import Oracle, OracleOutput
+from mlwarden.core.spec import InputSpec
+
+SPEC_KEY = "mlwarden.spec"
+OUTPUT_KEY = "mlwarden.output"
+NORMALIZATION_KEY = "mlwarden.normalization"
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
+
+
+class OnnxOracle(Oracle):
+    """Query an ONNX classifier; inputs are raw (inside ``spec.bounds``) batches.
+
+    The spec comes from the file's ``mlwarden.spec`` metadata (written by
+    `mlwarden.io.export_onnx`) unless ``spec`` is given. A spec with ``mean``/``std``
+    is applied before the graph unless the metadata says the graph does it itself.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        spec: InputSpec | None = None,
+        *,
+        output: OracleOutput = "probabilities",
+        budget: int | None = None,
+        batch_size: int = 512,
+        threads: int | None = None,
+    ) -> None:
+        ort: Any = require("onnxruntime", "onnx")
+        if batch_size <= 0:
+            raise ParameterError(f"batch_size must be positive, got {batch_size}")
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, Fail, NoSuchFile, ...
+            raise ModelLoadError(
+                f"cannot read '{self.path}' as an ONNX model (corrupt, truncated or unsupported): "
+                f"{_first_line(exc)}"
+            ) from exc
+        meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
+        stored = meta.get(SPEC_KEY)
+        if spec is None:
+            if not stored:
+                raise ModelLoadError(
+                    f"'{self.path.name}' carries no mlwarden input spec; pass one (spec=, "
+                    "--spec or a [spec] table in mlwarden.toml) or export it with "
+                    "mlwarden.io.export_onnx"
+                )
+            try:
+                spec = InputSpec.model_validate(json.loads(stored))
+            except Exception as exc:  # noqa: BLE001 - bad JSON or invalid spec
+                raise ModelLoadError(
+                    f"the input spec stored in '{self.path.name}' is invalid: {_first_line(exc)}"
+                ) from exc
+        super().__init__(spec, output, budget)
+        self.batch_size = batch_size
+        self.outputs_probabilities = meta.get(OUTPUT_KEY, "logits") == "probabilities"
+        self.normalize_inputs = spec.mean is not None and meta.get(NORMALIZATION_KEY) != "in-graph"
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(
+                f"'{self.path.name}' takes {len(inputs)} inputs; mlwarden needs exactly one batch"
+            )
+        self._input = inputs[0]
+        self._output_name = self.session.get_outputs()[0].name
+        if self._input.type not in _NP_TYPES:
+            raise ModelLoadError(
+                f"'{self.path.name}' takes {self._input.type} inputs; only float inputs are "
+                "supported"
+            )
+        self._dtype = _NP_TYPES[self._input.type]
+        dims = list(self._input.shape)
+        rest = dims[1:]
+        if len(rest) != len(spec.shape) or any(
+            isinstance(d, int) and d != s for d, s in zip(rest, spec.shape, strict=False)
+        ):
+            raise ModelLoadError(
+                f"'{self.path.name}' expects inputs of shape {tuple(dims)} but the spec says "
+                f"(N, {', '.join(map(str, spec.shape))})"
+            )
+        self.fixed_batch: int | None = dims[0] if dims and isinstance(dims[0], int) else None
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.spec.shape:
+            raise DataError(
+                f"input has shape {tuple(x.shape)}; the model expects (N, "
+                + ", ".join(map(str, self.spec.shape))
+                + ")"
+            )
+        n = len(x)
+        if n == 0:
+            empty = torch.empty(0, self.num_classes)
+            return empty.argmax(1) if self.output == "labels" else empty
+        batch = x.detach().to("cpu", torch.float32)
+        if self.normalize_inputs:
+            batch = self._normalize(batch)
+        arr = batch.numpy().astype(self._dtype, copy=False)
+        step = self.fixed_batch or self.batch_size
+        chunks = []
+        for start in range(0, n, step):
+            chunk = arr[start : start + step]
+            k = len(chunk)
+            if self.fixed_batch and k < self.fixed_batch:
+                pad = np.repeat(chunk[-1:], self.fixed_batch - k, axis=0)
+                chunk = np.concatenate([chunk, pad])
+            try:
+                (out,) = self.session.run([self._output_name], {self._input.name: chunk})
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+                raise OracleError(
+                    f"onnxruntime failed on '{self.path.name}': {_first_line(exc)}"
+                ) from exc
+            chunks.append(np.asarray(out, dtype=np.float32)[:k])
+        scores = torch.from_numpy(np.concatenate(chunks))
+        if scores.dim() != 2 or scores.shape[1] != self.num_classes:
+            raise OracleError(
+                f"'{self.path.name}' returned shape {tuple(scores.shape)}; expected "
+                f"({n}, {self.num_classes}) scores"
+            )
+        probs = scores if self.outputs_probabilities else torch.softmax(scores, dim=1)
+        return probs.argmax(1) if self.output == "labels" else probs
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.spec.mean is not None and self.spec.std is not None
+        view = (1, -1) + (1,) * (len(self.spec.shape) - 1)
+        mean = torch.tensor(self.spec.mean).view(view)
+        std = torch.tensor(self.spec.std).view(view)
+        return (x - mean) / std
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw graph outputs (not counted against the budget); for parity checks."""
+        saved, self.outputs_probabilities = self.outputs_probabilities, True
+        saved_output, self.output = self.output, "probabilities"
+        try:
+            return self._query(x)
+        finally:
+            self.outputs_probabilities, self.output = saved, saved_output
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0][:200] if lines else type(exc).__name__
