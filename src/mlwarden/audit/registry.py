@@ -33,6 +33,8 @@ CHECK_MODULES: list[str] = [
     "mlwarden.audit.builtin_checks",
     "mlwarden.supplychain.check",
     "mlwarden.risk.check",
+    "mlwarden.evaluation.privacy",
+    "mlwarden.evaluation.extraction",
 ]
 
 

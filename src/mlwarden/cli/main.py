@@ -57,6 +57,9 @@ app.command("scan")(scan_command)
 from mlwarden.cli.risk import risk_app  # noqa: E402
 
 app.add_typer(risk_app, name="risk")
+from mlwarden.cli.privacy import privacy_app  # noqa: E402
+
+app.add_typer(privacy_app, name="privacy")
 # --- end of command groups ----------------------------------------------------------
 
 

@@ -97,3 +97,14 @@ class ClassifierOracle(Oracle):
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.classifier.probabilities(x, self.batch_size)
         return probs.argmax(1) if self.output == "labels" else probs
+
+
+class LabelOnlyOracle(Oracle):
+    """Another oracle seen through its top-1 label only (simulates label-only access)."""
+
+    def __init__(self, inner: Oracle, budget: int | None = None) -> None:
+        super().__init__(inner.spec, "labels", budget)
+        self.inner = inner
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.labels(x)

@@ -45,6 +45,9 @@ def fit(
 ) -> TrainingHistory:
     """Train ``model`` in place on ``(x, y)`` with cross-entropy; returns the loss history.
 
+    ``y`` holds class indices ``(N,)``, or soft targets ``(N, C)`` (probabilities, e.g.
+    a teacher's or a victim's answers) for distillation.
+
     ``transform(model, xb, yb)`` may replace each batch (adversarial training);
     ``extra_loss(model, xb, yb, logits)`` is added to the loss (regularisers).
     """
@@ -56,6 +59,9 @@ def fit(
         raise ParameterError(f"lr must be positive, got {lr}")
     if len(x) != len(y) or len(x) == 0:
         raise DataError(f"need as many labels as samples (got {len(x)} and {len(y)})")
+    soft = y.is_floating_point()
+    if soft and (y.dim() != 2 or not bool(torch.isfinite(y).all())):
+        raise DataError("soft targets must be a finite (N, C) tensor of probabilities")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ParameterError("the model has no trainable parameters")
@@ -75,7 +81,10 @@ def fit(
                 xb = transform(model, xb, yb)
                 model.train()
             logits = model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
+            if soft:
+                loss = -(yb * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            else:
+                loss = nn.functional.cross_entropy(logits, yb)
             if extra_loss is not None:
                 loss = loss + extra_loss(model, xb, yb, logits)
             opt.zero_grad(set_to_none=True)

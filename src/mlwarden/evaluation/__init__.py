@@ -1,0 +1,30 @@
+"""Evaluation: robust accuracy curves with attack ensembles, and their sanity checks.
+
+Names load lazily so that importing the package (e.g. to register the audit check)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "PRESETS": "mlwarden.evaluation.robustness",
+    "AttackCost": "mlwarden.evaluation.robustness",
+    "RobustnessResult": "mlwarden.evaluation.robustness",
+    "evaluate_robustness": "mlwarden.evaluation.robustness",
+    "preset_attacks": "mlwarden.evaluation.robustness",
+    "robustness_findings": "mlwarden.evaluation.robustness",
+    "SanityResult": "mlwarden.evaluation.sanity",
+    "run_sanity_checks": "mlwarden.evaluation.sanity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlwarden.evaluation' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

@@ -1,0 +1,94 @@
+"""Membership inference finds the members of an overfitted model; DP-SGD hides them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlwarden.attacks.inference import LiRA, ThresholdAttack, membership_metrics
+from mlwarden.core import Classifier, ClassifierOracle, InputSpec, OracleError, ParameterError
+from mlwarden.core.errors import DataError
+from mlwarden.defenses.training import fit
+from mlwarden.evaluation.privacy import membership_audit
+from mlwarden.io.dataset import Dataset
+from mlwarden.models import MLP
+
+
+@pytest.fixture(scope="module")
+def split(digits) -> tuple[Dataset, Dataset, InputSpec]:
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(digits), generator=gen)[:600]
+    x, y = digits.x[idx].flatten(1), digits.y[idx]
+    spec = InputSpec(shape=(64,), class_names=digits.class_names)
+    return (Dataset(x[:300], y[:300], digits.class_names), Dataset(x[300:], y[300:], digits.class_names), spec)
+
+
+@pytest.fixture(scope="module")
+def overfitted(split) -> Classifier:
+    members, _, spec = split
+    torch.manual_seed(0)
+    module = MLP(64, 10, (128,))
+    fit(module, members.x, members.y, epochs=80, lr=2e-3, seed=0)
+    return Classifier(module, spec)
+
+
+@pytest.fixture(scope="module")
+def overfit_report(overfitted, split):
+    members, non_members, _ = split
+    return membership_audit(overfitted, members, non_members,
+                            attacks=["threshold", "lira-offline", "lira-online"],
+                            shadow_models=6, shadow_epochs=60, shadow_lr=2e-3, seed=0)
+
+
+def test_overfitted_model_leaks_membership(overfit_report):
+    m = overfit_report.metrics
+    assert m["privacy.lira-offline.auc"] > 0.58
+    assert m["privacy.lira-offline.tpr@1%fpr"] > 0.02  # well above the 1% of chance
+    assert m["privacy.threshold.auc"] > 0.53
+    assert [f.id for f in overfit_report.findings] == ["MLW-PRIV-001"]
+    assert overfit_report.findings[0].atlas == ["AML.T0024.000"]
+    roc = overfit_report.figures[0]
+    assert roc.log_x and roc.log_y and len(roc.series) == 4
+
+
+def test_dp_sgd_lowers_leakage(split, overfit_report):
+    from mlwarden.defenses.training.dp import fit_private
+
+    members, non_members, spec = split
+    torch.manual_seed(0)
+    module = MLP(64, 10, (128,))
+    out = fit_private(module, members.x, members.y, target_epsilon=2.0, epochs=60, lr=1e-2, seed=0)
+    assert out.epsilon <= 2.0 + 1e-6
+    private = Classifier(module, spec)
+    assert private.accuracy(non_members.x, non_members.y) > 0.6  # useful, at a stated cost
+    report = membership_audit(private, members, non_members, attacks=["threshold", "lira-offline"],
+                              shadow_models=6, shadow_epochs=60, shadow_lr=2e-3, seed=0)
+    before = overfit_report.metrics["privacy.lira-offline.auc"]
+    after = report.metrics["privacy.lira-offline.auc"]
+    assert after < before - 0.03
+    assert report.metrics["privacy.threshold.auc"] < 0.56
+
+
+def test_same_seed_same_scores(overfitted, split):
+    members, non_members, _ = split
+    kw = dict(attacks=["lira-online"], shadow_models=2, shadow_epochs=3, seed=7)
+    a = membership_audit(overfitted, members.take(20), non_members.take(20), **kw)
+    b = membership_audit(overfitted, members.take(20), non_members.take(20), **kw)
+    assert a.metrics == b.metrics
+
+
+def test_bad_parameters_and_oracles(overfitted, split):
+    members, non_members, _ = split
+    with pytest.raises(ParameterError, match="shadow_models"):
+        LiRA(shadow_models=1)
+    with pytest.raises(ParameterError, match="variant"):
+        LiRA(variant="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match="attacks"):
+        membership_audit(overfitted, members, non_members, attacks=["guess"])
+    with pytest.raises(DataError, match="at least 2"):
+        membership_audit(overfitted, members.take(1), non_members)
+    labels_only = ClassifierOracle(overfitted, output="labels")
+    with pytest.raises(OracleError, match="labels only"):
+        ThresholdAttack().score(labels_only, members.x[:4], members.y[:4])
+    with pytest.raises(DataError, match="both members and non-members"):
+        membership_metrics(torch.rand(4), torch.ones(4, dtype=torch.bool))
