@@ -25,6 +25,7 @@ def accuracy_check(ctx: AuditContext, cfg: AccuracyCheck) -> None:
     acc = float(correct.float().mean())
     ctx.report.metrics["clean_accuracy"] = round(acc, 6)
     ctx.report.metrics["samples"] = len(data)
+    ctx.report.headline.append("clean_accuracy")
     rows = []
     for idx, name in enumerate(ctx.spec.class_names):
         mask = data.y == idx

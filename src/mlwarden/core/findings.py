@@ -148,6 +148,9 @@ class Report(_Model):
     findings: list[Finding] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
     metrics: dict[str, float | int | str | None] = Field(default_factory=dict)
+    headline: list[str] = Field(
+        default_factory=list, description="metric keys a reader should see first (summary cards)"
+    )
     figures: list[Figure] = Field(default_factory=list)
     tables: list[Table] = Field(default_factory=list)
     artefacts: list[Artefact] = Field(default_factory=list)
@@ -168,6 +171,7 @@ class Report(_Model):
         self.findings.extend(other.findings)
         self.checks.extend(other.checks)
         self.metrics.update(other.metrics)
+        self.headline.extend(k for k in other.headline if k not in self.headline)
         self.figures.extend(other.figures)
         self.tables.extend(other.tables)
         self.artefacts.extend(other.artefacts)

@@ -21,6 +21,7 @@ def extraction_report(result: ExtractionResult, *, strategy: str, access: str,
         f"{prefix}.queries": result.queries,
         f"{prefix}.agreement": round(result.agreement, 6),
     })
+    report.headline.append(f"{prefix}.agreement")
     if result.accuracy is not None:
         report.metrics[f"{prefix}.copy_accuracy"] = round(result.accuracy, 6)
     series = [Series(label=f"agreement ({strategy}, {access})",

@@ -118,6 +118,7 @@ def membership_audit(
         rows=[[int(i), spec.class_names[int(members.y[i])],
                round(float(scores_by_attack[strongest][i]), 4)] for i in exposed],
     ))
+    report.headline += [f"privacy.{strongest}.auc", f"privacy.{strongest}.tpr@1%fpr"]
     evidence = {"auc": round(worst_auc, 4), "tpr@1%fpr": round(worst_tpr, 4), "attack": strongest}
     if worst_auc > max_auc or worst_tpr > max_tpr_at_1_fpr:
         report.add(Finding(

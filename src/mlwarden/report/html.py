@@ -149,7 +149,10 @@ def headline(report: Report) -> str:
 def html_context(report: Report) -> dict[str, Any]:
     """Everything the template shows, already formatted (the template only lays out)."""
     worst = report.worst_severity
-    metrics = list(report.metrics.items())
+    # Headline metrics first (the checks say which matter), then the rest in their order.
+    first = [k for k in report.headline if k in report.metrics]
+    metrics = [(k, report.metrics[k]) for k in first]
+    metrics += [(k, v) for k, v in report.metrics.items() if k not in first]
     n_cards = len(metrics) if len(metrics) <= MAX_CARDS else CARDS_WHEN_MANY
     counter = iter(range(len(report.findings)))
     groups = [
