@@ -31,7 +31,7 @@ class AuditOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def _selected(config: MlwardenConfig, only: list[str] | None) -> dict[str, CheckConfig]:
+def selected_checks(config: MlwardenConfig, only: list[str] | None) -> dict[str, CheckConfig]:
     """Configured checks (or the defaults), filtered by ``only``, enabled ones only."""
     checks: dict[str, Any] = dict(config.checks)
     if not checks:
@@ -82,7 +82,7 @@ def run_audit(
         "seed": audit.seed,
     }
     fail_on = None if audit.fail_on == "never" else Severity(audit.fail_on)
-    selected = _selected(config, only)
+    selected = selected_checks(config, only)
     order = sorted(selected, key=lambda name: check_spec(name).cost)
     for done, name in enumerate(order):
         progress("audit", done, len(order))
