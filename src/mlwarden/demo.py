@@ -48,6 +48,35 @@ norm = "linf"
 eps = [0.02, 0.05, 0.1, 0.2, 0.3]
 steps = 20
 min_robust_accuracy = 0.3
+
+[checks.risk]
+answers = "answers.yaml"
+"""
+
+# The demo system, as a team would describe it to `mlwarden risk`: a teacher taken from
+# a public source, a student fine-tuned on internal data, served behind an API key.
+DEMO_ANSWERS = """\
+version: 1
+system:
+  name: mlwarden-demo digit reader
+  owner: demo
+model:
+  source: pretrained-public
+  transfer_learning: full-fine-tune
+  format: torch-export
+data:
+  sources: [internal]
+  personal: false
+  retraining: none
+deployment:
+  exposure: partner-api
+  outputs: scores
+  authentication: api-key
+  rate_limited: true
+impact:
+  integrity: high
+  confidentiality: medium
+  availability: medium
 """
 
 
@@ -113,6 +142,7 @@ def run_demo(
         shutil.copyfile(cache / f"{name}.pt2", out / "models" / f"{name}.pt2")
     _, test = load_builtin("digits").split(0.75, seed=0)
     np.savez(out / "data" / "test.npz", x=test.x.numpy(), y=test.y.numpy())
+    (out / "answers.yaml").write_text(DEMO_ANSWERS, encoding="utf-8")
     config_path = out / "mlwarden.toml"
     config_path.write_text(DEMO_TOML.format(config=config_path), encoding="utf-8")
     outcome = run_audit(load_config(config_path), progress=progress)
