@@ -262,3 +262,9 @@ def build_sample_report() -> Report:
 @pytest.fixture
 def sample_report() -> Report:
     return build_sample_report()
+
+
+@pytest.fixture(scope="module")
+def module_sample_report() -> Report:
+    """The sample report, built once per module for tests that only read it."""
+    return build_sample_report()

@@ -18,10 +18,8 @@ _IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"
 
 
 @pytest.fixture(scope="module")
-def sample_html() -> str:
-    from conftest import build_sample_report
-
-    return render(build_sample_report(), "html")
+def sample_html(module_sample_report) -> str:
+    return render(module_sample_report, "html")
 
 
 def _pngs(html: str) -> dict[str, Image.Image]:
