@@ -33,6 +33,7 @@ CHECK_MODULES: list[str] = [
     "mlwarden.audit.builtin_checks",
     "mlwarden.supplychain.check",
     "mlwarden.risk.check",
+    "mlwarden.evaluation.checks",
     "mlwarden.evaluation.privacy",
     "mlwarden.evaluation.extraction",
 ]

@@ -60,6 +60,12 @@ app.add_typer(risk_app, name="risk")
 from mlwarden.cli.privacy import privacy_app  # noqa: E402
 
 app.add_typer(privacy_app, name="privacy")
+from mlwarden.cli.attack import attack_app  # noqa: E402
+
+app.add_typer(attack_app, name="attack")
+from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
+
+app.add_typer(evaluate_app, name="evaluate")
 # --- end of command groups ----------------------------------------------------------
 
 

@@ -1,0 +1,152 @@
+"""``mlwarden attack evasion``, ``mlwarden evaluate robustness`` and the audit check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from mlwarden.audit.registry import AuditContext, available_checks
+from mlwarden.core import Severity
+from mlwarden.evaluation.checks import EvasionCheck, evasion_check
+
+
+def test_attack_evasion_writes_npz_and_report(
+    run_cli, digits_cnn_pt2: Path, tmp_path: Path
+) -> None:
+    npz = tmp_path / "adv.npz"
+    res = run_cli(
+        "attack",
+        "evasion",
+        "--model",
+        str(digits_cnn_pt2),
+        "--data",
+        "digits",
+        "--samples",
+        "40",
+        "--attack",
+        "pgd",
+        "--eps",
+        "0.15",
+        "--steps",
+        "5",
+        "--output-npz",
+        str(npz),
+        "--format",
+        "json",
+        "--fail-on",
+        "never",
+        "--no-progress",
+    )
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    acc = report["metrics"]["evasion.pgd.linf.robust_accuracy@0.15"]
+    with np.load(npz) as arrays:
+        assert set(arrays.files) == {"x_adv", "y", "success", "clean_correct"}
+        x_adv, success, clean = arrays["x_adv"], arrays["success"], arrays["clean_correct"]
+    assert x_adv.shape == (40, 1, 8, 8) and success.dtype == np.bool_
+    assert acc == pytest.approx(float(np.mean(clean & ~success)), abs=1e-6)
+    from mlwarden.io.dataset import load_builtin
+
+    clean_x = load_builtin("digits").x[:40].numpy()
+    assert float(np.abs(x_adv - clean_x).max()) <= 0.15 + 1e-5
+    assert report["artefacts"][0]["path"] == str(npz)
+
+
+def test_attack_evasion_fails_on_low_robust_accuracy(run_cli, digits_cnn_pt2: Path) -> None:
+    res = run_cli(
+        "attack",
+        "evasion",
+        "-m",
+        str(digits_cnn_pt2),
+        "-d",
+        "digits",
+        "--samples",
+        "30",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "0.3",
+        "--min-robust-accuracy",
+        "0.9",
+        "--format",
+        "json",
+        "--no-progress",
+    )
+    assert res.code == 1
+    assert "MLW-EVA-010" in {f["id"] for f in json.loads(res.out)["findings"]}
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--attack", "jsma"], "attack"),
+        (["--eps", "-1"], "eps"),
+        (["--norm", "l1"], "norm"),
+        (["--fail-on", "loud"], "fail-on"),
+    ],
+)
+def test_attack_evasion_usage_errors_exit_2(run_cli, digits_cnn_pt2: Path, args, needle) -> None:
+    res = run_cli("attack", "evasion", "-m", str(digits_cnn_pt2), "-d", "digits", *args)
+    assert res.code == 2
+    assert needle in res.err and "Traceback" not in res.err
+
+
+def test_evaluate_robustness_cli(run_cli, digits_cnn_pt2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    res = run_cli(
+        "evaluate",
+        "robustness",
+        "-m",
+        str(digits_cnn_pt2),
+        "-d",
+        "digits",
+        "--samples",
+        "30",
+        "--preset",
+        "fast",
+        "--steps",
+        "5",
+        "--eps",
+        "0.05",
+        "--eps",
+        "0.2",
+        "--format",
+        "json",
+        "--output",
+        str(out),
+        "--min-robust-accuracy",
+        "0.95",
+        "--no-progress",
+    )
+    assert res.code == 1  # HIGH finding at the default --fail-on high
+    report = json.loads(out.read_text())
+    assert (
+        report["metrics"]["evasion.fast.linf.robust_accuracy@0.05"]
+        >= report["metrics"]["evasion.fast.linf.robust_accuracy@0.2"]
+    )
+    assert report["figures"][0]["kind"] == "line"
+    bad = run_cli(
+        "evaluate", "robustness", "-m", str(digits_cnn_pt2), "-d", "digits", "--preset", "heavy"
+    )
+    assert bad.code == 2 and "preset" in bad.err
+
+
+def test_audit_check_registered_and_configured(digits_cnn_pt2: Path, tmp_path: Path) -> None:
+    assert "evasion" in available_checks()
+    with pytest.raises(ValidationError, match="epss"):
+        EvasionCheck(epss=[0.1])  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        EvasionCheck(eps=[])
+    ctx = AuditContext(
+        model_source=str(digits_cnn_pt2), data_source="digits", data_limit=40, output_dir=tmp_path
+    )
+    cfg = EvasionCheck(eps=[0.05, 0.2], steps=5, min_robust_accuracy=0.9)
+    evasion_check(ctx, cfg)
+    report = ctx.report
+    assert "evasion.pgd.linf.robust_accuracy@0.2" in report.metrics
+    high = [f for f in report.findings if f.severity is Severity.HIGH]
+    assert [f.id for f in high] == ["MLW-EVA-010"]
