@@ -66,6 +66,18 @@ app.add_typer(attack_app, name="attack")
 from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
 
 app.add_typer(evaluate_app, name="evaluate")
+from mlwarden.cli.serve import serve_command  # noqa: E402
+
+app.command("serve")(serve_command)
+from mlwarden.cli.keys import keys_app  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+from mlwarden.cli.gateway import gateway_app  # noqa: E402
+
+app.add_typer(gateway_app, name="gateway")
+from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
+
+app.add_typer(audit_log_app, name="audit-log")
 # --- end of command groups ----------------------------------------------------------
 
 

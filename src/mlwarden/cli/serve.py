@@ -1,0 +1,29 @@
+"""``mlwarden serve --config mlwarden.toml``: the model behind the protected HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def serve_command(
+    config: Path = typer.Option(Path("mlwarden.toml"), "--config", "-c",
+                                help="Config with [model] path and a [gateway] section."),
+    host: str = typer.Option(None, "--host", help="Override [gateway] host."),
+    port: int = typer.Option(None, "--port", help="Override [gateway] port."),
+) -> None:
+    """Serve a model with auth, rate limits, validation, hardening, monitoring and audit."""
+    import logging
+
+    from mlwarden.gateway.app import create_app
+    from mlwarden.gateway.config import load_serve_config
+    from mlwarden.gateway.server import serve
+    from mlwarden.io.models import load_model
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    model_cfg, gateway = load_serve_config(config)
+    model = load_model(model_cfg.path, factory=model_cfg.factory)
+    app = create_app(model, gateway)
+    serve(app, host or gateway.host, port if port is not None else gateway.port,
+          graceful_shutdown_seconds=gateway.graceful_shutdown_seconds)

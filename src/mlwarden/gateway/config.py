@@ -1,0 +1,260 @@
+"""`GatewayConfig`: the ``[gateway]`` section of ``mlwarden.toml``, validated by pydantic.
+
+Every sub-table forbids unknown keys, so a typo (``rate_limt``) is an error that names
+the key instead of a protection silently switched off. Rates read like what they mean
+(``"100/minute"``) and storage is chosen by URI (``memory://``, ``redis://host:6379``),
+as in the ``limits`` library that enforces them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mlwarden.core.errors import ConfigError
+
+OutputLevel = Literal["labels", "top_k", "rounded", "probabilities", "perturbed"]
+CheckAction = Literal["reject", "flag", "log"]
+MonitorAction = Literal["log", "throttle", "block"]
+SCOPES = ("predict", "metrics", "admin")
+_RATE = re.compile(
+    r"\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?"
+    r"(\s*[;,]\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|month|year)s?)*"
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyEntry(_Section):
+    """One API key as stored: public prefix, hash of the secret, scopes, output detail."""
+
+    prefix: str = Field(pattern=r"^[A-Za-z0-9]{4,32}$")
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    name: str = ""
+    scopes: tuple[str, ...] = ("predict",)
+    output: OutputLevel | None = None
+    revoked: bool = False
+    created: str = ""
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(v) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scope(s) {unknown}; known scopes: {list(SCOPES)}")
+        return v
+
+
+class AuthConfig(_Section):
+    """API keys inline (``keys``) and/or in a key file managed by ``mlwarden keys``."""
+
+    enabled: bool = True
+    key_file: Path | None = None
+    keys: list[KeyEntry] = Field(default_factory=list)
+    public_metrics: bool = Field(
+        default=False, description="serve /metrics without a key (for a scraper on a private net)"
+    )
+
+
+def _check_rate(v: str | None) -> str | None:
+    if v is None:
+        return v
+    try:
+        from limits import parse_many
+    except ImportError:  # the serve extra is absent: check the form only
+        if not _RATE.fullmatch(v.strip()):
+            raise ValueError(f"{v!r} is not a rate like '100/minute' or '10/second'") from None
+        return v
+    try:
+        parse_many(v)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a rate like '100/minute' or '10/second'") from None
+    return v
+
+
+class RateLimitConfig(_Section):
+    """A sustained rate and a burst, per API key and per client address."""
+
+    enabled: bool = True
+    storage: str = "memory://"
+    strategy: Literal["auto", "gcra", "moving-window", "sliding-window-counter",
+                      "fixed-window"] = Field(
+        default="auto",
+        description="auto: GCRA in memory, moving window (exact, atomic) in Redis",
+    )
+    per_key: str | None = "3000/minute"
+    per_key_burst: str | None = "100/second"
+    per_address: str | None = "6000/minute"
+    per_address_burst: str | None = "200/second"
+    key_prefix: str = "mlwarden"
+
+    _rates = field_validator("per_key", "per_key_burst", "per_address", "per_address_burst")(
+        classmethod(lambda cls, v: _check_rate(v))
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_uri(cls, v: str) -> str:
+        if not (v.startswith("memory://") or v.startswith(("redis://", "rediss://"))):
+            raise ValueError(f"storage must be 'memory://' or 'redis://host:port', got {v!r}")
+        return v
+
+
+class ValidationConfig(_Section):
+    """Request limits and the action per check (``reject``, ``flag`` or ``log``)."""
+
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    max_batch: int = Field(default=256, gt=0)
+    bounds: CheckAction = "reject"
+    ood: CheckAction = "flag"
+    validator: Path | None = Field(
+        default=None, description="file written by `mlwarden gateway fit-validator`"
+    )
+
+
+class HardeningConfig(_Section):
+    """Output detail for keys that do not name their own (``output`` of a key)."""
+
+    default_output: OutputLevel = "rounded"
+    top_k: int = Field(default=3, ge=1)
+    decimals: int = Field(default=2, ge=0, le=6)
+    perturb_beta: float = Field(default=0.7, gt=0)
+    perturb_gamma: float = Field(default=0.4, gt=0)
+
+
+class ExtractionMonitorConfig(_Section):
+    """PRADA (Juuti et al., 2019): Shapiro-Wilk test on minimum query distances, plus the
+    share of a client's queries that the OOD validator flags."""
+
+    enabled: bool = True
+    action: MonitorAction = "block"
+    delta: float = Field(default=0.90, gt=0, lt=1)
+    min_samples: int = Field(default=100, ge=20)
+    window: int = Field(default=500, ge=20)
+    max_growing_set: int = Field(default=2000, ge=10)
+    max_ood_rate: float = Field(default=0.25, gt=0, le=1)
+    ood_min_samples: int = Field(default=50, ge=10)
+
+
+class QueryAttackMonitorConfig(_Section):
+    """Stateful detection (Chen, Carlini & Wagner, 2019): k-NN distance to past queries."""
+
+    enabled: bool = True
+    action: MonitorAction = "block"
+    k: int = Field(default=10, ge=1)
+    history: int = Field(default=5000, ge=10)
+    threshold: float | None = Field(
+        default=None, description="k-NN distance below which a query counts as a probe; "
+        "default: calibrated by fit-validator"
+    )
+    hits_to_alert: int = Field(default=25, ge=1)
+
+
+class MonitoringConfig(_Section):
+    extraction: ExtractionMonitorConfig = Field(default_factory=ExtractionMonitorConfig)
+    query_attack: QueryAttackMonitorConfig = Field(default_factory=QueryAttackMonitorConfig)
+    throttle_rate: str = "60/minute"
+    block_seconds: int = Field(default=3600, gt=0)
+    max_clients: int = Field(default=10_000, ge=1)
+
+    _rate = field_validator("throttle_rate")(classmethod(lambda cls, v: _check_rate(v)))
+
+
+class AuditLogConfig(_Section):
+    enabled: bool = True
+    path: Path = Path("mlwarden-audit.jsonl")
+    include_inputs: bool = False
+    fsync: bool = False
+
+
+class BatchingConfig(_Section):
+    enabled: bool = True
+    max_batch_size: int = Field(default=64, gt=0)
+    max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    worker_thread: bool = Field(
+        default=True,
+        description="run the model in a worker thread (the event loop keeps accepting during "
+        "a forward pass); false runs it on the loop, which avoids thread hand-offs on small "
+        "CPU models",
+    )
+
+
+class GatewayConfig(_Section):
+    """The whole ``[gateway]`` section."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    model_name: str | None = None
+    graceful_shutdown_seconds: float = Field(default=10.0, ge=0)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    hardening: HardeningConfig = Field(default_factory=HardeningConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], *, where: str = "gateway") -> GatewayConfig:
+        """Validate ``data``; a `ConfigError` names every bad key as ``gateway.x.y``."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_format_errors(exc, where)) from None
+
+
+class ModelSection(_Section):
+    """``[model]``: the file to serve and, for weights files, the factory that builds it."""
+
+    path: Path
+    factory: str | None = None
+
+
+def _format_errors(exc: ValidationError, where: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (where, *err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def load_serve_config(path: Path) -> tuple[ModelSection, GatewayConfig]:
+    """Read ``[model]`` and ``[gateway]`` from a toml file.
+
+    Stand-in for the lead's ``mlwarden.config`` loader: one function to replace.
+    Relative paths in the file are resolved against the file's directory.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{path}' does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
+    if "model" not in data:
+        raise ConfigError(f"config file '{path}' has no [model] section with 'path'")
+    try:
+        model = ModelSection.model_validate(data["model"])
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, "model")) from None
+    gateway = GatewayConfig.from_dict(data.get("gateway", {}))
+    base = path.parent
+    if not model.path.is_absolute():
+        model = model.model_copy(update={"path": base / model.path})
+    auth, val, audit = gateway.auth, gateway.validation, gateway.audit_log
+    if auth.key_file is not None and not auth.key_file.is_absolute():
+        auth.key_file = base / auth.key_file
+    if val.validator is not None and not val.validator.is_absolute():
+        val.validator = base / val.validator
+    if not audit.path.is_absolute():
+        audit.path = base / audit.path
+    return model, gateway

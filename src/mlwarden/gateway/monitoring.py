@@ -1,0 +1,300 @@
+"""Per-client attack monitors: model extraction (PRADA) and query-based black-box probing.
+
+- `ExtractionDetector` follows PRADA (Juuti et al., 2019, "PRADA: protecting against DNN
+  model stealing attacks"): for each query it records the minimum L2 distance to the
+  client's earlier queries of the same predicted class (a growing set that keeps only
+  queries farther than a per-class threshold) and runs a Shapiro-Wilk normality test on
+  those distances. Natural traffic gives roughly normal distances; extraction traffic
+  (random and synthetic inputs, small steps around seeds) gives a mixture that fails the
+  test, ``W < delta``. Pure random noise gives normal distances too, so the detector also
+  watches the share of the client's recent queries that the OOD validator flagged: a
+  knockoff client sampling noise (Orekondy et al., 2019) sends far more than the
+  validator's calibrated false-rejection rate.
+- `QueryAttackDetector` follows stateful detection (Chen, Carlini & Wagner, 2019,
+  "Stateful detection of black-box adversarial attacks"): it keeps a bounded history of
+  the client's queries and counts queries whose mean distance to their k nearest
+  predecessors is below a threshold calibrated on benign data. Decision-based attacks
+  (HopSkipJump, boundary attack) query long runs of near-identical inputs and trip it.
+
+Both work on the flattened input and keep bounded state per client; `MonitorBank` holds
+one pair per client with least-recently-used eviction.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mlwarden.core.errors import DataError, ParameterError
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A monitor decided that a client is attacking; ``detail`` says on what evidence."""
+
+    detector: str
+    client: str
+    detail: str
+    queries: int
+
+
+class ExtractionDetector:
+    """PRADA's distance-distribution test for one client."""
+
+    def __init__(
+        self, delta: float = 0.90, min_samples: int = 100, window: int = 500,
+        max_growing_set: int = 2000, max_ood_rate: float = 0.25, ood_min_samples: int = 50,
+    ) -> None:
+        if not 0 < delta < 1:
+            raise ParameterError(f"delta must be in (0, 1), got {delta}")
+        if min_samples < 20:
+            raise ParameterError(f"min_samples must be at least 20, got {min_samples}")
+        if not 0 < max_ood_rate <= 1:
+            raise ParameterError(f"max_ood_rate must be in (0, 1], got {max_ood_rate}")
+        self.max_ood_rate = max_ood_rate
+        self.ood_min_samples = ood_min_samples
+        self.ood_flags_: deque[bool] = deque(maxlen=window)
+        self.delta = delta
+        self.min_samples = min_samples
+        self.window = window
+        self.max_growing_set = max_growing_set
+        self.test_every = 10
+        self._since_test = 0
+        self.growing_: dict[int, np.ndarray] = {}
+        self.growing_dists_: dict[int, list[float]] = {}
+        self.thresholds_: dict[int, float] = {}
+        self.distances_: deque[float] = deque(maxlen=window)
+        self.queries_ = 0
+        self.last_w_: float | None = None
+
+    def update(
+        self, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None = None
+    ) -> float | None:
+        """Add a batch of queries; returns the Shapiro-Wilk W once enough distances exist."""
+        if ood is not None:
+            self.ood_flags_.extend(bool(v) for v in ood.tolist())
+        flat = x.detach().flatten(1).float().cpu().numpy()
+        added = 0
+        for row, label in zip(flat, labels.tolist(), strict=True):
+            self.queries_ += 1
+            g = self.growing_.get(label)
+            if g is None:
+                self.growing_[label] = row[None].copy()
+                self.growing_dists_[label] = []
+                self.thresholds_[label] = 0.0
+                continue
+            d = float(np.sqrt(((g - row) ** 2).sum(axis=1).min()))
+            if d <= 1e-9:
+                continue  # an exact repeat (a retry, a cache miss) teaches an attacker nothing
+            self.distances_.append(d)
+            added += 1
+            if d > self.thresholds_[label] and len(g) < self.max_growing_set:
+                self.growing_[label] = np.vstack([g, row[None]])
+                dists = self.growing_dists_[label]
+                dists.append(d)
+                spread = float(np.std(dists, ddof=1)) if len(dists) > 1 else 0.0
+                floor = float(np.mean(dists)) - spread
+                self.thresholds_[label] = max(self.thresholds_[label], floor)
+        self._since_test += added
+        if len(self.distances_) < self.min_samples:
+            return None
+        # the test costs O(n log n): run it every `test_every` new distances, not per query
+        if self.last_w_ is None or self._since_test >= self.test_every:
+            self.last_w_ = shapiro_w(list(self.distances_))
+            self._since_test = 0
+        return self.last_w_
+
+    @property
+    def ood_rate(self) -> float | None:
+        if len(self.ood_flags_) < self.ood_min_samples:
+            return None
+        return sum(self.ood_flags_) / len(self.ood_flags_)
+
+    def evidence(self) -> str | None:
+        """Why this client looks like an extraction attack, or None."""
+        if self.last_w_ is not None and self.last_w_ < self.delta:
+            return f"PRADA Shapiro-Wilk W={self.last_w_:.3f} < delta={self.delta}"
+        rate = self.ood_rate
+        if rate is not None and rate > self.max_ood_rate:
+            return (f"{rate:.0%} of the last {len(self.ood_flags_)} queries are "
+                    f"out of distribution (limit {self.max_ood_rate:.0%})")
+        return None
+
+    def is_attack(self) -> bool:
+        return self.evidence() is not None
+
+
+def shapiro_w(values: list[float]) -> float:
+    """Shapiro-Wilk W (scipy's implementation); 1.0 for a constant sample."""
+    import warnings
+
+    from scipy.stats import shapiro
+
+    if max(values) - min(values) <= 1e-12:
+        return 0.0  # identical distances are the opposite of natural traffic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(shapiro(values).statistic)
+
+
+class QueryAttackDetector:
+    """Chen et al.'s k-NN stateful detector for one client."""
+
+    def __init__(self, threshold: float, k: int = 10, history: int = 5000,
+                 hits_to_alert: int = 25) -> None:
+        if threshold <= 0:
+            raise ParameterError(f"threshold must be positive, got {threshold}")
+        if k < 1 or history < k:
+            raise ParameterError(f"need 1 <= k <= history, got k={k}, history={history}")
+        self.threshold = threshold
+        self.k = k
+        self.history = history
+        self.hits_to_alert = hits_to_alert
+        self._buf: torch.Tensor | None = None  # ring buffer (history, D) and squared norms
+        self._sq: torch.Tensor | None = None
+        self._count = 0
+        self._next = 0
+        self.hits_ = 0
+        self.queries_ = 0
+
+    @property
+    def buffer_(self) -> torch.Tensor:
+        """The remembered queries, oldest first (at most ``history``)."""
+        if self._buf is None:
+            return torch.empty(0, 0)
+        if self._count < self.history:
+            return self._buf[: self._count]
+        return torch.roll(self._buf, -self._next, dims=0)
+
+    def update(self, x: torch.Tensor) -> int:
+        """Add a batch; returns how many of its queries were probes (k-NN distance < threshold).
+
+        Squared distances come from ``|a|^2 + |b|^2 - 2ab`` (one matrix product against the
+        ring buffer), which keeps a 5,000-query history cheap per query. Torch rather than
+        NumPy: it honours the process's thread setting (NumPy's BLAS spins on busy hosts).
+        """
+        flat = x.detach().flatten(1).float().cpu()
+        n, dim = flat.shape
+        if self._buf is None:
+            self._buf = torch.zeros(self.history, dim)
+            self._sq = torch.zeros(self.history)
+        if dim != self._buf.shape[1]:
+            raise DataError("query dimension changed for the same client")
+        assert self._sq is not None
+        sq = (flat * flat).sum(1)
+        hist, hsq = self._buf[: self._count], self._sq[: self._count]
+        d_hist = torch.addmm(sq[:, None] + hsq[None, :], flat, hist.T, alpha=-2.0)
+        d_self = torch.addmm(sq[:, None] + sq[None, :], flat, flat.T, alpha=-2.0)
+        d_self.masked_fill_(torch.ones(n, n, dtype=torch.bool).triu(), float("inf"))
+        d2 = torch.cat([d_hist, d_self], dim=1)
+        k = min(self.k, d2.shape[1])
+        hits = 0
+        if k:
+            near = d2.topk(k, dim=1, largest=False).values.clamp_min(0).sqrt()
+            finite = torch.isfinite(near)
+            count = finite.sum(1)
+            mean = torch.where(finite, near, torch.zeros_like(near)).sum(1) / count.clamp_min(1)
+            # a query with fewer than k predecessors averages over those it has
+            enough = count >= torch.clamp(torch.arange(n) + self._count, max=self.k)
+            hits = int(((count > 0) & enough & (mean < self.threshold)).sum())
+        end = self._next + n
+        if n >= self.history:
+            self._buf[:] = flat[-self.history:]
+            self._sq[:] = sq[-self.history:]
+            self._next = 0
+        elif end <= self.history:
+            self._buf[self._next : end] = flat
+            self._sq[self._next : end] = sq
+            self._next = end % self.history
+        else:
+            first = self.history - self._next
+            self._buf[self._next :] = flat[:first]
+            self._sq[self._next :] = sq[:first]
+            self._buf[: n - first] = flat[first:]
+            self._sq[: n - first] = sq[first:]
+            self._next = n - first
+        self._count = min(self._count + n, self.history)
+        self.hits_ += hits
+        self.queries_ += n
+        return hits
+
+    def is_attack(self) -> bool:
+        return self.hits_ >= self.hits_to_alert
+
+
+def calibrate_knn_threshold(x: torch.Tensor, k: int = 10, quantile: float = 0.001) -> float:
+    """Benign k-NN mean distance at ``quantile`` within ``x`` (Chen et al.'s calibration).
+
+    Distances inside a whole training set are smaller than those inside one client's
+    history, so this threshold errs towards fewer false alarms.
+    """
+    flat = x.detach().flatten(1).float().cpu()
+    if len(flat) <= k:
+        raise DataError(f"need more than k={k} samples to calibrate, got {len(flat)}")
+    means = []
+    for start in range(0, len(flat), 512):
+        d = torch.cdist(flat[start : start + 512], flat)
+        d[torch.arange(len(d)), torch.arange(start, start + len(d))] = float("inf")
+        means.append(d.topk(k, dim=1, largest=False).values.mean(1))
+    value = float(torch.quantile(torch.cat(means).double(), quantile))
+    return max(value, 1e-6)
+
+
+class MonitorBank:
+    """One extraction and one query-attack detector per client, LRU-bounded."""
+
+    def __init__(
+        self,
+        *,
+        extraction: dict[str, object] | None,
+        query_attack: dict[str, object] | None,
+        max_clients: int = 10_000,
+    ) -> None:
+        self.extraction = extraction
+        self.query_attack = query_attack
+        self.max_clients = max_clients
+        self._clients: OrderedDict[str, tuple[ExtractionDetector | None,
+                                              QueryAttackDetector | None, set[str]]] = (
+            OrderedDict()
+        )
+
+    def _get(self, client: str) -> tuple[ExtractionDetector | None, QueryAttackDetector | None,
+                                         set[str]]:
+        entry = self._clients.get(client)
+        if entry is None:
+            ext = ExtractionDetector(**self.extraction) if self.extraction is not None else None  # type: ignore[arg-type]
+            qa = QueryAttackDetector(**self.query_attack) if self.query_attack is not None else None  # type: ignore[arg-type]
+            entry = (ext, qa, set())
+            self._clients[client] = entry
+            while len(self._clients) > self.max_clients:
+                self._clients.popitem(last=False)
+        else:
+            self._clients.move_to_end(client)
+        return entry
+
+    def observe(
+        self, client: str, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None = None
+    ) -> list[Alert]:
+        """Feed a batch of one client's queries; alerts are raised once per detector."""
+        ext, qa, raised = self._get(client)
+        alerts: list[Alert] = []
+        if ext is not None:
+            ext.update(x, labels, ood)
+            evidence = ext.evidence() if "extraction" not in raised else None
+            if evidence is not None:
+                raised.add("extraction")
+                alerts.append(Alert("extraction", client, evidence, ext.queries_))
+        if qa is not None:
+            qa.update(x)
+            if "query_attack" not in raised and qa.is_attack():
+                raised.add("query_attack")
+                alerts.append(Alert("query_attack", client,
+                                    f"{qa.hits_} queries within k-NN distance "
+                                    f"{qa.threshold:.3g} of earlier ones", qa.queries_))
+        return alerts
+
+    def reset(self, client: str) -> None:
+        self._clients.pop(client, None)
