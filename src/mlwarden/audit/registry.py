@@ -31,11 +31,13 @@ if TYPE_CHECKING:
 # One line per module that registers checks.
 CHECK_MODULES: list[str] = [
     "mlwarden.audit.builtin_checks",
-    "mlwarden.supplychain.check",
     "mlwarden.risk.check",
+    "mlwarden.supplychain.check",
     "mlwarden.evaluation.checks",
     "mlwarden.evaluation.privacy",
     "mlwarden.evaluation.extraction",
+    "mlwarden.defenses.detection.check",
+    "mlwarden.evaluation.transfer",
 ]
 
 

@@ -78,6 +78,12 @@ app.add_typer(gateway_app, name="gateway")
 from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
 
 app.add_typer(audit_log_app, name="audit-log")
+from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
+
+app.add_typer(backdoor_app, name="backdoor")
+from mlwarden.cli.transfer import transfer_command  # noqa: E402
+
+app.command("transfer")(transfer_command)
 # --- end of command groups ----------------------------------------------------------
 
 

@@ -1,0 +1,178 @@
+"""The ``mlwarden backdoor`` and ``mlwarden transfer`` commands, run as a user would."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlwarden.cli.main import run
+
+
+def _run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        run(argv)
+    return int(exc.value.code or 0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, badnets_model, digits_split):
+    from mlwarden.io.export import save_pt2
+
+    root = tmp_path_factory.mktemp("bkd")
+    _, test = digits_split
+    model = save_pt2(badnets_model.classifier, root / "teacher.pt2")
+    np.savez(root / "clean.npz", x=test.x.numpy(), y=test.y.numpy())
+    ones = test.y.numpy() == 1
+    np.savez(root / "one_class.npz", x=test.x.numpy()[ones], y=test.y.numpy()[ones])
+    np.savez(
+        root / "wrong.npz", x=np.zeros((10, 30), dtype=np.float32), y=np.zeros(10, dtype=np.int64)
+    )
+    return root, model
+
+
+def test_detect_flags_the_backdoored_teacher(files, capsys) -> None:
+    root, model = files
+    out = root / "report.json"
+    code = _run(
+        [
+            "backdoor",
+            "detect",
+            "--model",
+            str(model),
+            "--data",
+            str(root / "clean.npz"),
+            "--samples",
+            "300",
+            "--steps",
+            "300",
+            "--no-progress",
+            "-f",
+            "json",
+            "-o",
+            str(out),
+        ]
+    )
+    report = json.loads(out.read_text())
+    assert code == 1, "a HIGH finding fails the default --fail-on high"
+    assert report["metrics"]["backdoor.target_class"] == 0
+    html = root / "report.html"
+    assert (
+        _run(
+            [
+                "backdoor",
+                "detect",
+                "--model",
+                str(model),
+                "--data",
+                str(root / "clean.npz"),
+                "--samples",
+                "100",
+                "--steps",
+                "30",
+                "--method",
+                "neural_cleanse",
+                "--no-progress",
+                "-f",
+                "html",
+                "-o",
+                str(html),
+                "--fail-on",
+                "never",
+            ]
+        )
+        == 0
+    )
+    assert "reverse-engineered mask" in html.read_text()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [("one_class.npz", "single class"), ("wrong.npz", "shape")],
+)
+def test_detect_bad_data_is_one_clear_line(files, capsys, data, message) -> None:
+    root, model = files
+    code = _run(
+        [
+            "backdoor",
+            "detect",
+            "--model",
+            str(model),
+            "--data",
+            str(root / data),
+            "--steps",
+            "5",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_transfer_command_writes_student_and_audit(files) -> None:
+    root, model = files
+    out = root / "transfer.json"
+    student = root / "student.pt2"
+    code = _run(
+        [
+            "transfer",
+            "--teacher",
+            str(model),
+            "--data",
+            str(root / "clean.npz"),
+            "--strategy",
+            "linear_probe",
+            "--epochs",
+            "3",
+            "--scan-steps",
+            "40",
+            "--student-out",
+            str(student),
+            "--no-progress",
+            "-f",
+            "json",
+            "-o",
+            str(out),
+            "--fail-on",
+            "never",
+        ]
+    )
+    assert code == 0 and student.exists()
+    report = json.loads(out.read_text())
+    assert report["metrics"]["transfer.strategy"] == "linear_probe"
+    assert report["metrics"]["transfer.weight_divergence"] > 0
+    assert (
+        _run(
+            [
+                "transfer",
+                "--teacher",
+                str(model),
+                "--data",
+                str(root / "clean.npz"),
+                "--strategy",
+                "bogus",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+
+
+def test_audit_checks_backdoor_and_transfer(files) -> None:
+    from mlwarden.audit.registry import AuditContext, available_checks
+
+    root, model = files
+    checks = available_checks()
+    ctx = AuditContext(model_source=str(model), data_source=str(root / "clean.npz"), device="cpu")
+    spec = checks["backdoor"]
+    spec.run(ctx, spec.config(steps=150, max_samples=200))
+    assert ctx.report.metrics["backdoor.detected"] == 1
+    assert ctx.report.metrics["backdoor.target_class"] == 0
+    spec = checks["transfer"]
+    spec.run(ctx, spec.config(teacher=str(model), max_samples=200))
+    # the model audited as its own student: same weights, same features, the trigger still works
+    assert ctx.report.metrics["transfer.weight_divergence"] == 0.0
+    assert ctx.report.metrics["transfer.trigger_source"] == "reverse-engineered"
+    assert ctx.report.metrics["transfer.asr"] > 0.9
+    assert any(f.id == "MLW-BKD-030" for f in ctx.report.findings)
