@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mlwarden.io.dataset import Dataset
 
 attack_app = typer.Typer(
-    help="Run attacks against a model (evasion).", no_args_is_help=True, add_completion=False
+    help="Run attacks against a model (evasion, extraction).", no_args_is_help=True, add_completion=False
 )
 
 ATTACK_HELP = "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, cw, deepfool, square"

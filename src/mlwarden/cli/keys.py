@@ -13,7 +13,7 @@ keys_app = typer.Typer(help="Manage gateway API keys (stored only as hashes).",
                        no_args_is_help=True)
 
 KeyFileOption = typer.Option(Path("mlwarden-keys.json"), "--file", "-k",
-                             help="Key file ([gateway.auth] key_file).")
+                             help="Key file (key_file in the gateway.auth table).")
 
 
 @keys_app.command("create")

@@ -42,48 +42,37 @@ def _root(
 
 
 # --- command groups: one registration line each ------------------------------------
+from mlwarden.cli.risk import risk_app  # noqa: E402
+from mlwarden.cli.scan import scan_command  # noqa: E402
+from mlwarden.cli.attack import attack_app  # noqa: E402
+from mlwarden.cli.attack_extraction import extraction_command  # noqa: E402
+from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
+from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
+from mlwarden.cli.transfer import transfer_command  # noqa: E402
+from mlwarden.cli.privacy import privacy_app  # noqa: E402
+from mlwarden.cli.serve import serve_command  # noqa: E402
+from mlwarden.cli.keys import keys_app  # noqa: E402
+from mlwarden.cli.gateway import gateway_app  # noqa: E402
+from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
 from mlwarden.cli.audit import audit_command  # noqa: E402
-
-app.command("audit")(audit_command)
+from mlwarden.cli.report import report_app  # noqa: E402
 from mlwarden.cli.demo import demo_command  # noqa: E402
 
-app.command("demo")(demo_command)
-from mlwarden.cli.report import report_app  # noqa: E402
-
-app.add_typer(report_app, name="report")
-from mlwarden.cli.scan import scan_command  # noqa: E402
-
-app.command("scan")(scan_command)
-from mlwarden.cli.risk import risk_app  # noqa: E402
-
 app.add_typer(risk_app, name="risk")
-from mlwarden.cli.privacy import privacy_app  # noqa: E402
-
-app.add_typer(privacy_app, name="privacy")
-from mlwarden.cli.attack import attack_app  # noqa: E402
-
+app.command("scan")(scan_command)
+attack_app.command("extraction")(extraction_command)
 app.add_typer(attack_app, name="attack")
-from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
-
 app.add_typer(evaluate_app, name="evaluate")
-from mlwarden.cli.serve import serve_command  # noqa: E402
-
-app.command("serve")(serve_command)
-from mlwarden.cli.keys import keys_app  # noqa: E402
-
-app.add_typer(keys_app, name="keys")
-from mlwarden.cli.gateway import gateway_app  # noqa: E402
-
-app.add_typer(gateway_app, name="gateway")
-from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
-
-app.add_typer(audit_log_app, name="audit-log")
-from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
-
 app.add_typer(backdoor_app, name="backdoor")
-from mlwarden.cli.transfer import transfer_command  # noqa: E402
-
 app.command("transfer")(transfer_command)
+app.add_typer(privacy_app, name="privacy")
+app.command("serve")(serve_command)
+app.add_typer(keys_app, name="keys")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(audit_log_app, name="audit-log")
+app.command("audit")(audit_command)
+app.add_typer(report_app, name="report")
+app.command("demo")(demo_command)
 # --- end of command groups ----------------------------------------------------------
 
 

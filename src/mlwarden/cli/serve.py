@@ -9,9 +9,9 @@ import typer
 
 def serve_command(
     config: Path = typer.Option(Path("mlwarden.toml"), "--config", "-c",
-                                help="Config with [model] path and a [gateway] section."),
-    host: str = typer.Option(None, "--host", help="Override [gateway] host."),
-    port: int = typer.Option(None, "--port", help="Override [gateway] port."),
+                                help="Config with a model table (path) and a gateway table."),
+    host: str = typer.Option(None, "--host", help="Override the gateway host."),
+    port: int = typer.Option(None, "--port", help="Override the gateway port."),
 ) -> None:
     """Serve a model with auth, rate limits, validation, hardening, monitoring and audit."""
     import logging
