@@ -10,14 +10,21 @@ success rate is kept. All classes are optimised *together*: one forward pass car
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from mlwarden.core.errors import DataError, ParameterError
-from mlwarden.core.progress import ProgressCallback
+from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
+from mlwarden.defenses.detection.anomaly import anomaly_index
+from mlwarden.defenses.detection.result import BackdoorScan
+
+if TYPE_CHECKING:
+    from mlwarden.core.spec import InputSpec
 
 
 class TriggerFamily(nn.Module):
@@ -159,3 +166,95 @@ def reverse_engineer(
         best_size[missing] = family.size().detach()[missing]
         best_success[missing] = last_success[missing]
     return ReverseResult(best_size.cpu(), best_success.cpu(), {n: t.cpu() for n, t in best.items()})
+
+
+class TriggerSearch:
+    """Shared driver of the trigger reverse-engineering detectors.
+
+    A detector names its trigger family (`family`) and how to show what it found
+    (`visualise`); validation, the batched optimisation over every class, the anomaly
+    index and the result are the same for all of them, so they live here once.
+    """
+
+    name = "trigger_search"
+    task = "trigger search"
+    size_name = "trigger size"
+    default_lr = 0.1
+    default_init_cost = 1e-3
+
+    def __init__(
+        self,
+        *,
+        steps: int = 300,
+        batch_size: int = 64,
+        lr: float | None = None,
+        init_cost: float | None = None,
+        asr_threshold: float = 0.95,
+        patience: int = 2,
+        threshold: float = 2.0,
+        seed: int = 0,
+    ) -> None:
+        self.steps = steps
+        self.batch_size = batch_size
+        self.lr = self.default_lr if lr is None else lr
+        self.init_cost = self.default_init_cost if init_cost is None else init_cost
+        self.asr_threshold = asr_threshold
+        self.patience = patience
+        self.threshold = threshold
+        self.seed = seed
+
+    def params(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def family(self, spec: InputSpec, generator: torch.Generator) -> TriggerFamily:
+        """One trigger per class, to optimise jointly."""
+        raise NotImplementedError
+
+    def visualise(
+        self, tensors: dict[str, torch.Tensor], spec: InputSpec
+    ) -> tuple[dict[str, tuple[torch.Tensor, float, float]], dict[str, torch.Tensor]]:
+        """(images with their value range, for the report; triggers to keep)."""
+        raise NotImplementedError
+
+    def scan(
+        self,
+        classifier: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        progress: ProgressCallback = null_progress,
+    ) -> BackdoorScan:
+        """Reverse-engineer a trigger for every class of ``classifier`` from clean ``(x, y)``."""
+        if self.threshold <= 0:
+            raise ParameterError(f"threshold must be positive, got {self.threshold}")
+        validate_clean_set(classifier, x, y)
+        start = time.perf_counter()
+        spec = classifier.spec
+        classes = torch.arange(spec.num_classes)
+        family = self.family(spec, make_generator(self.seed)).to(classifier.device)
+        res = reverse_engineer(
+            classifier, family, classes, x, y,
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr, init_cost=self.init_cost,
+            asr_threshold=self.asr_threshold, patience=self.patience, seed=self.seed,
+            progress=progress, task=self.task,
+        )
+        images, triggers = self.visualise(res.tensors, spec)
+        return BackdoorScan(
+            method=self.name,
+            classes=classes.tolist(),
+            sizes=res.sizes,
+            success=res.success,
+            anomaly_index=anomaly_index(res.sizes),
+            threshold=self.threshold,
+            images=images,
+            triggers=triggers,
+            elapsed_s=time.perf_counter() - start,
+            size_name=self.size_name,
+        )
+
+
+def channels_last(t: torch.Tensor) -> torch.Tensor:
+    """(K, C, H, W) -> (K, H, W) for grey, (K, H, W, C) for colour images."""
+    if t.shape[1] == 1:
+        return t[:, 0]
+    return t.permute(0, 2, 3, 1)

@@ -13,21 +13,15 @@ mask and pattern are parameterised through ``tanh`` as in the paper, so they sta
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from mlwarden.attacks.poisoning.triggers import image_axes
-from mlwarden.core.errors import ParameterError
-from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.defenses.detection._reverse import (
-    TriggerFamily,
-    reverse_engineer,
-    validate_clean_set,
-)
-from mlwarden.defenses.detection.anomaly import anomaly_index
-from mlwarden.defenses.detection.result import BackdoorScan
+from mlwarden.defenses.detection._reverse import TriggerFamily, TriggerSearch, channels_last
+
+if TYPE_CHECKING:
+    from mlwarden.core.spec import InputSpec
 
 
 class PatchTriggers(TriggerFamily):
@@ -71,7 +65,7 @@ class PatchTriggers(TriggerFamily):
         return {"mask": self.mask().detach().clone(), "pattern": self.pattern().detach().clone()}
 
 
-class NeuralCleanse:
+class NeuralCleanse(TriggerSearch):
     """Model-level backdoor detector for patch triggers (BadNets and the like).
 
     Hyper-parameters follow the paper's reference settings scaled to small inputs:
@@ -82,95 +76,31 @@ class NeuralCleanse:
     """
 
     name = "neural_cleanse"
+    task = "neural cleanse"
+    size_name = "mask L1 norm"
+    default_lr = 0.1
+    default_init_cost = 1e-3
 
-    def __init__(
-        self,
-        *,
-        steps: int = 300,
-        batch_size: int = 64,
-        lr: float = 0.1,
-        init_cost: float = 1e-3,
-        asr_threshold: float = 0.95,
-        patience: int = 2,
-        threshold: float = 2.0,
-        seed: int = 0,
-    ) -> None:
-        self.steps = steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.init_cost = init_cost
-        self.asr_threshold = asr_threshold
-        self.patience = patience
-        self.threshold = threshold
-        self.seed = seed
+    def family(self, spec: InputSpec, generator: torch.Generator) -> TriggerFamily:
+        return PatchTriggers(spec.num_classes, spec.shape, spec.bounds, generator)
 
-    def params(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def scan(
-        self,
-        classifier: Any,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        progress: ProgressCallback = null_progress,
-    ) -> BackdoorScan:
-        """Reverse-engineer a trigger for every class of ``classifier`` from clean ``(x, y)``."""
-        if self.threshold <= 0:
-            raise ParameterError(f"threshold must be positive, got {self.threshold}")
-        validate_clean_set(classifier, x, y)
-        start = time.perf_counter()
-        spec = classifier.spec
-        k = spec.num_classes
-        gen = make_gen(self.seed)
-        family = PatchTriggers(k, spec.shape, spec.bounds, gen).to(classifier.device)
-        classes = torch.arange(k)
-        res = reverse_engineer(
-            classifier,
-            family,
-            classes,
-            x,
-            y,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            init_cost=self.init_cost,
-            asr_threshold=self.asr_threshold,
-            patience=self.patience,
-            seed=self.seed,
-            progress=progress,
-            task="neural cleanse",
-        )
-        mask = res.tensors["mask"]  # (K, 1, H, W)
-        pattern = res.tensors["pattern"]  # (K, C, H, W)
+    def visualise(
+        self, tensors: dict[str, torch.Tensor], spec: InputSpec
+    ) -> tuple[dict[str, tuple[torch.Tensor, float, float]], dict[str, torch.Tensor]]:
+        mask = tensors["mask"]  # (K, 1, H, W)
+        pattern = tensors["pattern"]  # (K, C, H, W)
+        k = len(mask)
         low, high = spec.bounds
         trigger = low + mask * (pattern - low)  # what the stamp looks like on a blank input
         images = {
             "mask": (mask[:, 0], 0.0, 1.0),
-            "trigger": (_channels_last(trigger), low, high),
+            "trigger": (channels_last(trigger), low, high),
         }
         triggers = {
             "mask": mask.reshape(k, *_mask_shape(spec.shape)),
             "pattern": pattern.reshape(k, *spec.shape),
         }
-        return BackdoorScan(
-            method=self.name,
-            classes=classes.tolist(),
-            sizes=res.sizes,
-            success=res.success,
-            anomaly_index=anomaly_index(res.sizes),
-            threshold=self.threshold,
-            images=images,
-            triggers=triggers,
-            elapsed_s=time.perf_counter() - start,
-            size_name="mask L1 norm",
-        )
-
-
-def make_gen(seed: int) -> torch.Generator:
-    from mlwarden.core.seeding import make_generator
-
-    return make_generator(seed)
+        return images, triggers
 
 
 def _mask_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -178,10 +108,3 @@ def _mask_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     if len(shape) == 3:
         return (1, shape[1], shape[2])
     return shape
-
-
-def _channels_last(t: torch.Tensor) -> torch.Tensor:
-    """(K, C, H, W) -> (K, H, W) for grey, (K, H, W, C) for colour images."""
-    if t.shape[1] == 1:
-        return t[:, 0]
-    return t.permute(0, 2, 3, 1)

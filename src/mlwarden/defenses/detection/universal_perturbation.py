@@ -14,22 +14,14 @@ same MAD anomaly index.
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from mlwarden.core.errors import ParameterError
-from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.core.seeding import make_generator
-from mlwarden.defenses.detection._reverse import (
-    TriggerFamily,
-    reverse_engineer,
-    validate_clean_set,
-)
-from mlwarden.defenses.detection.anomaly import anomaly_index
-from mlwarden.defenses.detection.neural_cleanse import _channels_last
-from mlwarden.defenses.detection.result import BackdoorScan
+from mlwarden.defenses.detection._reverse import TriggerFamily, TriggerSearch, channels_last
+
+if TYPE_CHECKING:
+    from mlwarden.core.spec import InputSpec
 
 
 class AdditiveTriggers(TriggerFamily):
@@ -54,85 +46,26 @@ class AdditiveTriggers(TriggerFamily):
         return {"perturbation": self.delta.detach().clone()}
 
 
-class UniversalPerturbation:
+class UniversalPerturbation(TriggerSearch):
     """Model-level detector for blended / additive triggers (flag at anomaly index > ``threshold``)."""
 
     name = "universal_perturbation"
+    task = "universal perturbation"
+    size_name = "perturbation L2 norm"
+    default_lr = 0.02
+    default_init_cost = 1e-2
 
-    def __init__(
-        self,
-        *,
-        steps: int = 300,
-        batch_size: int = 64,
-        lr: float = 0.02,
-        init_cost: float = 1e-2,
-        asr_threshold: float = 0.95,
-        patience: int = 2,
-        threshold: float = 2.0,
-        seed: int = 0,
-    ) -> None:
-        self.steps = steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.init_cost = init_cost
-        self.asr_threshold = asr_threshold
-        self.patience = patience
-        self.threshold = threshold
-        self.seed = seed
+    def family(self, spec: InputSpec, generator: torch.Generator) -> TriggerFamily:
+        return AdditiveTriggers(spec.num_classes, spec.shape, spec.bounds, generator)
 
-    def params(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def scan(
-        self,
-        classifier: Any,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        progress: ProgressCallback = null_progress,
-    ) -> BackdoorScan:
-        """Find the smallest universal perturbation towards every class of ``classifier``."""
-        if self.threshold <= 0:
-            raise ParameterError(f"threshold must be positive, got {self.threshold}")
-        validate_clean_set(classifier, x, y)
-        start = time.perf_counter()
-        spec = classifier.spec
-        k = spec.num_classes
-        family = AdditiveTriggers(k, spec.shape, spec.bounds, make_generator(self.seed))
-        family = family.to(classifier.device)
-        classes = torch.arange(k)
-        res = reverse_engineer(
-            classifier,
-            family,
-            classes,
-            x,
-            y,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            init_cost=self.init_cost,
-            asr_threshold=self.asr_threshold,
-            patience=self.patience,
-            seed=self.seed,
-            progress=progress,
-            task="universal perturbation",
-        )
-        delta = res.tensors["perturbation"]
+    def visualise(
+        self, tensors: dict[str, torch.Tensor], spec: InputSpec
+    ) -> tuple[dict[str, tuple[torch.Tensor, float, float]], dict[str, torch.Tensor]]:
+        delta = tensors["perturbation"]
         span = float(delta.abs().max()) or 1.0
         images: dict[str, tuple[torch.Tensor, float, float]] = {}
         if len(spec.shape) == 3:
-            images["perturbation"] = (_channels_last(delta), -span, span)
+            images["perturbation"] = (channels_last(delta), -span, span)
         elif len(spec.shape) == 2:
             images["perturbation"] = (delta, -span, span)
-        return BackdoorScan(
-            method=self.name,
-            classes=classes.tolist(),
-            sizes=res.sizes,
-            success=res.success,
-            anomaly_index=anomaly_index(res.sizes),
-            threshold=self.threshold,
-            images=images,
-            triggers={"perturbation": delta},
-            elapsed_s=time.perf_counter() - start,
-            size_name="perturbation L2 norm",
-        )
+        return images, {"perturbation": delta}
