@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlwarden._lazy import lazy_exports
 from mlwarden.core.errors import (
     ConfigError,
     DataError,
@@ -45,12 +46,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mlwarden.core' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

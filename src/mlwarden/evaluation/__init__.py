@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mlwarden._lazy import lazy_exports
+
 _LAZY: dict[str, str] = {
     "PRESETS": "mlwarden.evaluation.robustness",
     "AttackCost": "mlwarden.evaluation.robustness",
@@ -21,10 +23,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mlwarden.evaluation' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

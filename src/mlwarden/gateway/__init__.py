@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlwarden._lazy import lazy_exports
 from mlwarden.gateway.config import GatewayConfig, load_serve_config
 
 _LAZY = {
@@ -23,12 +24,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mlwarden.gateway' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["GatewayConfig", "load_serve_config", *_LAZY]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlwarden._lazy import lazy_exports
+
 _LAZY = {
     "load_model": "mlwarden.io.models",
     "load_pt2": "mlwarden.io.models",
@@ -30,12 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mlwarden.io' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = sorted(_LAZY)

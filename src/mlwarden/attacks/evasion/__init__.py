@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from mlwarden._lazy import lazy_exports
+
 _LAZY: dict[str, str] = {
     "FGSM": "mlwarden.attacks.evasion.fgsm",
     "PGD": "mlwarden.attacks.evasion.pgd",
@@ -34,10 +36,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mlwarden.attacks.evasion' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
