@@ -6,8 +6,6 @@ Torch-free names are imported eagerly; torch-backed ones (`Classifier`,
 
 from __future__ import annotations
 
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 from mlwarden.core.errors import (
     ConfigError,

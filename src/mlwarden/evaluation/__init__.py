@@ -6,9 +6,6 @@ does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {

@@ -6,8 +6,6 @@ Public names load lazily so that ``import mlwarden.gateway`` costs nothing and a
 
 from __future__ import annotations
 
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 from mlwarden.gateway.config import GatewayConfig, load_serve_config
 

@@ -6,8 +6,6 @@ Public names are re-exported here and imported on first use, so that importing
 
 from __future__ import annotations
 
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 
 _LAZY = {

@@ -15,9 +15,6 @@ plugin in every pytest run, so it must not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {

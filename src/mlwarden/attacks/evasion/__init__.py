@@ -8,9 +8,6 @@ used and a missing optional module fails only when it is asked for.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from mlwarden._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
