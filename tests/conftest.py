@@ -6,6 +6,8 @@ instead of training its own, which keeps the suite fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -73,3 +75,26 @@ def cancer_mlp(cancer_split: tuple[Dataset, Dataset]) -> Classifier:
     module = MLP(30, 2, (32,))
     fit(module, train.x, train.y, epochs=60, lr=3e-3, batch_size=32, seed=0)
     return Classifier(module, train.spec(), name="cancer-mlp")
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("audit", "--model", ...)`` runs ``mlwarden`` in-process through its real entry
+    point (errors become exit codes) and returns the code, stdout and stderr."""
+    from mlwarden.cli.main import run
+
+    def invoke(*args: str) -> CliResult:
+        with pytest.raises(SystemExit) as exc:
+            run(list(args))
+        captured = capsys.readouterr()
+        code = exc.value.code if isinstance(exc.value.code, int) else 0
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke

@@ -15,10 +15,10 @@ from mlwarden.evaluation.checks import EvasionCheck, evasion_check
 
 
 def test_attack_evasion_writes_npz_and_report(
-    run_cli, digits_cnn_pt2: Path, tmp_path: Path
+    cli, digits_cnn_pt2: Path, tmp_path: Path
 ) -> None:
     npz = tmp_path / "adv.npz"
-    res = run_cli(
+    res = cli(
         "attack",
         "evasion",
         "--model",
@@ -56,8 +56,8 @@ def test_attack_evasion_writes_npz_and_report(
     assert report["artefacts"][0]["path"] == str(npz)
 
 
-def test_attack_evasion_fails_on_low_robust_accuracy(run_cli, digits_cnn_pt2: Path) -> None:
-    res = run_cli(
+def test_attack_evasion_fails_on_low_robust_accuracy(cli, digits_cnn_pt2: Path) -> None:
+    res = cli(
         "attack",
         "evasion",
         "-m",
@@ -89,15 +89,15 @@ def test_attack_evasion_fails_on_low_robust_accuracy(run_cli, digits_cnn_pt2: Pa
         (["--fail-on", "loud"], "fail-on"),
     ],
 )
-def test_attack_evasion_usage_errors_exit_2(run_cli, digits_cnn_pt2: Path, args, needle) -> None:
-    res = run_cli("attack", "evasion", "-m", str(digits_cnn_pt2), "-d", "digits", *args)
+def test_attack_evasion_usage_errors_exit_2(cli, digits_cnn_pt2: Path, args, needle) -> None:
+    res = cli("attack", "evasion", "-m", str(digits_cnn_pt2), "-d", "digits", *args)
     assert res.code == 2
     assert needle in res.err and "Traceback" not in res.err
 
 
-def test_evaluate_robustness_cli(run_cli, digits_cnn_pt2: Path, tmp_path: Path) -> None:
+def test_evaluate_robustness_cli(cli, digits_cnn_pt2: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    res = run_cli(
+    res = cli(
         "evaluate",
         "robustness",
         "-m",
@@ -129,7 +129,7 @@ def test_evaluate_robustness_cli(run_cli, digits_cnn_pt2: Path, tmp_path: Path) 
         >= report["metrics"]["evasion.fast.linf.robust_accuracy@0.2"]
     )
     assert report["figures"][0]["kind"] == "line"
-    bad = run_cli(
+    bad = cli(
         "evaluate", "robustness", "-m", str(digits_cnn_pt2), "-d", "digits", "--preset", "heavy"
     )
     assert bad.code == 2 and "preset" in bad.err
