@@ -11,13 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, FormatOption, OutputFormat, OutputOption
+from mlwarden.cli.common import (
+    AllowOption,
+    DeviceOption,
+    FactoryOption,
+    FailOnOption,
+    FormatOption,
+    OutputFormat,
+    OutputOption,
+    ProgressOption,
+    SeedOption,
+)
 
 if TYPE_CHECKING:
     from mlwarden.io.dataset import Dataset
 
 attack_app = typer.Typer(
-    help="Run attacks against a model (evasion, extraction).", no_args_is_help=True, add_completion=False
+    help="Run attacks against a model (evasion, extraction).",
+    no_args_is_help=True,
+    add_completion=False,
 )
 
 ATTACK_HELP = "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, cw, deepfool, square"
@@ -57,7 +69,7 @@ def evasion_command(
     steps: int = typer.Option(20, "--steps", help="Iterations (gradient attacks)."),
     restarts: int = typer.Option(1, "--restarts", help="Random restarts (pgd, apgd)."),
     queries: int = typer.Option(5000, "--queries", help="Query budget (square)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
+    seed: int = SeedOption,
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Attack the first N samples."
     ),
@@ -65,18 +77,16 @@ def evasion_command(
     min_robust_accuracy: float = typer.Option(
         0.5, "--min-robust-accuracy", help="HIGH finding when robust accuracy is below this."
     ),
-    factory: str | None = typer.Option(
-        None, "--factory", help="module:callable for weights files."
-    ),
-    allow: list[str] = typer.Option([], "--allow", help="Extra import allowed by the scanner."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    factory: str | None = FactoryOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     output_npz: Path | None = typer.Option(
         None, "--output-npz", help="Write x_adv, y, success, clean_correct to this .npz."
     ),
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Attack a model and report its robust accuracy (optionally save the adversarial batch)."""
     from mlwarden.cli.common import emit_report, parse_fail_on

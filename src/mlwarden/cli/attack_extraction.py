@@ -6,16 +6,26 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, FormatOption, OutputFormat, OutputOption
+from mlwarden.cli.common import (
+    FactoryOption,
+    FailOnOption,
+    FormatOption,
+    OutputFormat,
+    OutputOption,
+    ProgressOption,
+    SeedOption,
+)
 
 
 def extraction_command(
     data: str = typer.Option(
-        ..., "--data", "-d",
+        ...,
+        "--data",
+        "-d",
         help="In-domain data: half is the attacker's query pool, half is held out to score the copy.",
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="A local model file to attack."),
-    factory: str | None = typer.Option(None, "--factory", help="Factory for a weights file."),
+    factory: str | None = FactoryOption,
     url: str | None = typer.Option(None, "--url", help="Attack an mlwarden gateway at this URL."),
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="MLWARDEN_API_KEY", help="Gateway API key (or MLWARDEN_API_KEY)."
@@ -28,12 +38,14 @@ def extraction_command(
     access: str = typer.Option("scores", "--access", help="scores or labels."),
     epochs: int = typer.Option(30, "--epochs", help="Training epochs of the copy."),
     max_agreement: float = typer.Option(0.9, "--max-agreement", help="Finding at or above this."),
-    seed: int = typer.Option(0, "--seed"),
-    save_copy: Path | None = typer.Option(None, "--save-copy", help="Write the stolen copy (.pt2)."),
+    seed: int = SeedOption,
+    save_copy: Path | None = typer.Option(
+        None, "--save-copy", help="Write the stolen copy (.pt2)."
+    ),
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = ProgressOption,
 ) -> None:
     """Knockoff extraction: agreement of a stolen copy against the queries it cost."""
     from mlwarden.attacks.extraction import KnockoffExtraction
@@ -55,8 +67,12 @@ def extraction_command(
 
         if spec_file is None:
             raise ConfigError("--url needs --spec with the model's input spec (JSON)")
-        oracle = HttpOracle(url, api_key, read_spec(spec_file),
-                            output="labels" if access == "labels" else "probabilities")
+        oracle = HttpOracle(
+            url,
+            api_key,
+            read_spec(spec_file),
+            output="labels" if access == "labels" else "probabilities",
+        )
     else:
         from mlwarden.io.models import load_model
 
@@ -70,10 +86,17 @@ def extraction_command(
     eval_labels = oracle.labels(held_out.x).cpu()
     oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
     with progress_bars(progress) as bar:
-        result = attack.extract(oracle, natural=pool.x, eval_x=held_out.x,
-                                eval_labels=eval_labels, eval_y=held_out.y, progress=bar)
-    report = extraction_report(result, strategy=strategy, access=access,
-                               max_agreement=max_agreement)
+        result = attack.extract(
+            oracle,
+            natural=pool.x,
+            eval_x=held_out.x,
+            eval_labels=eval_labels,
+            eval_y=held_out.y,
+            progress=bar,
+        )
+    report = extraction_report(
+        result, strategy=strategy, access=access, max_agreement=max_agreement
+    )
     report.title = "mlwarden model-extraction stress test"
     report.subject = {"model": model or url, "data": data, "budget": budget, "seed": seed}
     if save_copy is not None:

@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, exit_code_for, parse_fail_on
+from mlwarden.cli.common import (
+    FactoryOption,
+    FailOnOption,
+    ProgressOption,
+    exit_code_for,
+    parse_fail_on,
+)
 
 if TYPE_CHECKING:
     from mlwarden.core.spec import InputSpec
@@ -37,10 +43,10 @@ def audit_command(
     config: Path | None = typer.Option(
         None, "--config", "-c", help="Configuration file (default: ./mlwarden.toml if present)."
     ),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
-    factory: str | None = typer.Option(
-        None, "--factory", help="package.module:callable that builds the module for a weights file."
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."
     ),
+    factory: str | None = FactoryOption,
     spec: Path | None = typer.Option(
         None, "--spec", help="JSON file with the input spec (shape, bounds, class_names, ...)."
     ),
@@ -58,7 +64,7 @@ def audit_command(
     fail_on: str | None = typer.Option(None, "--fail-on", help=FailOnOption.help),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Run the configured checks and write the report (HTML, JSON, SARIF, JUnit, Markdown)."""
     from mlwarden.audit.runner import run_audit

@@ -23,6 +23,8 @@ def verify(path: Path = typer.Argument(..., help="Audit log file (JSON lines).")
     if result.ok:
         console.print(f"[green]ok[/]: {result.entries} entries, hash chain intact", highlight=False)
         return
-    fail(f"{path}: tampered at line {result.line}: {result.reason} "
-         f"({result.entries} entries before it verify)")
+    fail(
+        f"{path}: tampered at line {result.line}: {result.reason} "
+        f"({result.entries} entries before it verify)"
+    )
     raise typer.Exit(1)

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, FormatOption, OutputFormat, OutputOption
+from mlwarden.cli.common import (
+    AllowOption,
+    DeviceOption,
+    FactoryOption,
+    FailOnOption,
+    FormatOption,
+    OutputFormat,
+    OutputOption,
+    ProgressOption,
+    SeedOption,
+)
 
 backdoor_app = typer.Typer(
     help="Find backdoors: in a model from weights and a small clean set, or in a training set.",
@@ -31,16 +41,14 @@ def detect_command(
     ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Optimisation steps per method."),
     samples: int = typer.Option(500, "--samples", min=2, help="Use at most N clean samples."),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
-    factory: str | None = typer.Option(
-        None, "--factory", help="module:callable for weights files."
-    ),
-    allow: list[str] = typer.Option([], "--allow", help="Extra import allowed by the scanner."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    seed: int = SeedOption,
+    factory: str | None = FactoryOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Reverse-engineer a trigger per class and flag anomalously small ones (Neural Cleanse + universal perturbation)."""
     from mlwarden.cli.attack import load_subject
@@ -100,12 +108,10 @@ def scan_data_command(
         0.1, "--eps", help="Upper bound on the poisoning rate (spectral signatures)."
     ),
     layer: str | None = typer.Option(None, "--layer", help="Layer whose activations are analysed."),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
-    factory: str | None = typer.Option(
-        None, "--factory", help="module:callable for weights files."
-    ),
-    allow: list[str] = typer.Option([], "--allow", help="Extra import allowed by the scanner."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    seed: int = SeedOption,
+    factory: str | None = FactoryOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,

@@ -32,6 +32,17 @@ FormatOption = typer.Option(
 OutputOption = typer.Option(
     None, "--output", "-o", help="Write the report to this file instead of standard output."
 )
+FactoryOption = typer.Option(
+    None, "--factory", help="package.module:callable that builds the module for a weights file."
+)
+AllowOption = typer.Option(
+    [],
+    "--allow",
+    help="An import the model-file scanner may accept (repeatable), e.g. argparse.Namespace.",
+)
+DeviceOption = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.")
+SeedOption = typer.Option(0, "--seed", help="Seed for every random choice.")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 FailOnOption = typer.Option(
     "high",
     "--fail-on",

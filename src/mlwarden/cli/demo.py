@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from mlwarden.cli.common import ProgressOption
+
 
 def demo_command(
     output: Path = typer.Option(Path("mlwarden-demo"), "--output", "-o", help="Folder to write."),
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Train a teacher and a student on digits (cached), audit the student, write the report."""
     from mlwarden.cli.ui import console, progress_bars
@@ -23,4 +25,6 @@ def demo_command(
     console.print(f"models {note}; student clean accuracy {result.clean_accuracy:.3f}")
     for fmt, path in result.reports.items():
         console.print(f"[bold]{fmt:>5}[/] report: {path}", highlight=False)
-    console.print(f"re-run the audit with: mlwarden audit --config {result.config}", highlight=False)
+    console.print(
+        f"re-run the audit with: mlwarden audit --config {result.config}", highlight=False
+    )

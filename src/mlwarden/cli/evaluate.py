@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, FormatOption, OutputFormat, OutputOption
+from mlwarden.cli.common import (
+    AllowOption,
+    DeviceOption,
+    FactoryOption,
+    FailOnOption,
+    FormatOption,
+    OutputFormat,
+    OutputOption,
+    ProgressOption,
+    SeedOption,
+)
 
 evaluate_app = typer.Typer(
     help="Evaluate a model (robustness curves, sanity checks).",
@@ -30,7 +40,7 @@ def robustness_command(
         None, "--steps", min=1, help="Steps per attack (preset default)."
     ),
     queries: int | None = typer.Option(None, "--queries", min=1, help="Square query budget."),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
+    seed: int = SeedOption,
     samples: int | None = typer.Option(
         500, "--samples", min=1, help="Evaluate the first N samples."
     ),
@@ -41,15 +51,13 @@ def robustness_command(
     sanity: bool = typer.Option(
         False, "--sanity/--no-sanity", help="Run the gradient-masking sanity checks too."
     ),
-    factory: str | None = typer.Option(
-        None, "--factory", help="module:callable for weights files."
-    ),
-    allow: list[str] = typer.Option([], "--allow", help="Extra import allowed by the scanner."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    factory: str | None = FactoryOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Robust accuracy at each --eps under an ensemble of attacks, as a report."""
     from mlwarden.cli.attack import load_subject

@@ -9,26 +9,33 @@ from pathlib import Path
 
 import typer
 
+from mlwarden.cli.common import FactoryOption, SeedOption
+
 gateway_app = typer.Typer(help="Prepare the serving gateway.", no_args_is_help=True)
 
 
 @gateway_app.command("fit-validator")
 def fit_validator(
     model: Path = typer.Option(..., "--model", "-m", help="Model file (.pt2 or weights)."),
-    data: str = typer.Option(..., "--data", "-d",
-                             help="Training data: .npz/.npy/.csv/folder or a built-in name."),
-    out: Path = typer.Option(Path("validator.safetensors"), "--out", "-o",
-                             help="Where to write the validator."),
-    factory: str = typer.Option(None, "--factory", help="module:callable for weights files."),
-    method: str = typer.Option("mahalanobis", "--method",
-                               help="mahalanobis (features) or energy (logits)."),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Training data: .npz/.npy/.csv/folder or a built-in name."
+    ),
+    out: Path = typer.Option(
+        Path("validator.safetensors"), "--out", "-o", help="Where to write the validator."
+    ),
+    factory: str = FactoryOption,
+    method: str = typer.Option(
+        "mahalanobis", "--method", help="mahalanobis (features) or energy (logits)."
+    ),
     layer: str = typer.Option(None, "--layer", help="Feature layer (default: penultimate)."),
-    frr: float = typer.Option(0.01, "--frr",
-                              help="False rejection rate the threshold is calibrated to."),
+    frr: float = typer.Option(
+        0.01, "--frr", help="False rejection rate the threshold is calibrated to."
+    ),
     knn_k: int = typer.Option(10, "--knn-k", help="k of the query-attack detector."),
-    knn_quantile: float = typer.Option(0.001, "--knn-quantile",
-                                       help="Benign quantile for the query-attack threshold."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the calibration split."),
+    knn_quantile: float = typer.Option(
+        0.001, "--knn-quantile", help="Benign quantile for the query-attack threshold."
+    ),
+    seed: int = SeedOption,
 ) -> None:
     """Fit on training data; the threshold rejects about FRR of in-distribution inputs."""
     from mlwarden.core.classifier import Classifier
@@ -40,12 +47,15 @@ def fit_validator(
 
     classifier = load_model(model, factory=factory)
     if not isinstance(classifier, Classifier):
-        raise InputError(f"'{model}' is a black-box model (ONNX): an OOD validator needs "
-                         "features or logits; serve it without a validator")
+        raise InputError(
+            f"'{model}' is a black-box model (ONNX): an OOD validator needs "
+            "features or logits; serve it without a validator"
+        )
     dataset = load_data(data, spec=classifier.spec)
     if method == "mahalanobis":
         detector: MahalanobisDetector | EnergyDetector = MahalanobisDetector(
-            layer=layer, false_rejection_rate=frr, seed=seed)
+            layer=layer, false_rejection_rate=frr, seed=seed
+        )
     elif method == "energy":
         detector = EnergyDetector(false_rejection_rate=frr, seed=seed)
     else:
@@ -53,5 +63,7 @@ def fit_validator(
     detector.fit(classifier, dataset.x, dataset.y)
     threshold = calibrate_knn_threshold(dataset.x, knn_k, knn_quantile)
     save_detector(detector, out, {"query_attack_threshold": threshold, "query_attack_k": knn_k})
-    typer.echo(f"wrote {out}: {method} threshold {detector.threshold_:.4g} "
-               f"(FRR {frr:g} on a held-out split), query-attack k-NN threshold {threshold:.4g}")
+    typer.echo(
+        f"wrote {out}: {method} threshold {detector.threshold_:.4g} "
+        f"(FRR {frr:g} on a held-out split), query-attack k-NN threshold {threshold:.4g}"
+    )

@@ -9,21 +9,30 @@ from pathlib import Path
 
 import typer
 
-keys_app = typer.Typer(help="Manage gateway API keys (stored only as hashes).",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage gateway API keys (stored only as hashes).", no_args_is_help=True
+)
 
-KeyFileOption = typer.Option(Path("mlwarden-keys.json"), "--file", "-k",
-                             help="Key file (key_file in the gateway.auth table).")
+KeyFileOption = typer.Option(
+    Path("mlwarden-keys.json"),
+    "--file",
+    "-k",
+    help="Key file (key_file in the gateway.auth table).",
+)
 
 
 @keys_app.command("create")
 def create(
     name: str = typer.Option("", "--name", "-n", help="A label for the key (team, service)."),
-    scope: list[str] = typer.Option(["predict"], "--scope", "-s",
-                                    help="Scope to grant: predict, metrics, admin (repeatable)."),
-    output: str = typer.Option(None, "--output",
-                               help="Output detail: labels, top_k, rounded, probabilities, "
-                                    "perturbed (default: the gateway's default_output)."),
+    scope: list[str] = typer.Option(
+        ["predict"], "--scope", "-s", help="Scope to grant: predict, metrics, admin (repeatable)."
+    ),
+    output: str = typer.Option(
+        None,
+        "--output",
+        help="Output detail: labels, top_k, rounded, probabilities, "
+        "perturbed (default: the gateway's default_output).",
+    ),
     key_file: Path = KeyFileOption,
 ) -> None:
     """Create a key; prints it once (store it now, it cannot be shown again)."""
@@ -31,8 +40,9 @@ def create(
 
     new = add_key(key_file, name, tuple(scope), output)  # type: ignore[arg-type]
     typer.echo(new.api_key)
-    typer.echo(f"created key {new.entry.prefix} ({', '.join(new.entry.scopes)}) in {key_file}",
-               err=True)
+    typer.echo(
+        f"created key {new.entry.prefix} ({', '.join(new.entry.scopes)}) in {key_file}", err=True
+    )
 
 
 @keys_app.command("revoke")
@@ -57,6 +67,12 @@ def list_keys(key_file: Path = KeyFileOption) -> None:
 
     table = Table("prefix", "name", "scopes", "output", "state", "created")
     for e in read_key_file(key_file):
-        table.add_row(e.prefix, e.name, ",".join(e.scopes), e.output or "default",
-                      "revoked" if e.revoked else "active", e.created)
+        table.add_row(
+            e.prefix,
+            e.name,
+            ",".join(e.scopes),
+            e.output or "default",
+            "revoked" if e.revoked else "active",
+            e.created,
+        )
     console.print(table)

@@ -42,21 +42,21 @@ def _root(
 
 
 # --- command groups: one registration line each ------------------------------------
-from mlwarden.cli.risk import risk_app  # noqa: E402
-from mlwarden.cli.scan import scan_command  # noqa: E402
 from mlwarden.cli.attack import attack_app  # noqa: E402
 from mlwarden.cli.attack_extraction import extraction_command  # noqa: E402
-from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
-from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
-from mlwarden.cli.transfer import transfer_command  # noqa: E402
-from mlwarden.cli.privacy import privacy_app  # noqa: E402
-from mlwarden.cli.serve import serve_command  # noqa: E402
-from mlwarden.cli.keys import keys_app  # noqa: E402
-from mlwarden.cli.gateway import gateway_app  # noqa: E402
-from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
 from mlwarden.cli.audit import audit_command  # noqa: E402
-from mlwarden.cli.report import report_app  # noqa: E402
+from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
+from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
 from mlwarden.cli.demo import demo_command  # noqa: E402
+from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
+from mlwarden.cli.gateway import gateway_app  # noqa: E402
+from mlwarden.cli.keys import keys_app  # noqa: E402
+from mlwarden.cli.privacy import privacy_app  # noqa: E402
+from mlwarden.cli.report import report_app  # noqa: E402
+from mlwarden.cli.risk import risk_app  # noqa: E402
+from mlwarden.cli.scan import scan_command  # noqa: E402
+from mlwarden.cli.serve import serve_command  # noqa: E402
+from mlwarden.cli.transfer import transfer_command  # noqa: E402
 
 app.add_typer(risk_app, name="risk")
 app.command("scan")(scan_command)

@@ -8,8 +8,12 @@ import typer
 
 
 def serve_command(
-    config: Path = typer.Option(Path("mlwarden.toml"), "--config", "-c",
-                                help="Config with a model table (path) and a gateway table."),
+    config: Path = typer.Option(
+        Path("mlwarden.toml"),
+        "--config",
+        "-c",
+        help="Config with a model table (path) and a gateway table.",
+    ),
     host: str = typer.Option(None, "--host", help="Override the gateway host."),
     port: int = typer.Option(None, "--port", help="Override the gateway port."),
 ) -> None:
@@ -25,5 +29,9 @@ def serve_command(
     model_cfg, gateway = load_serve_config(config)
     model = load_model(model_cfg.path, factory=model_cfg.factory)
     app = create_app(model, gateway)
-    serve(app, host or gateway.host, port if port is not None else gateway.port,
-          graceful_shutdown_seconds=gateway.graceful_shutdown_seconds)
+    serve(
+        app,
+        host or gateway.host,
+        port if port is not None else gateway.port,
+        graceful_shutdown_seconds=gateway.graceful_shutdown_seconds,
+    )

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FailOnOption, FormatOption, OutputFormat, OutputOption
+from mlwarden.cli.common import (
+    AllowOption,
+    DeviceOption,
+    FactoryOption,
+    FailOnOption,
+    FormatOption,
+    OutputFormat,
+    OutputOption,
+    ProgressOption,
+    SeedOption,
+)
 
 
 def transfer_command(
@@ -37,16 +47,14 @@ def transfer_command(
         min=1,
         help="Steps of the teacher trigger scan (default: detector default).",
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
-    factory: str | None = typer.Option(
-        None, "--factory", help="module:callable for weights files."
-    ),
-    allow: list[str] = typer.Option([], "--allow", help="Extra import allowed by the scanner."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto."),
+    seed: int = SeedOption,
+    factory: str | None = FactoryOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Fine-tune a student from --teacher, then audit backdoor inheritance, adversarial transfer and divergence."""
     from mlwarden.cli.attack import load_subject
