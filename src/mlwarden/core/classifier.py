@@ -83,11 +83,13 @@ class Classifier(nn.Module):
     def evaluating(self) -> Iterator[Classifier]:
         """Temporarily switch to eval mode and restore the previous mode afterwards."""
         was = self.training
-        self._set_mode(False)
+        if was:  # already in eval mode: skip walking every submodule (hot in query loops)
+            self._set_mode(False)
         try:
             yield self
         finally:
-            self._set_mode(was)
+            if was:
+                self._set_mode(True)
 
     # -- basics -----------------------------------------------------------
     @property
