@@ -30,7 +30,10 @@ def transfer_command(
         "full_reinit",
         "--strategy",
         "-s",
-        help="linear_probe, last_k, full, full_reinit, fineprune, or 'compare' for all of them.",
+        help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), or 'compare'.",
+    ),
+    epsilon: float = typer.Option(
+        2.0, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."
     ),
     k: int = typer.Option(1, "--k", min=1, help="Blocks trained by strategy last_k."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
@@ -96,7 +99,7 @@ def transfer_command(
             )
             student = None
         else:
-            student = train_student(
+            trained = train_student(
                 loaded,
                 train.x,
                 train.y,
@@ -104,9 +107,11 @@ def transfer_command(
                 k=k,
                 epochs=epochs,
                 lr=lr,
+                target_epsilon=epsilon,
                 seed=seed,
                 progress=bar,
-            ).classifier
+            )
+            student = trained.classifier
             audit = audit_transfer(
                 loaded, student, test.x, test.y, scan_steps=scan_steps, seed=seed, progress=bar
             )
@@ -114,6 +119,10 @@ def transfer_command(
                 audit, strategy=strategy, subject=str(student_out or "student")
             )
             report.title = "mlwarden transfer audit"
+            if "epsilon" in trained.details:  # DP-SGD: the privacy spent by the student
+                report.metrics["transfer.dp_epsilon"] = trained.details["epsilon"]
+                report.metrics["transfer.dp_delta"] = trained.details["delta"]
+                report.headline.append("transfer.dp_epsilon")
     report.subject.update(
         {
             "teacher": teacher,

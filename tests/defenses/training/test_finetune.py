@@ -52,3 +52,15 @@ def test_student_from_a_pt2_teacher(digits_cnn, digits_split, tmp_path) -> None:
     assert teacher.accuracy(test.x, test.y) == before, "the teacher must not change"
     probe = train_student(teacher, train.x[:200], train.y[:200], strategy="linear_probe", epochs=1)
     assert probe.trainable_parameters < sum(p.numel() for p in teacher.parameters())
+
+
+def test_dp_strategy_trains_a_private_student(digits_cnn, digits_split):
+    from mlwarden.defenses.training.finetune import train_student
+
+    train, test = digits_split
+    res = train_student(digits_cnn, train.x[:600], train.y[:600], strategy="dp",
+                        target_epsilon=4.0, epochs=15, lr=3e-3, seed=0)
+    assert res.details["epsilon"] <= 4.0 + 1e-6
+    assert res.details["reinitialised"] == "head"
+    assert res.classifier.accuracy(test.x, test.y) > 0.7  # features kept from the teacher
+    assert digits_cnn.accuracy(test.x, test.y) > 0.93  # the teacher is untouched

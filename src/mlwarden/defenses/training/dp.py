@@ -68,11 +68,14 @@ def fit_private(
     delta = delta if delta is not None else 1.0 / (10 * n)
     if not 0 < delta < 1:
         raise ParameterError(f"delta must be in (0, 1), got {delta}")
+    module.train()  # Opacus validates (and trains) in training mode
     problems = ModuleValidator.validate(module, strict=False)
     if problems:
         listing = "; ".join(str(p) for p in problems)
-        raise ParameterError(f"the model cannot be trained with DP-SGD: {listing}",
-                             hint="replace BatchNorm by GroupNorm (opacus ModuleValidator.fix)")
+        raise ParameterError(
+            f"the model cannot be trained with DP-SGD: {listing}",
+            hint="opacus.validators.ModuleValidator.fix replaces unsupported layers such as BatchNorm",
+        )
     torch.manual_seed(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=min(batch_size, n),
                         generator=torch.Generator().manual_seed(seed))

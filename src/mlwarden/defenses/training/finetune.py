@@ -33,8 +33,8 @@ from mlwarden.core.seeding import make_generator
 from mlwarden.defenses.training._copy import feature_layer, head_layer, trainable_copy
 from mlwarden.defenses.training.supervised import fit
 
-Strategy = Literal["linear_probe", "last_k", "full", "full_reinit", "fineprune"]
-STRATEGIES: tuple[str, ...] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune")
+Strategy = Literal["linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp"]
+STRATEGIES: tuple[str, ...] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp")
 
 
 @dataclass
@@ -91,10 +91,16 @@ def train_student(
     batch_size: int = 64,
     divergence_weight: float = 0.1,
     prune_ratio: float = 0.8,
+    target_epsilon: float = 2.0,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
 ) -> StudentResult:
-    """Train a student from ``teacher`` on ``(x, y)`` with ``strategy``; the teacher is untouched."""
+    """Train a student from ``teacher`` on ``(x, y)`` with ``strategy``; the teacher is untouched.
+
+    ``dp`` re-initialises the head and fine-tunes everything with DP-SGD (Opacus) to
+    ``target_epsilon``, protecting the student's own training data; the epsilon spent is
+    in ``details``.
+    """
     if strategy not in STRATEGIES:
         raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
     if epochs <= 0:
@@ -126,6 +132,17 @@ def train_student(
     student = trainable_copy(teacher, name=f"{teacher.name}-{strategy}")
     module = student.module
     details: dict[str, Any] = {}
+    if strategy == "dp":
+        from mlwarden.defenses.training.dp import fit_private
+
+        details["reinitialised"] = reinit_head(module, seed)
+        out = fit_private(student, x, y, target_epsilon=target_epsilon, epochs=epochs, lr=lr,
+                          batch_size=batch_size, seed=seed, progress=progress)
+        details.update(epsilon=round(out.epsilon, 4), delta=out.delta,
+                       noise_multiplier=round(out.noise_multiplier, 4))
+        student.eval()
+        trainable = sum(p.numel() for p in module.parameters())
+        return StudentResult(student, strategy, trainable, out.loss, details)
     extra = None
     handle = None
     if strategy == "linear_probe":
