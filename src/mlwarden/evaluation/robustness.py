@@ -184,6 +184,8 @@ class RobustnessResult:
         """Write metrics, the robustness curve, per-class and cost tables and findings."""
         report = report if report is not None else Report(title="mlwarden robustness evaluation")
         report.metrics.update(self.metrics())
+        prefix = self.metric_prefix()
+        report.headline += [f"{prefix}.robust_accuracy@{e:g}" for e in self.eps]
         key = f"{self.preset}-{self.norm}"
         xs, ys = zip(*self.curve, strict=True)
         report.figures.append(

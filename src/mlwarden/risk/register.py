@@ -209,6 +209,7 @@ def add_threat_model(
     m = report.metrics
     m["risk_threats"] = len(model.threats)
     m["risk_max"] = max((t.risk for t in model.threats), default=0)
+    report.headline.append("risk_max")
     for sev in (Severity.CRITICAL, Severity.HIGH):
         m[f"risk_{sev.value}"] = sum(t.severity is sev for t in model.threats)
     m["risk_controls"] = len(model.controls)
@@ -217,6 +218,7 @@ def add_threat_model(
         m["risk_controls_verified"] = statuses.count("verified")
         m["risk_controls_failed"] = statuses.count("failed")
         m["risk_controls_not_checked"] = statuses.count("not checked")
+        report.headline.append("risk_controls_failed")
     a = model.answers
     subject = {
         "system": a.system.name,

@@ -198,6 +198,7 @@ class ScanResult:
                 "scan.verdict": self.verdict.value,
             }
         )
+        report.headline.append("scan.verdict")
         report.subject.setdefault("scanned_paths", list(self.roots))
         return report
 
