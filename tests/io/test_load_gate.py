@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlwarden.core import Classifier, ModelLoadError, UnsafeArtefactError
+from mlwarden.core import Classifier, ModelLoadError, ParameterError, UnsafeArtefactError
 from mlwarden.io import ensure_safe, load_model
 
 FACTORY = "mlwarden.models:SmallCNN"
@@ -170,3 +170,12 @@ def test_invalid_stored_spec_is_named(saved: dict[str, Path], tmp_path: Path) ->
     _rewrite_zip(saved["pt2"], broken, {"extra/mlwarden/spec.json": b'{"shape": [0]}'}, {})
     with pytest.raises(ModelLoadError, match="input spec stored in 'badspec.pt2' is invalid"):
         load_model(broken)
+
+
+def test_an_allow_entry_that_names_nothing_is_a_clear_error(
+    tmp_path: Path, digits_cnn: Classifier
+) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(digits_cnn.module.state_dict(), path)
+    with pytest.raises(ParameterError, match="no_such_module.Thing"):
+        load_model(path, factory=FACTORY, spec=digits_cnn.spec, allow=["no_such_module.Thing"])

@@ -65,6 +65,13 @@ class UnsafeArtefactError(MlwardenError):
     exit_code = 3
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message: third-party errors (torch, zip,
+    onnxruntime) are often pages long, and a user gets one line."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
 def require(module: str, extra: str) -> object:
     """Import an optional dependency or raise a `DependencyError` naming the extra."""
     import importlib

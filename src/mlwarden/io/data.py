@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlwarden.core.errors import DataError
+from mlwarden.core.errors import DataError, first_line
 from mlwarden.core.spec import InputSpec
 from mlwarden.io.dataset import BUILTIN, Dataset, load_builtin
 
@@ -72,7 +72,7 @@ def _load_npz(path: Path, spec: InputSpec | None) -> Dataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"'{path}' is not a readable .npz file: {_first_line(exc)}") from exc
+        raise DataError(f"'{path}' is not a readable .npz file: {first_line(exc)}") from exc
     with archive:
         keys = list(archive.files)
         missing = [k for k in ("x", "y") if k not in keys]
@@ -97,11 +97,11 @@ def _read_member(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndar
         return np.asarray(archive[key])
     except ValueError as exc:  # object arrays need pickle, which we never allow
         raise DataError(
-            f"'{path.name}': array '{key}' cannot be read without pickle ({_first_line(exc)}); "
+            f"'{path.name}': array '{key}' cannot be read without pickle ({first_line(exc)}); "
             "save plain numeric arrays"
         ) from exc
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"'{path.name}': array '{key}' is corrupt: {_first_line(exc)}") from exc
+        raise DataError(f"'{path.name}': array '{key}' is corrupt: {first_line(exc)}") from exc
 
 
 def _sibling_labels(x_path: Path) -> Path:
@@ -139,10 +139,10 @@ def _load_npy(path: Path) -> np.ndarray:
     except ValueError as exc:
         raise DataError(
             f"'{path.name}' cannot be read without pickle or is not a .npy file "
-            f"({_first_line(exc)}); save plain numeric arrays"
+            f"({first_line(exc)}); save plain numeric arrays"
         ) from exc
     except (OSError, EOFError) as exc:
-        raise DataError(f"'{path.name}' is not a readable .npy file: {_first_line(exc)}") from exc
+        raise DataError(f"'{path.name}' is not a readable .npy file: {first_line(exc)}") from exc
 
 
 # -- CSV --------------------------------------------------------------------------------------
@@ -322,7 +322,7 @@ def _load_image_folder(root: Path, spec: InputSpec | None) -> Dataset:
                         )
                     arr = np.asarray(img.convert("L" if channels == 1 else "RGB"))
             except (UnidentifiedImageError, DecompressionBombError, OSError, ValueError) as exc:
-                raise DataError(f"cannot read image '{file}': {_first_line(exc)}") from exc
+                raise DataError(f"cannot read image '{file}': {first_line(exc)}") from exc
             arr = arr.reshape(height, width, channels).transpose(2, 0, 1)
             images.append(arr.astype(np.float32) / 255.0)
             labels.append(label)
@@ -415,10 +415,6 @@ def validate_dataset(
     spec.validate_labels(data.y, what=f"{what} labels")
     return data
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 __all__ = ["IMAGE_SUFFIXES", "load_data", "validate_dataset"]

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from mlwarden.core.classifier import Classifier
-from mlwarden.core.errors import InputError, ParameterError, require
+from mlwarden.core.errors import InputError, ParameterError, first_line, require
 from mlwarden.core.spec import InputSpec
 from mlwarden.io.models import SPEC_EXTRA, SPEC_METADATA_KEY
 
@@ -66,7 +66,7 @@ def save_pt2(
         except Exception as exc:  # noqa: BLE001 - export errors are long; keep the gist
             hint = "retry with dynamic_batch=False" if dynamic_batch else None
             raise InputError(
-                f"torch.export could not export '{classifier.name}': {_first_line(exc)}",
+                f"torch.export could not export '{classifier.name}': {first_line(exc)}",
                 hint=hint,
             ) from exc
     with _atomic(path) as tmp:
@@ -120,7 +120,7 @@ def export_onnx(classifier: Classifier, path: str | Path, *, opset: int | None =
         except Exception as exc:  # noqa: BLE001 - retry with the dynamo exporter if present
             if not _has_onnxscript():
                 raise InputError(
-                    f"ONNX export of '{classifier.name}' failed: {_first_line(exc)}"
+                    f"ONNX export of '{classifier.name}' failed: {first_line(exc)}"
                 ) from exc
             torch.onnx.export(
                 classifier,
@@ -197,10 +197,6 @@ def _has_onnxscript() -> bool:
 
     return importlib.util.find_spec("onnxscript") is not None
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 __all__ = ["ONNX_NORMALIZATION_KEY", "ONNX_OUTPUT_KEY", "export_onnx", "save_pt2", "save_weights"]

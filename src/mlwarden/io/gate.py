@@ -19,11 +19,11 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError
+from mlwarden.core.errors import ModelLoadError, ParameterError, UnsafeArtefactError
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
-_ZIP_MAGIC = b"PK\x03\x04"
 _MAX_LISTED = 5
 
 
@@ -43,7 +43,7 @@ def ensure_safe(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
     try:
         size = file.stat().st_size
         with file.open("rb") as fh:
-            head = fh.read(4)
+            fh.read(1)  # readable by us, not only present
     except OSError as exc:
         raise ModelLoadError(f"cannot read model file '{file}': {exc.strerror or exc}") from exc
     if size == 0:
@@ -81,9 +81,6 @@ def resolve_allowed(allow: Sequence[str]) -> list[Any]:
             raise ParameterError(f"allow entry '{entry}' does not name an importable global")
         objects.append((obj, name))  # matched by the name the pickle spells
     return objects
-
-
-# -- torch.export archives --------------------------------------------------------------
 
 
 def _apply_scan_verdict(file: Path, allow: Sequence[str]) -> None:
@@ -131,20 +128,3 @@ def _listing(items: Sequence[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     more = len(items) - _MAX_LISTED
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def _unpickler_reason(exc: BaseException) -> str:
-    """torch wraps the real reason in a long help text; keep the reason."""
-    text = str(exc)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        rest = text.split(marker, 1)[1].strip().splitlines()
-        for line in rest:
-            if line.strip():
-                return line.strip()[:200]
-    return _first_line(exc)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mlwarden.core.classifier import Classifier
-from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError
+from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError, first_line
 from mlwarden.core.spec import InputSpec
 from mlwarden.io.gate import PICKLE_SUFFIXES, ensure_safe, resolve_allowed
 
@@ -107,7 +107,7 @@ def load_pt2(
     except Exception as exc:  # noqa: BLE001 - zip, json, schema and version errors alike
         raise ModelLoadError(
             f"cannot read '{path}' as a torch.export program (corrupt, truncated or written by "
-            f"an incompatible torch): {_first_line(exc)}"
+            f"an incompatible torch): {first_line(exc)}"
         ) from exc
     if spec is None:
         spec = _spec_from_json(extra.get(SPEC_EXTRA) or "", path)
@@ -363,7 +363,7 @@ def load_weights(
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # dtype or other mismatch not caught above
         raise ModelLoadError(
-            f"weights in '{path.name}' do not fit {factory}: {_first_line(exc)}"
+            f"weights in '{path.name}' do not fit {factory}: {first_line(exc)}"
         ) from exc
     return Classifier(module, spec, device=resolve_device(device), name=path.stem)
 
@@ -392,7 +392,7 @@ def build_from_factory(factory: str) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
         raise ModelLoadError(
             f"factory '{factory}': importing '{module_name}' raised "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
     for attr in attr_path.split("."):
         if not hasattr(target, attr):
@@ -406,7 +406,7 @@ def build_from_factory(factory: str) -> nn.Module:
         module = target()
     except Exception as exc:  # noqa: BLE001 - any failure of user code is a load error
         raise ModelLoadError(
-            f"factory '{factory}' raised {type(exc).__name__}: {_first_line(exc)}"
+            f"factory '{factory}' raised {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     if not isinstance(module, nn.Module):
         raise ModelLoadError(
@@ -422,8 +422,9 @@ def read_state_dict(
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
+    allowed = resolve_allowed(allow)  # a bad entry is the user's error, not the file's
     try:
-        with torch.serialization.safe_globals(resolve_allowed(allow)):
+        with torch.serialization.safe_globals(allowed):
             obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - map every failure to one clear line
         import pickle
@@ -433,7 +434,7 @@ def read_state_dict(
                 f"refused '{path}': the weights-only unpickler rejected it ({_unpickler_reason(exc)})"
             ) from exc
         raise ModelLoadError(
-            f"'{path}' is not a readable PyTorch file (corrupt or truncated): {_first_line(exc)}"
+            f"'{path}' is not a readable PyTorch file (corrupt or truncated): {first_line(exc)}"
         ) from exc
     return _state_dict_from_checkpoint(obj, path), None
 
@@ -450,7 +451,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], InputSpec | 
     except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, header errors
         raise ModelLoadError(
             f"'{path}' is not a readable safetensors file (corrupt or truncated): "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from exc
     stored = metadata.get(SPEC_METADATA_KEY)
     return tensors, (_spec_from_json(stored, path) if stored else None)
@@ -526,7 +527,7 @@ def _spec_from_json(text: str, path: Path) -> InputSpec:
         return InputSpec.model_validate_json(text)
     except Exception as exc:  # noqa: BLE001 - pydantic ValidationError or bad JSON
         raise ModelLoadError(
-            f"the input spec stored in '{path.name}' is invalid: {_first_line(exc)}"
+            f"the input spec stored in '{path.name}' is invalid: {first_line(exc)}"
         ) from exc
 
 
@@ -552,10 +553,6 @@ def _listing(items: Sequence[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
-
 
 __all__ = [
     "BatchConstrainedClassifier",
@@ -580,4 +577,4 @@ def _unpickler_reason(exc: BaseException) -> str:
         for line in text.split(marker, 1)[1].strip().splitlines():
             if line.strip():
                 return line.strip()[:200]
-    return _first_line(exc)
+    return first_line(exc)

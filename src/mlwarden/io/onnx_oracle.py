@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlwarden.core.errors import DataError, ModelLoadError, OracleError, ParameterError, require
+from mlwarden.core.errors import (
+    DataError,
+    ModelLoadError,
+    OracleError,
+    ParameterError,
+    first_line,
+    require,
+)
 from mlwarden.core.oracle import Oracle, OracleOutput
 from mlwarden.core.spec import InputSpec
 
@@ -63,7 +70,7 @@ class OnnxOracle(Oracle):
         except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, Fail, NoSuchFile, ...
             raise ModelLoadError(
                 f"cannot read '{self.path}' as an ONNX model (corrupt, truncated or unsupported): "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
         stored = meta.get(SPEC_KEY)
@@ -78,7 +85,7 @@ class OnnxOracle(Oracle):
                 spec = InputSpec.model_validate(json.loads(stored))
             except Exception as exc:  # noqa: BLE001 - bad JSON or invalid spec
                 raise ModelLoadError(
-                    f"the input spec stored in '{self.path.name}' is invalid: {_first_line(exc)}"
+                    f"the input spec stored in '{self.path.name}' is invalid: {first_line(exc)}"
                 ) from exc
         super().__init__(spec, output, budget)
         self.batch_size = batch_size
@@ -135,7 +142,7 @@ class OnnxOracle(Oracle):
                 (out,) = self.session.run([self._output_name], {self._input.name: chunk})
             except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
                 raise OracleError(
-                    f"onnxruntime failed on '{self.path.name}': {_first_line(exc)}"
+                    f"onnxruntime failed on '{self.path.name}': {first_line(exc)}"
                 ) from exc
             chunks.append(np.asarray(out, dtype=np.float32)[:k])
         scores = torch.from_numpy(np.concatenate(chunks))
@@ -163,7 +170,3 @@ class OnnxOracle(Oracle):
         finally:
             self.outputs_probabilities, self.output = saved, saved_output
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0][:200] if lines else type(exc).__name__
