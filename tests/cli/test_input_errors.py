@@ -111,3 +111,29 @@ def test_bad_fail_on_value(cli, model_files, tmp_path):
     result = cli("audit", "--model", str(model_files / "model.pt2"), "--fail-on", "sometimes")
     assert result.code == 2
     assert "--fail-on" in one_error_line(result)
+
+
+def test_imports_reviewed_in_the_scan_check_are_accepted_by_the_audit(cli, model_files, tmp_path):
+    import argparse
+
+    import torch
+
+    from mlwarden.io import load_model
+
+    model = load_model(model_files / "model.pt2")
+    ckpt = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": model.module.state_dict(), "hparams": argparse.Namespace(lr=0.1)},
+               ckpt)
+    spec = tmp_path / "spec.json"
+    spec.write_text(model.spec.model_dump_json(), encoding="utf-8")
+    cfg = tmp_path / "mlwarden.toml"
+    base = (f'[model]\npath = "{ckpt}"\nfactory = "mlwarden.models:SmallCNN"\n'
+            f'[data]\nsource = "{model_files / "test.npz"}"\n'
+            f'[audit]\noutput_dir = "{tmp_path}"\nformats = ["json"]\n'
+            "[checks.accuracy]\n")
+    cfg.write_text(base + "[checks.scan]\n", encoding="utf-8")
+    refused = cli("audit", "--config", str(cfg), "--spec", str(spec), "--no-progress")
+    assert refused.code == 3 and "argparse.Namespace" in refused.err
+    cfg.write_text(base + '[checks.scan]\nallow = ["argparse.Namespace"]\n', encoding="utf-8")
+    accepted = cli("audit", "--config", str(cfg), "--spec", str(spec), "--no-progress")
+    assert accepted.code == 0, accepted.err

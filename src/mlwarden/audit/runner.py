@@ -73,6 +73,9 @@ def run_audit(
         batch_size=audit.batch_size,
         output_dir=output_dir,
         base_dir=config.base_dir,
+        # Imports reviewed in [checks.scan] allow are accepted by every model load too,
+        # not only by the scan check (the load gate runs the same scanner).
+        allow_imports=tuple(getattr(config.checks.get("scan"), "allow", ())),
         report=report,
         progress=progress,
     )
