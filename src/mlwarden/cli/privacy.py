@@ -45,6 +45,7 @@ def audit(
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report, Table
+    from mlwarden.core.oracle import ClassifierOracle, Oracle
     from mlwarden.evaluation.privacy import membership_audit
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
@@ -72,11 +73,8 @@ def audit(
                 seed=seed,
                 progress=bar,
             )
-            accuracy = (
-                float((target.predict(non.x) == non.y).float().mean())
-                if hasattr(target, "predict")
-                else float((target.labels(non.x).cpu() == non.y).float().mean())
-            )
+            oracle = target if isinstance(target, Oracle) else ClassifierOracle(target)
+            accuracy = float((oracle.labels(non.x).cpu() == non.y).float().mean())
             if label == "compare":
                 for item in (*sub.figures, *sub.tables):
                     item.id, item.title = (
