@@ -24,7 +24,14 @@ class BudgetExhausted(OracleError):
 
 
 class Oracle(ABC):
-    """A callable from a batch to probabilities ``(N, C)`` or labels ``(N,)``."""
+    """A callable from a batch to probabilities ``(N, C)`` or labels ``(N,)``.
+
+    ``deterministic`` says whether asking the same input twice gives the same answer.
+    Query attacks use it to never spend a query on a point already asked; an oracle
+    that may add noise (a remote gateway, a randomised defence) leaves it ``False``.
+    """
+
+    deterministic: bool = False
 
     def __init__(
         self, spec: InputSpec, output: OracleOutput = "probabilities", budget: int | None = None
@@ -81,7 +88,11 @@ class Oracle(ABC):
 
 
 class ClassifierOracle(Oracle):
-    """A local `Classifier` behind the oracle interface."""
+    """A local `Classifier` behind the oracle interface.
+
+    A classifier in eval mode answers the same input the same way; pass
+    ``deterministic=False`` for a model that randomises its forward pass on purpose.
+    """
 
     def __init__(
         self,
@@ -89,10 +100,13 @@ class ClassifierOracle(Oracle):
         output: OracleOutput = "probabilities",
         budget: int | None = None,
         batch_size: int = 512,
+        *,
+        deterministic: bool = True,
     ) -> None:
         super().__init__(classifier.spec, output, budget)
         self.classifier = classifier
         self.batch_size = batch_size
+        self.deterministic = deterministic
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.classifier.probabilities(x, self.batch_size)
@@ -105,6 +119,7 @@ class LabelOnlyOracle(Oracle):
     def __init__(self, inner: Oracle, budget: int | None = None) -> None:
         super().__init__(inner.spec, "labels", budget)
         self.inner = inner
+        self.deterministic = inner.deterministic
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner.labels(x)

@@ -43,7 +43,10 @@ class OnnxOracle(Oracle):
     The spec comes from the file's ``mlwarden.spec`` metadata (written by
     `mlwarden.io.export_onnx`) unless ``spec`` is given. A spec with ``mean``/``std``
     is applied before the graph unless the metadata says the graph does it itself.
+    Deterministic: the same input gives the same scores (see `Oracle.deterministic`).
     """
+
+    deterministic = True
 
     def __init__(
         self,

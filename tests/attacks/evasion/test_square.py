@@ -155,6 +155,7 @@ def test_oracle_budget_stops_the_attack_cleanly(digits_cnn: Classifier, square_b
         ({"eps": 0.1, "p_init": 1.5}, "p_init"),
         ({"eps": 0.1, "restarts": 0}, "restarts"),
         ({"eps": 0.1, "seed": "a"}, "seed"),
+        ({"eps": 0.1, "avoid_repeats": "yes"}, "avoid_repeats"),
     ],
 )
 def test_invalid_hyper_parameters_name_the_parameter(kwargs: dict, name: str) -> None:
@@ -217,3 +218,72 @@ def test_works_unchanged_against_an_onnx_oracle(
     # the ONNX graph is the same function: the local model agrees the points are adversarial
     assert bool((digits_cnn.predict(res.x_adv[res.success]) != y[res.success]).all())
     assert float(lp_norm(res.x_adv - x, "linf").max()) <= 0.2 + 1e-6
+
+
+class _RecordingOracle(ClassifierOracle):
+    """Remembers every point it was asked, to count repeated queries."""
+
+    def __init__(self, classifier: Classifier, *, deterministic: bool = True) -> None:
+        super().__init__(classifier, deterministic=deterministic)
+        self.asked: list[bytes] = []
+
+    def _query(self, x: torch.Tensor) -> torch.Tensor:
+        self.asked.extend(row.numpy().tobytes() for row in x.detach().cpu())
+        return super()._query(x)
+
+
+def _repeats(oracle: _RecordingOracle) -> int:
+    return len(oracle.asked) - len(set(oracle.asked))
+
+
+def test_deterministic_oracle_is_never_asked_a_rejected_proposal_again(
+    digits_cnn: Classifier, square_batch
+) -> None:
+    # eps 0.05 leaves most digits standing: the paper's draw with replacement soon asks
+    # one-pixel proposals it already asked; avoiding repeats asks each point about once
+    x, y = square_batch[0][:10], square_batch[1][:10]
+    paper = _RecordingOracle(digits_cnn)
+    SquareAttack(0.05, queries=1500, seed=0, avoid_repeats=False)(paper, x, y)
+    ours = _RecordingOracle(digits_cnn)
+    res = SquareAttack(0.05, queries=1500, seed=0)(ours, x, y)
+    assert _repeats(paper) > len(paper.asked) // 2
+    # a point comes back only when the search walks back to it after accepting a move or
+    # a new window size re-creates it (about 2% of the queries here)
+    assert _repeats(ours) <= len(ours.asked) // 20
+    # samples that end at a local optimum of the smallest window stop early
+    standing = res.clean_correct & ~res.success
+    assert bool(standing.any())
+    assert int(res.queries_per_sample[standing].min()) < 1500
+    assert res.queries == len(ours.asked) < len(paper.asked) // 2
+
+
+def test_avoiding_repeats_follows_the_oracle_and_keeps_the_attack_as_strong(
+    digits_cnn: Classifier, square_batch
+) -> None:
+    x, y = square_batch
+    noisy = ClassifierOracle(digits_cnn, deterministic=False)
+    paper = SquareAttack(0.1, queries=600, seed=0)(noisy, x, y)
+    standing = paper.clean_correct & ~paper.success
+    # a possibly randomised oracle gets the paper's draw: resisting samples use it all
+    assert torch.all(paper.queries_per_sample[standing] == 600)
+    ours = SquareAttack(0.1, queries=600, seed=0)(ClassifierOracle(digits_cnn), x, y)
+    assert int(ours.success.sum()) >= int(paper.success.sum()) - 1
+    assert ours.queries < paper.queries
+
+
+def test_changing_proposals_skip_windows_that_already_hold_the_vertex() -> None:
+    from mlwarden.attacks.evasion._square_linf import build, changing_proposals
+
+    x0 = torch.full((1, 1, 3, 3), 0.5)
+    cur = x0 + 0.1  # every pixel at the +eps vertex
+    changing = changing_proposals(x0, cur, (1, 1), 0.1, (0.0, 1.0))
+    # layout: vertex -1 for the 9 positions, then vertex +1 for the 9 positions
+    assert changing.shape == (1, 18)
+    assert bool(changing[0, :9].all()) and not bool(changing[0, 9:].any())
+    moved = build(x0, cur, torch.tensor([4]), (1, 1), 0.1, (0.0, 1.0))
+    assert torch.isclose(moved[0, 0, 1, 1], torch.tensor(0.4))
+    assert int((moved != cur).sum()) == 1
+    # a pixel clipped at the bound cannot move to the other vertex: not a proposal
+    at_bound = torch.zeros(1, 1, 3, 3)
+    changing = changing_proposals(at_bound, at_bound, (1, 1), 0.1, (0.0, 1.0))
+    assert not bool(changing[0, :9].any()) and bool(changing[0, 9:].all())

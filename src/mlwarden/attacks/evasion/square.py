@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from mlwarden.attacks.base import Attack, AttackResult
+from mlwarden.attacks.evasion import _square_linf
 from mlwarden.attacks.evasion._projection import (
     check_eps,
     check_norm,
@@ -258,6 +259,11 @@ class SquareAttack(Attack):
     samples still standing. ``p_init`` is the initial fraction of pixels in a square
     (the paper uses 0.05 on ImageNet-size inputs, 0.3-0.8 on MNIST/CIFAR). Untargeted.
     ``model`` is an `Oracle` returning scores, or a `Classifier` (queried as one).
+
+    ``avoid_repeats`` (Linf): never re-ask a proposal the oracle already rejected from
+    the same point, and let a sample rest once all of them were rejected (see
+    `_square_linf`). ``None`` turns it on when the oracle is deterministic; a sample
+    that rests at the smallest window then spends fewer than ``queries`` queries.
     """
 
     name = "square"
@@ -270,6 +276,7 @@ class SquareAttack(Attack):
         p_init: float = 0.8,
         restarts: int = 1,
         seed: int = 0,
+        avoid_repeats: bool | None = None,
     ) -> None:
         self.eps = check_eps(eps, allow_zero=False)
         self.norm = check_norm(norm)
@@ -285,12 +292,18 @@ class SquareAttack(Attack):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ParameterError(f"seed must be an integer, got {seed!r}")
         self.seed = seed
+        if avoid_repeats is not None and not isinstance(avoid_repeats, bool):
+            raise ParameterError(
+                f"avoid_repeats must be true, false or None, got {avoid_repeats!r}"
+            )
+        self.avoid_repeats = avoid_repeats
 
     # -- the attack --------------------------------------------------------
     def _attack(
         self, model: Any, x: torch.Tensor, y: torch.Tensor, progress: ProgressCallback
     ) -> SquareResult:
         oracle = as_score_oracle(model, "SquareAttack")
+        avoid_repeats = oracle.deterministic if self.avoid_repeats is None else self.avoid_repeats
         gen = make_generator(self.seed)
         bounds = (float(oracle.spec.bounds[0]), float(oracle.spec.bounds[1]))
         shape = tuple(x.shape[1:])
@@ -329,9 +342,8 @@ class SquareAttack(Attack):
                         budget,
                         bounds,
                         gen,
-                        x_best,
-                        loss_best,
-                        success,
+                        (x_best, loss_best, success),
+                        avoid_repeats,
                         progress,
                         done_iters,
                         total_iters,
@@ -358,17 +370,19 @@ class SquareAttack(Attack):
         budget: int,
         bounds: tuple[float, float],
         gen: torch.Generator,
-        x_best: torch.Tensor,
-        loss_best: torch.Tensor,
-        success: torch.Tensor,
+        best: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        avoid_repeats: bool,
         progress: ProgressCallback,
         offset: int,
         total: int,
     ) -> None:
         """One run of at most ``budget`` queries per sample for the samples ``idx``.
 
-        Updates ``x_best``/``loss_best``/``success`` in place for those samples: a
-        sample's point is replaced when this run fools it or lowers its margin.
+        Updates ``best = (x_best, loss_best, success)`` in place for those samples: a
+        sample's point is replaced when this run fools it or lowers its margin. With
+        ``avoid_repeats`` (Linf, small inputs) proposals come from `_square_linf`:
+        never the same one twice from the same point, and a sample whose every
+        proposal was rejected rests until the window size changes.
         """
         x0 = x4[idx]
         cur = (
@@ -377,25 +391,84 @@ class SquareAttack(Attack):
             else self._init_l2(x0, gen, bounds)
         )
         loss, fooled = ask(cur, idx)
-        self._keep(idx, cur, loss, fooled, x_best, loss_best, success)
+        self._keep(idx, cur, loss, fooled, *best)
         run_loss = loss
-        for it in range(budget - 1):
+        c, h, w = x0.shape[1:]
+        tried: torch.Tensor | None = None  # (standing, proposals) rejected from `cur`
+        resting = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
+        tracked_sides: tuple[int, int] | None = None
+        it = 0
+        while it < budget - 1:
             keep = ~fooled
             if not bool(keep.any()):
                 break
-            idx, x0, cur, run_loss = idx[keep], x0[keep], cur[keep], run_loss[keep]
+            idx, x0, cur, run_loss, resting = (
+                idx[keep],
+                x0[keep],
+                cur[keep],
+                run_loss[keep],
+                resting[keep],
+            )
+            tried = tried[keep] if tried is not None else None
             p = p_schedule(self.p_init, it, budget)
-            if self.norm == "linf":
-                cand = self._step_linf(x0, cur, p, gen, bounds)
+            sides = window_sides(p, h, w, l2=self.norm == "l2")
+            size = (
+                _square_linf.neighbourhood_size(c, h, w, sides)
+                if avoid_repeats and self.norm == "linf"
+                else None
+            )
+            choice = None
+            if size is None:
+                tried, tracked_sides = None, None
+                rows = torch.arange(len(idx), device=x0.device)
+                if self.norm == "linf":
+                    cand = self._step_linf(x0, cur, p, gen, bounds)
+                else:
+                    cand = self._step_l2(x0, cur, p, gen, bounds)
             else:
-                cand = self._step_l2(x0, cur, p, gen, bounds)
-            loss, fooled = ask(cand, idx)
-            better = (loss < run_loss) | fooled
-            cur = torch.where(better[:, None, None, None], cand, cur)
-            run_loss = torch.where(better, loss, run_loss)
-            self._keep(idx, cand, loss, fooled, x_best, loss_best, success)
+                if tried is None or sides != tracked_sides:
+                    tried = torch.zeros(len(idx), size, dtype=torch.bool, device=x0.device)
+                    resting.zero_()
+                    tracked_sides = sides
+                rows = (~resting).nonzero().flatten()
+                available = (
+                    _square_linf.changing_proposals(x0[rows], cur[rows], sides, self.eps, bounds)
+                    & ~tried[rows]
+                )
+                stuck = ~available.any(dim=1)
+                resting[rows[stuck]] = True
+                rows, available = rows[~stuck], available[~stuck]
+                if len(rows) == 0:  # every sample is at a local optimum for this size
+                    nxt = self._next_size_change(it, budget, h, w, sides)
+                    if nxt is None:
+                        break
+                    fooled = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
+                    it = nxt
+                    continue
+                choice = _square_linf.draw(available, gen)
+                cand = _square_linf.build(x0[rows], cur[rows], choice, sides, self.eps, bounds)
+            loss, fooled_rows = ask(cand, idx[rows])
+            better = (loss < run_loss[rows]) | fooled_rows
+            cur[rows] = torch.where(better[:, None, None, None], cand, cur[rows])
+            run_loss[rows] = torch.where(better, loss, run_loss[rows])
+            if tried is not None and choice is not None:
+                tried[rows[better]] = False
+                tried[rows[~better], choice[~better]] = True
+            fooled = torch.zeros(len(idx), dtype=torch.bool, device=x0.device)
+            fooled[rows] = fooled_rows
+            self._keep(idx[rows], cand, loss, fooled_rows, *best)
             if it % 10 == 0:
                 progress(self.name, offset + it + 2, total)
+            it += 1
+
+    def _next_size_change(
+        self, it: int, budget: int, h: int, w: int, sides: tuple[int, int]
+    ) -> int | None:
+        """First iteration after ``it`` whose Linf window differs from ``sides``."""
+        for later in range(it + 1, budget - 1):
+            if window_sides(p_schedule(self.p_init, later, budget), h, w, l2=False) != sides:
+                return later
+        return None
 
     @staticmethod
     def _keep(
