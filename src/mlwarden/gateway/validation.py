@@ -1,8 +1,9 @@
 """Request validation against the model's `InputSpec`: size, JSON, shape, finiteness, bounds.
 
-Parsing is our own (``json`` + NumPy) rather than a pydantic body model: a batch of images
-is thousands of numbers, and one vectorised conversion is both faster and able to say
-exactly which sample is wrong. Every failure is a `GatewayError` with status 400/413/422.
+Parsing is our own (``orjson`` or ``json``, then NumPy) rather than a pydantic body model:
+a batch of images is thousands of numbers, and one vectorised conversion is both faster
+and able to say exactly which sample is wrong. Every failure is a `GatewayError` with
+status 400/413/422.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import numpy as np
 
 from mlwarden.core.spec import InputSpec
 from mlwarden.gateway.errors import bad_request, invalid_input
+
+try:  # three times faster than json on bodies of numbers; part of the serve extra
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - a serve install without it still works
+    _orjson = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -32,6 +38,11 @@ def _where(bad: np.ndarray, limit: int = 5) -> str:
 def parse_body(body: bytes) -> Any:
     if not body:
         raise bad_request("request body is empty; send {\"inputs\": [...]}")
+    if _orjson is not None:
+        try:
+            return _orjson.loads(body)
+        except ValueError:
+            pass  # NaN, Infinity, 1e400 or broken JSON: the standard parser says which below
     try:
         return json.loads(body)
     except UnicodeDecodeError:
@@ -41,6 +52,13 @@ def parse_body(body: bytes) -> Any:
         raise bad_request(f"malformed JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise bad_request("malformed JSON: nested too deeply") from None
+
+
+def dump_json(payload: Any) -> bytes:
+    """Compact JSON for a response body (orjson when installed, like `parse_body`)."""
+    if _orjson is not None:
+        return _orjson.dumps(payload)
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def parse_inputs(payload: Any, spec: InputSpec, max_batch: int,
