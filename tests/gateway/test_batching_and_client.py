@@ -42,6 +42,39 @@ def test_concurrent_submissions_share_forward_passes_and_get_their_own_rows():
     assert len(sizes) < 24 and max(sizes) <= 16 + 2
 
 
+def test_batches_wait_for_announced_requests_only():
+    sizes: list[int] = []
+
+    def ident(x: torch.Tensor, items: list[tuple[object, int]]) -> list[object]:
+        sizes.append(len(x))
+        return [meta for meta, _ in items]
+
+    async def main() -> None:
+        # a long max_wait: a batcher on a timer would hold a lone request for 2 s
+        batcher = DynamicBatcher(ident, max_batch_size=16, max_wait_ms=2000, in_thread=False)
+        await batcher.start()
+        x = torch.zeros(1, 2)
+        # nobody else is on the way: the request runs alone, at once
+        assert await asyncio.wait_for(batcher.submit(x, "alone"), 1.0) == "alone"
+        # a request announced while the first waits joins its batch when it arrives
+        arrival = batcher.expect()
+        first = asyncio.create_task(batcher.submit(x, "a"))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit(x, "b", arrival))
+        assert await asyncio.wait_for(asyncio.gather(first, second), 1.0) == ["a", "b"]
+        # an announced request that is refused before submitting releases the batch
+        arrival = batcher.expect()
+        third = asyncio.create_task(batcher.submit(x, "c"))
+        await asyncio.sleep(0.05)
+        arrival.done()
+        arrival.done()  # idempotent: a refusal path may call it again
+        assert await asyncio.wait_for(third, 1.0) == "c"
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sizes == [1, 2, 1]
+
+
 def test_gateway_batches_concurrent_http_requests(gateway_config, start_gateway, keys,
                                                   digits_split, digits_cnn):
     import httpx
