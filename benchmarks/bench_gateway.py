@@ -3,6 +3,7 @@
     apt-get install wrk            # the load generator (Debian package)
     pip install 'mlwarden[serve]'  # fastapi, uvicorn, limits, redis, prometheus-client, httpx
     python benchmarks/bench_gateway.py [--connections 16] [--duration 10] [--rounds 3] [--width 16]
+    python benchmarks/bench_gateway.py --model minilm   # a pretrained transformer instead
 
 Both servers run as separate processes with one uvicorn worker and the same torch thread
 count, one after the other, on loopback. The gateway has every protection on: API-key
@@ -11,6 +12,12 @@ validation, the Mahalanobis OOD validator, rounded outputs, both attack monitors
 "log", so that every request does the full work instead of being blocked), the
 hash-chained audit log, and dynamic batching. The bare endpoint is the usual hand-rolled
 server: a pydantic body model and one forward pass per request.
+
+Two subjects: ``--model digits`` (default), the SmallCNN on 8x8 digits, whose forward pass
+costs about 0.1 ms, so the run measures the HTTP stack and the protections; and
+``--model minilm``, a review classifier on the pretrained all-MiniLM-L6-v2 encoder
+(``benchmarks/_minilm.py``, 22M parameters, about 15 ms per sentence on one CPU thread),
+which is what a production model costs.
 """
 
 from __future__ import annotations
@@ -38,6 +45,12 @@ class Body(BaseModel):
     inputs: list[list[list[list[float]]]]
 
 
+class TextBody(BaseModel):
+    """The same for the text model: token ids per sentence."""
+
+    inputs: list[list[float]]
+
+
 # -- servers (run in child processes) ----------------------------------------------------
 
 
@@ -48,6 +61,16 @@ def _model(workdir: Path):  # type: ignore[no-untyped-def]
     from mlwarden.io.dataset import load_builtin
     from mlwarden.models import SmallCNN
 
+    if (workdir / "minilm.json").exists():
+        from _minilm import CLASS_NAMES, MiniLMClassifier
+
+        from mlwarden.core import InputSpec
+
+        module = MiniLMClassifier(num_classes=len(CLASS_NAMES))
+        head = torch.load(workdir / "head.pt", weights_only=True)
+        module.load_state_dict(head, strict=False)  # the encoder comes from the package
+        spec = InputSpec.model_validate_json((workdir / "minilm.json").read_text())
+        return Classifier(module.eval(), spec, name="minilm-reviews")
     data = load_builtin("digits")
     module = SmallCNN(width=int((workdir / "width.txt").read_text()))
     module.load_state_dict(torch.load(workdir / "cnn.pt", weights_only=True))
@@ -85,13 +108,21 @@ def run_bare(workdir: Path, port: int, threads: int) -> None:
     model = _model(workdir).module.eval()
     app = FastAPI()
 
-    @app.post("/v1/predict")
-    async def predict(body: Body) -> dict[str, object]:
-        x = torch.tensor(body.inputs, dtype=torch.float32)
+    def answer(inputs: list[object]) -> dict[str, object]:
+        x = torch.tensor(inputs, dtype=torch.float32)
         with torch.inference_mode():
             probs = torch.softmax(model(x), dim=1)
         return {"predictions": [{"label": int(p.argmax()), "probabilities": p.tolist()}
                                 for p in probs]}
+
+    if (workdir / "minilm.json").exists():
+        @app.post("/v1/predict")
+        async def predict_text(body: TextBody) -> dict[str, object]:
+            return answer(body.inputs)
+    else:
+        @app.post("/v1/predict")
+        async def predict(body: Body) -> dict[str, object]:
+            return answer(body.inputs)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -99,7 +130,20 @@ def run_bare(workdir: Path, port: int, threads: int) -> None:
 # -- the benchmark -----------------------------------------------------------------------
 
 
-def prepare(workdir: Path, width: int = 16) -> tuple[str, bytes]:
+def prepare_minilm(workdir: Path) -> tuple[object, object, object, bytes]:
+    """Train the review classifier's head; save it and the spec; return (clf, x, y, body)."""
+    import torch
+    from _minilm import encode, minilm_subject
+
+    clf, x, y = minilm_subject()
+    head = {k: v for k, v in clf.module.state_dict().items() if not k.startswith("encoder.")}
+    torch.save(head, workdir / "head.pt")
+    (workdir / "minilm.json").write_text(clf.spec.model_dump_json())
+    ids = encode(["The blender is great, it works perfectly every morning."], clf.spec.shape[0])
+    return clf, x, y, json.dumps({"inputs": ids.tolist()}).encode()
+
+
+def prepare(workdir: Path, width: int = 16, model: str = "digits") -> tuple[str, bytes]:
     """Train the model briefly, fit the validator, create a key; return (key, body)."""
     import torch
 
@@ -111,19 +155,23 @@ def prepare(workdir: Path, width: int = 16) -> tuple[str, bytes]:
     from mlwarden.io.dataset import load_builtin
     from mlwarden.models import SmallCNN
 
-    data = load_builtin("digits")
-    train, test = data.split(0.75, seed=0)
-    torch.manual_seed(0)
-    module = SmallCNN(width=width)
-    fit(module, train.x, train.y, epochs=5, lr=2e-3, batch_size=64, seed=0)
-    torch.save(module.state_dict(), workdir / "cnn.pt")
-    (workdir / "width.txt").write_text(str(width))
-    clf = Classifier(module, data.spec(), name="digits-cnn")
-    det = MahalanobisDetector().fit(clf, train.x, train.y)
+    if model == "minilm":
+        clf, x_train, y_train, body = prepare_minilm(workdir)
+    else:
+        data = load_builtin("digits")
+        train, test = data.split(0.75, seed=0)
+        torch.manual_seed(0)
+        module = SmallCNN(width=width)
+        fit(module, train.x, train.y, epochs=5, lr=2e-3, batch_size=64, seed=0)
+        torch.save(module.state_dict(), workdir / "cnn.pt")
+        (workdir / "width.txt").write_text(str(width))
+        clf = Classifier(module, data.spec(), name="digits-cnn")
+        x_train, y_train = train.x, train.y
+        body = json.dumps({"inputs": test.x[:1].tolist()}).encode()
+    det = MahalanobisDetector().fit(clf, x_train, y_train)
     save_detector(det, workdir / "validator.safetensors",
-                  {"query_attack_threshold": calibrate_knn_threshold(train.x)})
+                  {"query_attack_threshold": calibrate_knn_threshold(x_train)})
     key = add_key(workdir / "keys.json", "bench").api_key
-    body = json.dumps({"inputs": test.x[:1].tolist()}).encode()
     return key, body
 
 
@@ -179,6 +227,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="alternate runs per server")
     ap.add_argument("--width", type=int, default=16,
                     help="SmallCNN width: 16 (~20k parameters) or larger for a heavier model")
+    ap.add_argument("--model", choices=["digits", "minilm"], default="digits",
+                    help="digits: SmallCNN (~0.1 ms a forward); minilm: pretrained MiniLM")
     ap.add_argument("--serve", choices=["gateway", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -192,7 +242,7 @@ def main() -> None:
     from mlwarden.gateway.server import free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
-    key, body = prepare(workdir, args.width)
+    key, body = prepare(workdir, args.width, args.model)
     results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
     for _ in range(args.rounds):
         for kind in ("bare", "gateway"):
@@ -208,7 +258,9 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in results.items()}
-    print(f"\nSmallCNN(width={args.width}) on digits; wrk -t{args.threads} -c{args.connections} "
+    subject = ("MiniLM-L6 review classifier (32 tokens)" if args.model == "minilm"
+               else f"SmallCNN(width={args.width}) on digits")
+    print(f"\n{subject}; wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration}s, torch threads {args.torch_threads}, {os.cpu_count()} CPUs, "
           f"best of {args.rounds}")
     print(f"{'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
