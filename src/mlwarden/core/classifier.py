@@ -133,7 +133,10 @@ class Classifier(nn.Module):
         if len(x) == 0:
             return torch.empty(0, self.num_classes, device=self.device)
         with self.evaluating(), torch.inference_mode():
-            out = torch.cat([self(chunk) for chunk in self._batches(x, batch_size)])
+            if batch_size is None or len(x) <= batch_size:  # one chunk: no copy through cat
+                out = self(x)
+            else:
+                out = torch.cat([self(chunk) for chunk in self._batches(x, batch_size)])
         if out.dim() != 2 or out.shape[1] != self.num_classes:
             raise InputError(
                 f"model returned shape {tuple(out.shape)}; expected (N, {self.num_classes}) logits"
@@ -164,9 +167,8 @@ class Classifier(nn.Module):
         try:
             target = self.module.get_submodule(layer)
         except AttributeError as exc:
-            raise InputError(
-                f"layer '{layer}' does not exist; known layers: {', '.join(self.layer_names()[:20])}"
-            ) from exc
+            known = ", ".join(self.layer_names()[:20])
+            raise InputError(f"layer '{layer}' does not exist; known layers: {known}") from exc
         captured: list[torch.Tensor] = []
 
         def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
