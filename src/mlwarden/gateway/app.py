@@ -351,8 +351,7 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
                                 status_code=500)
         finally:
             call.arrival.done()  # refused before reaching the batcher: stop expecting it
-            metrics.requests.labels("predict", str(status)).inc()
-            metrics.latency.observe(time.perf_counter() - started)
+            metrics.request_done("predict", status, time.perf_counter() - started)
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=errors,
               openapi_extra=predict_openapi, summary="Predict a batch of inputs")
@@ -384,7 +383,8 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
             raise
         call.principal = principal
         client = principal.prefix if principal is not None else f"addr:{address}"
-        if await in_thread_if_remote(state.flags.has, "blocked", client):
+        blocked, throttled = await in_thread_if_remote(state.flags.blocked_throttled, client)
+        if blocked:
             raise GatewayError(403, "blocked",
                                "this client is blocked after an attack alert; contact the operator")
         body = await read_body(headers, chunks)
@@ -392,7 +392,6 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
         batch = parse_inputs(parse_body(body), state.spec, config.validation.max_batch,
                              config.validation.bounds)
         n = len(batch.x)
-        throttled = await in_thread_if_remote(state.flags.has, "throttled", client)
         decision = await in_thread_if_remote(
             state.limiter.check, principal.prefix if principal else None, address, n, throttled)
         if decision.too_large:

@@ -31,6 +31,17 @@ class GatewayMetrics:
         self.batch_size = Histogram("mlwarden_batch_size", "Inputs per model forward pass",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r)
         self.ready = Gauge("mlwarden_ready", "1 while the gateway accepts traffic", registry=r)
+        self._request_counters: dict[tuple[str, int], object] = {}
+
+    def request_done(self, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (labelled children are cached: the
+        label lookup is a locked dictionary walk, paid once per status instead of per call)."""
+        counter = self._request_counters.get((endpoint, status))
+        if counter is None:
+            counter = self.requests.labels(endpoint, str(status))
+            self._request_counters[(endpoint, status)] = counter
+        counter.inc()  # type: ignore[attr-defined]
+        self.latency.observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

@@ -237,6 +237,14 @@ class ClientFlags:
             return False
         return True
 
+    def blocked_throttled(self, client: str) -> tuple[bool, bool]:
+        """Both flags of ``client`` at once: one Redis round trip per request, not two."""
+        if self._redis is None:
+            return self.has("blocked", client), self.has("throttled", client)
+        names = [f"{self._prefix}:{kind}:{client}" for kind in ("blocked", "throttled")]
+        blocked, throttled = self._redis.mget(names)
+        return blocked is not None, throttled is not None
+
     def clear(self, kind: str, client: str) -> None:
         name = f"{self._prefix}:{kind}:{client}"
         if self._redis is not None:
