@@ -7,7 +7,8 @@ schema (`validation`) -> rate limit in inputs (`ratelimit`) -> dynamic batch thr
 model (`batching`, `runner`) -> OOD check (`mlwarden.defenses.detection.ood`) -> attack
 monitors (`monitoring`) -> output hardening (`mlwarden.defenses.output`) -> audit
 (`audit_log`). Refusals are `GatewayError`s; anything else escaping is a bug and answers
-500 without details.
+500 without details. The predict path is served by `PredictFastPath`, an ASGI layer in
+front of FastAPI's router; FastAPI serves everything else and the OpenAPI schema.
 """
 
 from __future__ import annotations
