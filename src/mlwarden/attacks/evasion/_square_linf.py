@@ -37,6 +37,18 @@ def neighbourhood_size(c: int, h: int, w: int, sides: tuple[int, int]) -> int | 
     return size if size <= MAX_TRACKED else None
 
 
+def mask_at(
+    top: torch.Tensor, left: torch.Tensor, h: int, w: int, sides: tuple[int, int]
+) -> torch.Tensor:
+    """Masks ``(N, 1, H, W)`` of windows of size ``sides`` with top-left corners ``top, left``."""
+    sh, sw = sides
+    rows = torch.arange(h, device=top.device)
+    cols = torch.arange(w, device=top.device)
+    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + sh)
+    in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + sw)
+    return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+
+
 def _vertices(c: int, device: torch.device) -> torch.Tensor:
     """All ``2**c`` sign vectors, shape ``(2**c, c)``: bit ``k`` of the index is channel ``k``."""
     index = torch.arange(2**c, device=device)[:, None]
@@ -87,14 +99,10 @@ def build(
     positions = (h - sh + 1) * (w - sw + 1)
     vertex, pos = choice // positions, choice % positions
     top, left = pos // (w - sw + 1), pos % (w - sw + 1)
-    rows = torch.arange(h, device=x0.device)
-    cols = torch.arange(w, device=x0.device)
-    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + sh)
-    in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + sw)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+    mask = mask_at(top, left, h, w, sides)
     signs = _vertices(c, x0.device)[vertex][:, :, None, None] * eps
     # outside the window the point is kept bit for bit, so later comparisons are exact
     return torch.where(mask, clip_to_bounds(x0 + signs, bounds), cur)
 
 
-__all__ = ["MAX_TRACKED", "build", "changing_proposals", "draw", "neighbourhood_size"]
+__all__ = ["MAX_TRACKED", "build", "changing_proposals", "draw", "mask_at", "neighbourhood_size"]

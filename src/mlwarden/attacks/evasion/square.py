@@ -92,14 +92,7 @@ def query_scores(oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
     remaining = oracle.remaining
     if remaining is not None and remaining < len(x):
         raise OutOfOracleBudget
-    out = oracle(x)
-    if not isinstance(out, torch.Tensor) or out.shape != (len(x), oracle.num_classes):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise OracleError(
-            f"oracle returned {shape} for {len(x)} inputs; expected ({len(x)}, "
-            f"{oracle.num_classes}) scores"
-        )
-    return out.to(device=x.device, dtype=torch.float32)
+    return oracle(x).to(device=x.device, dtype=torch.float32)
 
 
 def margin_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -170,12 +163,7 @@ def window_mask(
     sh, sw = sides
     top = torch.randint(0, h - sh + 1, (n,), generator=gen).to(device)
     left = torch.randint(0, w - sw + 1, (n,), generator=gen).to(device)
-    rows = torch.arange(h, device=device)
-    cols = torch.arange(w, device=device)
-    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + sh)
-    in_cols = (cols[None] >= left[:, None]) & (cols[None] < left[:, None] + sw)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
-    return mask, top, left
+    return _square_linf.mask_at(top, left, h, w, sides), top, left
 
 
 def random_signs(
@@ -416,9 +404,10 @@ class SquareAttack(Attack):
                 else None
             )
             choice = None
+            rows: torch.Tensor | slice
             if size is None:
                 tried, tracked_sides = None, None
-                rows = torch.arange(len(idx), device=x0.device)
+                rows = slice(None)  # every standing sample; a view, not a copy
                 if self.norm == "linf":
                     cand = self._step_linf(x0, cur, p, gen, bounds)
                 else:
