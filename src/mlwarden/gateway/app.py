@@ -133,13 +133,14 @@ def create_app(
             spans.append((start, start + n))
             start += n
         alerts_of: dict[Any, list[Any]] = {}
-        for client, rows in rows_of.items():
-            if len(rows_of) == 1:  # the whole batch is one client's: no gather needed
-                alerts_of[client] = state.monitors.observe(client, x, labels, flagged)
-                continue
-            idx = torch.tensor(rows)
-            ood = flagged[idx] if flagged is not None else None
-            alerts_of[client] = state.monitors.observe(client, x[idx], labels[idx], ood)
+        if len(rows_of) == 1:  # the whole batch is one client's: no gather needed
+            (client,) = rows_of
+            alerts_of[client] = state.monitors.observe(client, x, labels, flagged)
+        else:
+            for client, rows in rows_of.items():
+                idx = torch.tensor(rows)
+                ood = flagged[idx] if flagged is not None else None
+                alerts_of[client] = state.monitors.observe(client, x[idx], labels[idx], ood)
         out = []
         for i, ((client, _), (a, b)) in enumerate(zip(items, spans, strict=True)):
             group = alerts_of[client]
@@ -262,9 +263,7 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_r: Request, err: Exception) -> Response:
-        log.exception("internal error in the gateway")
-        return JSONResponse({"error": {"code": "internal", "message": "internal error"}},
-                            status_code=500)
+        return _internal_error()
 
     errors = {s: {"model": ErrorResponse} for s in (400, 401, 403, 413, 422, 429)}
 
@@ -347,9 +346,7 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
                   input_sha256=call.body_hash)
             return error_response(err)
         except Exception:
-            log.exception("internal error in the gateway")
-            return JSONResponse({"error": {"code": "internal", "message": "internal error"}},
-                                status_code=500)
+            return _internal_error()
         finally:
             call.arrival.done()  # refused before reaching the batcher: stop expecting it
             metrics.request_done("predict", status, time.perf_counter() - started)
@@ -485,6 +482,13 @@ def _install_routes(app: FastAPI, state: GatewayState) -> None:
             principal_for(request.headers, "metrics")
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
+
+
+def _internal_error() -> Response:
+    """A bug: log it with its traceback, answer 500 without details."""
+    log.exception("internal error in the gateway")
+    return JSONResponse({"error": {"code": "internal", "message": "internal error"}},
+                        status_code=500)
 
 
 def _flag(flags: list[dict[str, Any]], check: str, samples: list[int], detail: str,

@@ -193,12 +193,7 @@ class QueryAttackDetector:
             d2 = torch.cat([d2, d_self], dim=1)
         k = min(self.k, d2.shape[1])
         hits = 0
-        if k and self._count >= self.k:
-            # steady state (a full k predecessors for every query): fewer, larger operations,
-            # because this runs once per client and batch on the gateway's hot path
-            mean = d2.topk(k, dim=1, largest=False).values.clamp_min_(0).sqrt_().mean(1)
-            hits = int((mean < self.threshold).sum())
-        elif k:
+        if k:
             near = d2.topk(k, dim=1, largest=False).values.clamp_min(0).sqrt()
             finite = torch.isfinite(near)
             count = finite.sum(1)
