@@ -123,16 +123,25 @@ def scan_legacy_sequential(
             scan_pickle_stream(buf, ctx, start=pos, member=member)
 
 
-def _storages(buf: Any, ctx: ScanContext, member: str) -> None:
-    end = len(buf)
-    head = _one(buf, 0, end, ctx, member)
+def _count_header(buf: Any, ctx: ScanContext, member: str, what: str) -> tuple[int, int] | None:
+    """The record count pickled at the start of a section and where the records start;
+    None (with a finding when it is not a count) if it cannot be read."""
+    head = _one(buf, 0, len(buf), ctx, member)
     if not head.complete:
-        return
+        return None
     count = head.result
     if not isinstance(count, int) or count < 0:
-        ctx.add("MLW-SCAN-033", "storage count is not a number", member=member)
+        ctx.add("MLW-SCAN-033", f"{what} count is not a number", member=member)
+        return None
+    return count, head.end
+
+
+def _storages(buf: Any, ctx: ScanContext, member: str) -> None:
+    end = len(buf)
+    header = _count_header(buf, ctx, member, "storage")
+    if header is None:
         return
-    pos = head.end
+    count, pos = header
     for _ in range(count):
         t = _one(buf, pos, end, ctx, member)
         if not t.complete:
@@ -169,14 +178,10 @@ def _storages(buf: Any, ctx: ScanContext, member: str) -> None:
 
 def _tensors(buf: Any, ctx: ScanContext, member: str) -> None:
     end = len(buf)
-    head = _one(buf, 0, end, ctx, member)
-    if not head.complete:
+    header = _count_header(buf, ctx, member, "tensor")
+    if header is None:
         return
-    count = head.result
-    if not isinstance(count, int) or count < 0:
-        ctx.add("MLW-SCAN-033", "tensor count is not a number", member=member)
-        return
-    pos = head.end
+    count, pos = header
     for _ in range(count):
         t = _one(buf, pos, end, ctx, member)
         if not t.complete:
