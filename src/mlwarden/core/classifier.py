@@ -11,7 +11,7 @@ moved to the model's device explicitly in `_prepare` and outputs come back there
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -199,14 +199,29 @@ class Classifier(nn.Module):
         Heuristic for sequential-style models: take the module registered just before
         the last linear layer, then climb to the outermost block that ends with it.
         """
+        found = self._feature_layer(
+            lambda _name, mod: isinstance(mod, nn.Linear),
+            lambda _name, mod: isinstance(mod, nn.Dropout),
+        )
+        if found is None:
+            raise InputError("cannot find a feature layer (no nn.Linear head); name one explicitly")
+        return found
+
+    def _feature_layer(
+        self,
+        is_linear: Callable[[str, nn.Module], bool],
+        is_transparent: Callable[[str, nn.Module], bool],
+    ) -> str | None:
+        """The walk behind `penultimate_layer`, with what counts as a linear layer and as a
+        layer that changes nothing (dropout) left to the caller (exported graphs differ)."""
         modules = dict(self.module.named_modules())
         names = [n for n in modules if n]
         for idx in range(len(names) - 1, -1, -1):
-            if not isinstance(modules[names[idx]], nn.Linear):
+            if not is_linear(names[idx], modules[names[idx]]):
                 continue
             head = names[idx]
             for cand in reversed(names[:idx]):
-                if head.startswith(cand + ".") or isinstance(modules[cand], nn.Dropout):
+                if head.startswith(cand + ".") or is_transparent(cand, modules[cand]):
                     continue
                 while "." in cand:
                     parent = cand.rsplit(".", 1)[0]
@@ -215,4 +230,4 @@ class Classifier(nn.Module):
                         break
                     cand = parent
                 return cand
-        raise InputError("cannot find a feature layer (no nn.Linear head); name one explicitly")
+        return None

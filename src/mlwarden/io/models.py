@@ -227,33 +227,17 @@ class ExportedClassifier(Classifier):
 
     def penultimate_layer(self) -> str:
         """Like `Classifier.penultimate_layer`, recognising linear layers by their ops."""
-        modules = dict(self.module.named_modules())
-        names = [n for n in modules if n]
-        ops = {n: _called_ops(modules[n]) for n in names}
         linear = set(linear_layer_names(self.module))
 
-        def is_identity(name: str) -> bool:
-            mod, called = modules[name], ops[name]
+        def is_identity(_name: str, mod: nn.Module) -> bool:
             if isinstance(mod, nn.Dropout):
                 return True
+            called = _called_ops(mod)
             leaf = not any(True for _ in mod.children())
             return leaf and called is not None and all(op in _IDENTITY_OPS for op in called)
 
-        for idx in range(len(names) - 1, -1, -1):
-            if names[idx] not in linear:
-                continue
-            head = names[idx]
-            for cand in reversed(names[:idx]):
-                if head.startswith(cand + ".") or is_identity(cand):
-                    continue
-                while "." in cand:
-                    parent = cand.rsplit(".", 1)[0]
-                    children = [n for n, _ in modules[parent].named_children()]
-                    if not children or f"{parent}.{children[-1]}" != cand:
-                        break
-                    cand = parent
-                return cand
-        return super().penultimate_layer()
+        found = self._feature_layer(lambda name, _mod: name in linear, is_identity)
+        return found if found is not None else super().penultimate_layer()
 
 
 def linear_layer_names(module: nn.Module) -> list[str]:
@@ -430,8 +414,9 @@ def read_state_dict(
         import pickle
 
         if isinstance(exc, pickle.UnpicklingError):
+            reason = _unpickler_reason(exc)
             raise UnsafeArtefactError(
-                f"refused '{path}': the weights-only unpickler rejected it ({_unpickler_reason(exc)})"
+                f"refused '{path}': the weights-only unpickler rejected it ({reason})"
             ) from exc
         raise ModelLoadError(
             f"'{path}' is not a readable PyTorch file (corrupt or truncated): {first_line(exc)}"
