@@ -128,6 +128,66 @@ def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, where: s
     return cfg
 
 
+def read_spec_file(path: str | Path) -> InputSpec:
+    """An `InputSpec` from a JSON file (``--spec``); problems name the file and the key."""
+    import json
+
+    path = Path(path)
+    try:
+        return InputSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ConfigError(f"spec file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"spec file '{path}' is a directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"spec file '{path}' is not valid JSON: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+
+
+DEFAULT_CONFIG = "mlwarden.toml"
+
+
+def find_config(path: str | Path | None) -> Path | None:
+    """``path`` if given, else ``./mlwarden.toml`` when it exists, else None."""
+    if path is not None:
+        return Path(path)
+    default = Path(DEFAULT_CONFIG)
+    return default if default.is_file() else None
+
+
+def spec_from_config(path: str | Path) -> InputSpec | None:
+    """The ``[spec]`` table of a configuration file, validated; None when it has none.
+
+    Reads only that table, so a command that needs nothing else from the file does not
+    depend on its other sections (the audit validates those).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file '{path}' does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    table = data.get("spec")
+    if table is None:
+        return None
+    try:
+        return InputSpec.model_validate(table)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, f"{path.name}: spec")) from None
+
+
+def resolve_spec(spec_file: str | Path | None, config: str | Path | None) -> InputSpec | None:
+    """The spec a command should use: ``--spec`` first, then ``[spec]`` of the configuration."""
+    if spec_file is not None:
+        return read_spec_file(spec_file)
+    found = find_config(config)
+    return spec_from_config(found) if found is not None else None
+
+
 def load_config(path: str | Path) -> MlwardenConfig:
     """Read and validate ``mlwarden.toml``; every problem is a `ConfigError` naming the key."""
     path = Path(path)

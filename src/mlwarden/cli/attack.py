@@ -7,12 +7,13 @@ batch and a report. No torch import at module level (``mlwarden --help`` stays f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from mlwarden.cli.common import (
     AllowOption,
+    ConfigOption,
     DeviceOption,
     FactoryOption,
     FailOnOption,
@@ -21,10 +22,9 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
+    load_subject,
 )
-
-if TYPE_CHECKING:
-    from mlwarden.io.dataset import Dataset
 
 attack_app = typer.Typer(
     help="Run attacks against a model (evasion, extraction).",
@@ -33,30 +33,6 @@ attack_app = typer.Typer(
 )
 
 ATTACK_HELP = "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, cw, deepfool, square"
-
-
-def load_subject(
-    model: str,
-    data: str,
-    *,
-    factory: str | None,
-    device: str,
-    allow: list[str],
-    samples: int | None,
-    label_column: str = "label",
-) -> tuple[Any, Dataset]:
-    """Model (scanned before loading) and its data, validated against the model's spec."""
-    from mlwarden.core.errors import DataError
-    from mlwarden.io.data import load_data
-    from mlwarden.io.models import load_model
-
-    loaded = load_model(model, factory=factory, device=device, allow=tuple(allow))
-    dataset = load_data(data, spec=loaded.spec, label_column=label_column)
-    if samples is not None:
-        dataset = dataset.take(samples)
-    if len(dataset) == 0:
-        raise DataError(f"data set '{data}' is empty")
-    return loaded, dataset
 
 
 @attack_app.command("evasion")
@@ -78,6 +54,8 @@ def evasion_command(
         0.5, "--min-robust-accuracy", help="HIGH finding when robust accuracy is below this."
     ),
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     output_npz: Path | None = typer.Option(
@@ -106,6 +84,8 @@ def evasion_command(
         batch_size=batch_size,
         min_robust_accuracy=min_robust_accuracy,
         factory=factory,
+        spec=spec,
+        config=config,
         allow=allow,
         device=device,
         output_npz=output_npz,
@@ -132,6 +112,8 @@ def run_evasion(
     allow: list[str],
     device: str,
     output_npz: Path | None,
+    spec: Path | None = None,
+    config: Path | None = None,
     progress: bool,
 ) -> Any:
     """The work behind ``attack evasion``; returns the `Report`."""
@@ -150,8 +132,16 @@ def run_evasion(
         attack, eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, queries=queries
     )
     loaded, dataset = load_subject(
-        model, data, factory=factory, device=device, allow=allow, samples=samples
+        model,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=samples,
     )
+    assert dataset is not None
     if not isinstance(loaded, Classifier) and runner.name != "square":
         raise ParameterError(
             f"attack '{attack}' needs gradients but '{model}' is a black-box model; "

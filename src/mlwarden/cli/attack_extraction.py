@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mlwarden.cli.common import (
+    ConfigOption,
     FactoryOption,
     FailOnOption,
     FormatOption,
@@ -14,6 +15,7 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
 )
 
 
@@ -30,9 +32,8 @@ def extraction_command(
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="MLWARDEN_API_KEY", help="Gateway API key (or MLWARDEN_API_KEY)."
     ),
-    spec_file: Path | None = typer.Option(
-        None, "--spec", help="Input spec JSON of the gateway's model (needed with --url)."
-    ),
+    spec_file: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     budget: int = typer.Option(1000, "--budget", help="Query budget (samples)."),
     strategy: str = typer.Option("natural", "--strategy", help="random, natural or synthetic."),
     access: str = typer.Option("scores", "--access", help="scores or labels."),
@@ -51,6 +52,7 @@ def extraction_command(
     from mlwarden.attacks.extraction import KnockoffExtraction
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
+    from mlwarden.config import resolve_spec
     from mlwarden.core.errors import ConfigError
     from mlwarden.core.oracle import ClassifierOracle, LabelOnlyOracle, Oracle
     from mlwarden.evaluation.extraction import extraction_report
@@ -61,22 +63,24 @@ def extraction_command(
     if access not in ("scores", "labels"):
         raise ConfigError(f"--access must be scores or labels, got '{access}'")
     oracle: Oracle
+    override = resolve_spec(spec_file, config)
     if url is not None:
-        from mlwarden.cli.audit import read_spec
         from mlwarden.gateway.client import HttpOracle
 
-        if spec_file is None:
-            raise ConfigError("--url needs --spec with the model's input spec (JSON)")
+        if override is None:
+            raise ConfigError(
+                "--url needs the model's input spec: --spec FILE.json or [spec] in mlwarden.toml"
+            )
         oracle = HttpOracle(
             url,
             api_key,
-            read_spec(spec_file),
+            override,
             output="labels" if access == "labels" else "probabilities",
         )
     else:
         from mlwarden.io.models import load_model
 
-        loaded = load_model(model, factory=factory)  # type: ignore[arg-type]
+        loaded = load_model(model, factory=factory, spec=override)  # type: ignore[arg-type]
         oracle = loaded if isinstance(loaded, Oracle) else ClassifierOracle(loaded)
         if access == "labels":
             oracle = LabelOnlyOracle(oracle)

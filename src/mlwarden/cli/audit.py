@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,32 +10,10 @@ from mlwarden.cli.common import (
     FactoryOption,
     FailOnOption,
     ProgressOption,
+    SpecOption,
     exit_code_for,
     parse_fail_on,
 )
-
-if TYPE_CHECKING:
-    from mlwarden.core.spec import InputSpec
-
-
-def read_spec(path: Path) -> InputSpec:
-    """An `InputSpec` from a JSON file; problems name the file and the key."""
-    import json
-
-    from pydantic import ValidationError
-
-    from mlwarden.config import format_validation_error
-    from mlwarden.core.errors import ConfigError
-    from mlwarden.core.spec import InputSpec
-
-    try:
-        return InputSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise ConfigError(f"spec file '{path}' does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"spec file '{path}' is not valid JSON: {exc}") from None
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
 
 
 def audit_command(
@@ -47,9 +24,7 @@ def audit_command(
         None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."
     ),
     factory: str | None = FactoryOption,
-    spec: Path | None = typer.Option(
-        None, "--spec", help="JSON file with the input spec (shape, bounds, class_names, ...)."
-    ),
+    spec: Path | None = SpecOption,
     data: str | None = typer.Option(
         None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...)."
     ),
@@ -74,13 +49,14 @@ def audit_command(
         DataSection,
         MlwardenConfig,
         ModelSection,
+        find_config,
         load_config,
+        read_spec_file,
     )
     from mlwarden.core.errors import ConfigError
     from mlwarden.report import print_report
 
-    if config is None and Path("mlwarden.toml").is_file():
-        config = Path("mlwarden.toml")
+    config = find_config(config)
     cfg = load_config(config) if config is not None else MlwardenConfig()
     # Flags override the file; paths given on the command line are relative to the cwd.
     if model is not None:
@@ -96,7 +72,7 @@ def audit_command(
     if device is not None and cfg.model is not None:
         cfg.model.device = device
     if spec is not None:
-        cfg.spec = read_spec(spec)
+        cfg.spec = read_spec_file(spec)
     if data is not None:
         from mlwarden.io.dataset import BUILTIN
 

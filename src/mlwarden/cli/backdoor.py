@@ -8,6 +8,7 @@ import typer
 
 from mlwarden.cli.common import (
     AllowOption,
+    ConfigOption,
     DeviceOption,
     FactoryOption,
     FailOnOption,
@@ -16,6 +17,7 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
 )
 
 backdoor_app = typer.Typer(
@@ -43,6 +45,8 @@ def detect_command(
     samples: int = typer.Option(500, "--samples", min=2, help="Use at most N clean samples."),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -51,8 +55,7 @@ def detect_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Reverse-engineer a trigger per class and flag anomalously small ones (Neural Cleanse + universal perturbation)."""
-    from mlwarden.cli.attack import load_subject
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.errors import InputError
@@ -61,8 +64,16 @@ def detect_command(
 
     parse_fail_on(fail_on)
     loaded, dataset = load_subject(
-        model, data, factory=factory, device=device, allow=allow, samples=samples
+        model,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=samples,
     )
+    assert dataset is not None
     if not isinstance(loaded, Classifier):
         raise InputError(
             f"'{model}' is a black-box model; backdoor detection needs its weights (.pt2 or weights file)"
@@ -110,6 +121,8 @@ def scan_data_command(
     layer: str | None = typer.Option(None, "--layer", help="Layer whose activations are analysed."),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -117,8 +130,7 @@ def scan_data_command(
     fail_on: str = FailOnOption,
 ) -> None:
     """Report training samples that look poisoned (activation clustering, spectral signatures)."""
-    from mlwarden.cli.attack import load_subject
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.errors import InputError
     from mlwarden.core.findings import Report
@@ -126,8 +138,16 @@ def scan_data_command(
 
     parse_fail_on(fail_on)
     loaded, dataset = load_subject(
-        model, data, factory=factory, device=device, allow=allow, samples=None
+        model,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=None,
     )
+    assert dataset is not None
     if not isinstance(loaded, Classifier):
         raise InputError(
             f"'{model}' is a black-box model; data-level detection needs its activations"

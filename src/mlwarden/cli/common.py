@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -13,6 +13,7 @@ from mlwarden.core.findings import Severity
 
 if TYPE_CHECKING:
     from mlwarden.core.findings import Report
+    from mlwarden.io.dataset import Dataset
 
 
 class OutputFormat(str, Enum):
@@ -39,6 +40,18 @@ AllowOption = typer.Option(
     [],
     "--allow",
     help="An import the model-file scanner may accept (repeatable), e.g. argparse.Namespace.",
+)
+SpecOption = typer.Option(
+    None,
+    "--spec",
+    help="JSON file with the model's input spec (shape, bounds, class_names, mean/std); "
+    "overrides what the model file says. Default: [spec] of the configuration, if any.",
+)
+ConfigOption = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="Configuration file whose [spec] applies (default: ./mlwarden.toml if present).",
 )
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.")
 SeedOption = typer.Option(0, "--seed", help="Seed for every random choice.")
@@ -104,3 +117,37 @@ def emit_report(
             output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
     return code
+
+
+def load_subject(
+    model: str,
+    data: str | None,
+    *,
+    factory: str | None = None,
+    spec: Path | None = None,
+    config: Path | None = None,
+    device: str = "auto",
+    allow: list[str] | tuple[str, ...] = (),
+    samples: int | None = None,
+    label_column: str = "label",
+) -> tuple[Any, Dataset | None]:
+    """The model of a command (scanned before loading) and its data, validated against its spec.
+
+    The spec is ``--spec``, else ``[spec]`` of the configuration, else what the model
+    file says (see `mlwarden.io.models.load_model`). Without ``data`` only the model loads.
+    """
+    from mlwarden.config import resolve_spec
+    from mlwarden.core.errors import DataError
+    from mlwarden.io.data import load_data
+    from mlwarden.io.models import load_model
+
+    override = resolve_spec(spec, config)
+    loaded = load_model(model, factory=factory, spec=override, device=device, allow=tuple(allow))
+    if data is None:
+        return loaded, None
+    dataset = load_data(data, spec=loaded.spec, label_column=label_column)
+    if samples is not None:
+        dataset = dataset.take(samples)
+    if len(dataset) == 0:
+        raise DataError(f"data set '{data}' is empty")
+    return loaded, dataset

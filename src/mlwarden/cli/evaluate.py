@@ -8,6 +8,7 @@ import typer
 
 from mlwarden.cli.common import (
     AllowOption,
+    ConfigOption,
     DeviceOption,
     FactoryOption,
     FailOnOption,
@@ -16,6 +17,7 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
 )
 
 evaluate_app = typer.Typer(
@@ -52,6 +54,8 @@ def robustness_command(
         False, "--sanity/--no-sanity", help="Run the gradient-masking sanity checks too."
     ),
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -60,8 +64,7 @@ def robustness_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Robust accuracy at each --eps under an ensemble of attacks, as a report."""
-    from mlwarden.cli.attack import load_subject
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.errors import ParameterError
@@ -74,8 +77,16 @@ def robustness_command(
         raise ParameterError(f"--min-robust-accuracy must be in [0, 1], got {min_robust_accuracy}")
     budgets = list(eps) or [0.03, 0.1]
     loaded, dataset = load_subject(
-        model, data, factory=factory, device=device, allow=allow, samples=samples
+        model,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=samples,
     )
+    assert dataset is not None
     if not isinstance(loaded, Classifier) and preset != "blackbox":
         raise ParameterError(
             f"preset '{preset}' needs gradients but '{model}' is a black-box model; "

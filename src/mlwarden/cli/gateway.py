@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FactoryOption, SeedOption
+from mlwarden.cli.common import AllowOption, ConfigOption, FactoryOption, SeedOption, SpecOption
 
 gateway_app = typer.Typer(help="Prepare the serving gateway.", no_args_is_help=True)
 
@@ -24,6 +24,9 @@ def fit_validator(
         Path("validator.safetensors"), "--out", "-o", help="Where to write the validator."
     ),
     factory: str = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
+    allow: list[str] = AllowOption,
     method: str = typer.Option(
         "mahalanobis", "--method", help="mahalanobis (features) or energy (logits)."
     ),
@@ -38,6 +41,7 @@ def fit_validator(
     seed: int = SeedOption,
 ) -> None:
     """Fit on training data; the threshold rejects about FRR of in-distribution inputs."""
+    from mlwarden.config import resolve_spec
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.errors import InputError, ParameterError
     from mlwarden.defenses.detection.ood import EnergyDetector, MahalanobisDetector, save_detector
@@ -45,7 +49,9 @@ def fit_validator(
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
 
-    classifier = load_model(model, factory=factory)
+    classifier = load_model(
+        model, factory=factory, spec=resolve_spec(spec, config), allow=tuple(allow)
+    )
     if not isinstance(classifier, Classifier):
         raise InputError(
             f"'{model}' is a black-box model (ONNX): an OOD validator needs "

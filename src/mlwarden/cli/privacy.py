@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mlwarden.cli.common import (
+    ConfigOption,
     FactoryOption,
     FailOnOption,
     FormatOption,
@@ -14,6 +15,7 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
 )
 
 privacy_app = typer.Typer(help="Membership-inference audits.", no_args_is_help=True)
@@ -25,6 +27,8 @@ def audit(
     members: str = typer.Option(..., "--members", help="Records the model was trained on."),
     non_members: str = typer.Option(..., "--non-members", help="Held-out records."),
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     compare: str | None = typer.Option(
         None, "--compare", help="A second model on the same members (e.g. trained with DP-SGD)."
     ),
@@ -44,12 +48,14 @@ def audit(
     """AUC and TPR at low FPR of membership attacks, a ROC plot, the most exposed records."""
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
+    from mlwarden.config import resolve_spec
     from mlwarden.core.findings import Report, Table
     from mlwarden.core.oracle import ClassifierOracle, Oracle
     from mlwarden.evaluation.privacy import membership_audit
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
 
+    override = resolve_spec(spec, config)
     report = Report(
         title="mlwarden privacy audit",
         subject={"model": model, "members": members, "non_members": non_members},
@@ -59,7 +65,7 @@ def audit(
         for label, source in (("model", model), ("compare", compare)):
             if source is None:
                 continue
-            target = load_model(source, factory=factory)
+            target = load_model(source, factory=factory, spec=override)
             mem = load_data(members, spec=target.spec).take(samples)
             non = load_data(non_members, spec=target.spec).take(samples)
             sub = membership_audit(

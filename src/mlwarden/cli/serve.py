@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from mlwarden.cli.common import SpecOption
+
 
 def serve_command(
     config: Path = typer.Option(
@@ -16,10 +18,12 @@ def serve_command(
     ),
     host: str = typer.Option(None, "--host", help="Override the gateway host."),
     port: int = typer.Option(None, "--port", help="Override the gateway port."),
+    spec: Path | None = SpecOption,
 ) -> None:
     """Serve a model with auth, rate limits, validation, hardening, monitoring and audit."""
     import logging
 
+    from mlwarden.config import resolve_spec
     from mlwarden.gateway.app import create_app
     from mlwarden.gateway.config import load_serve_config
     from mlwarden.gateway.server import serve
@@ -27,7 +31,10 @@ def serve_command(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model_cfg, gateway = load_serve_config(config)
-    model = load_model(model_cfg.path, factory=model_cfg.factory)
+    # --spec, else the [spec] table of the same file the model and gateway come from
+    model = load_model(
+        model_cfg.path, factory=model_cfg.factory, spec=resolve_spec(spec, config)
+    )
     app = create_app(model, gateway)
     serve(
         app,

@@ -8,6 +8,7 @@ import typer
 
 from mlwarden.cli.common import (
     AllowOption,
+    ConfigOption,
     DeviceOption,
     FactoryOption,
     FailOnOption,
@@ -16,6 +17,7 @@ from mlwarden.cli.common import (
     OutputOption,
     ProgressOption,
     SeedOption,
+    SpecOption,
 )
 
 
@@ -52,6 +54,8 @@ def transfer_command(
     ),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -60,8 +64,7 @@ def transfer_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Fine-tune a student from --teacher, then audit backdoor inheritance, adversarial transfer and divergence."""
-    from mlwarden.cli.attack import load_subject
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.errors import InputError, ParameterError
@@ -76,8 +79,16 @@ def transfer_command(
     if not 0.0 < test_fraction < 1.0:
         raise ParameterError(f"--test-fraction must be in (0, 1), got {test_fraction}")
     loaded, dataset = load_subject(
-        teacher, data, factory=factory, device=device, allow=allow, samples=None
+        teacher,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=None,
     )
+    assert dataset is not None
     if not isinstance(loaded, Classifier):
         raise InputError(
             f"'{teacher}' is a black-box model; a student can only be fine-tuned from weights"

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from mlwarden.core.contract import ModelKind
 from mlwarden.core.errors import DataError, InputError, ParameterError
 from mlwarden.core.spec import InputSpec
 
@@ -38,8 +39,12 @@ class Classifier(nn.Module):
     """Wraps a module that maps a batch to logits, together with its `InputSpec`.
 
     ``forward`` keeps gradients (attacks use it); `logits`, `predict` and
-    `probabilities` run batched under `torch.inference_mode`.
+    `probabilities` run batched under `torch.inference_mode`. ``spec_assumptions`` lists
+    what the loader had to assume about the spec (e.g. value bounds of a plain
+    ``torch.export`` file); reports state it (`mlwarden.core.contract.note_assumptions`).
     """
+
+    model_kind = ModelKind.CLASSIFIER
 
     def __init__(
         self,
@@ -48,11 +53,13 @@ class Classifier(nn.Module):
         *,
         device: torch.device | str | None = None,
         name: str = "model",
+        spec_assumptions: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.module = module
         self.spec = spec
         self.name = name
+        self.spec_assumptions = tuple(spec_assumptions)
         self.normalize = (
             Normalize(spec.mean, spec.std, len(spec.shape)) if spec.mean is not None else None
         )

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from mlwarden.core.classifier import Classifier
+from mlwarden.core.contract import ModelKind
 from mlwarden.core.errors import OracleError, ParameterError
 from mlwarden.core.spec import InputSpec
 
@@ -32,6 +33,8 @@ class Oracle(ABC):
     """
 
     deterministic: bool = False
+    name: str = "oracle"
+    spec_assumptions: tuple[str, ...] = ()
 
     def __init__(
         self, spec: InputSpec, output: OracleOutput = "probabilities", budget: int | None = None
@@ -48,6 +51,11 @@ class Oracle(ABC):
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    @property
+    def model_kind(self) -> ModelKind:
+        """A score oracle or a label-only one, by what it answers (`mlwarden.core.contract`)."""
+        return ModelKind.SCORE_ORACLE if self.output == "probabilities" else ModelKind.LABEL_ORACLE
 
     @property
     def remaining(self) -> int | None:
@@ -105,6 +113,8 @@ class ClassifierOracle(Oracle):
     ) -> None:
         super().__init__(classifier.spec, output, budget)
         self.classifier = classifier
+        self.name = classifier.name
+        self.spec_assumptions = classifier.spec_assumptions
         self.batch_size = batch_size
         self.deterministic = deterministic
 
@@ -119,6 +129,8 @@ class LabelOnlyOracle(Oracle):
     def __init__(self, inner: Oracle, budget: int | None = None) -> None:
         super().__init__(inner.spec, "labels", budget)
         self.inner = inner
+        self.name = inner.name
+        self.spec_assumptions = inner.spec_assumptions
         self.deterministic = inner.deterministic
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,7 @@ class HttpOracle(Oracle):
             raise ParameterError(f"max_retries must be >= 0, got {max_retries}")
         httpx = require("httpx", "serve")
         self.url = url.rstrip("/")
+        self.name = self.url
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.max_wait = max_wait

@@ -91,6 +91,7 @@ class OnnxOracle(Oracle):
                     f"the input spec stored in '{self.path.name}' is invalid: {first_line(exc)}"
                 ) from exc
         super().__init__(spec, output, budget)
+        self.name = self.path.name
         self.batch_size = batch_size
         self.outputs_probabilities = meta.get(OUTPUT_KEY, "logits") == "probabilities"
         self.normalize_inputs = spec.mean is not None and meta.get(NORMALIZATION_KEY) != "in-graph"
