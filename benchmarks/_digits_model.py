@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mlwarden.core import Classifier
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.io.dataset import Dataset, load_builtin
 from mlwarden.models import SmallCNN
 

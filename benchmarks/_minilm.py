@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from mlwarden.core import Classifier, InputSpec
 from mlwarden.core.errors import DataError, DependencyError, ModelLoadError
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 
 PAD_ID = 0
 CLASS_NAMES = ("negative", "positive")

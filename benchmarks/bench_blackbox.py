@@ -36,7 +36,7 @@ from mlwarden.attacks.evasion.hopskipjump import HopSkipJump
 from mlwarden.attacks.evasion.square import SquareAttack
 from mlwarden.core import Classifier
 from mlwarden.core.oracle import ClassifierOracle
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.io.dataset import load_builtin
 from mlwarden.models import SmallCNN
 

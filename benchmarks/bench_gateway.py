@@ -148,8 +148,8 @@ def prepare(workdir: Path, width: int = 16, model: str = "digits") -> tuple[str,
     import torch
 
     from mlwarden.core import Classifier
+    from mlwarden.core.training import fit
     from mlwarden.defenses.detection.ood import MahalanobisDetector, save_detector
-    from mlwarden.defenses.training import fit
     from mlwarden.gateway.auth import add_key
     from mlwarden.gateway.monitoring import calibrate_knn_threshold
     from mlwarden.io.dataset import load_builtin

@@ -20,8 +20,8 @@ import torch
 
 from mlwarden.attacks.extraction import KnockoffExtraction
 from mlwarden.core import Classifier, OracleError
+from mlwarden.core.training import fit
 from mlwarden.defenses.detection.ood import MahalanobisDetector
-from mlwarden.defenses.training import fit
 from mlwarden.gateway.app import create_app
 from mlwarden.gateway.auth import generate_key
 from mlwarden.gateway.client import HttpOracle

@@ -14,7 +14,7 @@ import time
 import torch
 
 from mlwarden.core import Classifier, InputSpec
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.defenses.training.dp import fit_private
 from mlwarden.evaluation.privacy import membership_audit
 from mlwarden.io.dataset import Dataset, load_builtin

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mlwarden.core import Classifier, InputSpec
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.io.dataset import Dataset, load_builtin
 from mlwarden.models import MLP, SmallCNN
 

@@ -98,7 +98,7 @@ def cache_dir() -> Path:
 def _train_models(cache: Path, progress: ProgressCallback) -> None:
     """Train the teacher on one half of the training split, fine-tune the student on the other."""
     from mlwarden.core.classifier import Classifier
-    from mlwarden.defenses.training import fit
+    from mlwarden.core.training import fit
     from mlwarden.io.dataset import load_builtin
     from mlwarden.io.export import save_pt2
     from mlwarden.models import SmallCNN

@@ -14,9 +14,9 @@ import torch
 
 from mlwarden.attacks.poisoning import BadNets, Blended, PoisonedDataset, PoisoningAttack
 from mlwarden.core import Classifier
+from mlwarden.core.training import fit
 from mlwarden.defenses.detection.model_scan import scan_model
 from mlwarden.defenses.detection.result import BackdoorScan
-from mlwarden.defenses.training.supervised import fit
 from mlwarden.models import SmallCNN
 
 # settings used by the tests: fewer steps and smaller batches than the defaults, to fit the

@@ -8,8 +8,8 @@ import torch
 from mlwarden.attacks.poisoning import BadNets, attack_success_rate
 from mlwarden.core import Classifier
 from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.core.training import fit
 from mlwarden.defenses.training.finetune import train_student
-from mlwarden.defenses.training.supervised import fit
 from mlwarden.evaluation.transfer import (
     audit_transfer,
     inherits_backdoor,

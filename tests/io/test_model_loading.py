@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mlwarden.core import Classifier, InputSpec, ModelLoadError
+from mlwarden.core.layers import linear_layers
 from mlwarden.io import (
     BatchConstrainedClassifier,
     OnnxOracle,
-    linear_layer_names,
     load_model,
     save_pt2,
 )
@@ -60,8 +60,8 @@ def test_pt2_features_come_from_hooks_on_the_real_layer(
         got = model.features(x, layer, batch_size=64)
         torch.testing.assert_close(got, digits_cnn.features(x, layer), atol=1e-5, rtol=1e-4)
     assert model.penultimate_layer() == "embedding"
-    assert linear_layer_names(model.module) == ["embedding.0", "head"]
-    assert linear_layer_names(digits_cnn.module) == ["embedding.0", "head"]
+    assert linear_layers(model.module) == ["embedding.0", "head"]
+    assert linear_layers(digits_cnn.module) == ["embedding.0", "head"]
 
 
 def test_gradients_flow_through_a_loaded_pt2(

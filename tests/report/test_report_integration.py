@@ -12,7 +12,7 @@ from mlwarden.audit.builtin_checks import AccuracyCheck, accuracy_check
 from mlwarden.audit.registry import AuditContext
 from mlwarden.core import Classifier
 from mlwarden.core.findings import CheckResult, Report
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.report import FORMATS, render, write_report
 from mlwarden.report.reader import read_report
 

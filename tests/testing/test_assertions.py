@@ -169,7 +169,7 @@ def test_membership_leak_passes_on_a_model_that_generalises(
 def test_membership_leak_fails_on_a_memorising_model(digits_split, digits_spec) -> None:
     """An MLP trained for many epochs on 80 samples memorises them: the loss threshold
     attack separates members from non-members far better than chance."""
-    from mlwarden.defenses.training import fit
+    from mlwarden.core.training import fit
     from mlwarden.models import MLP
 
     train, test = digits_split

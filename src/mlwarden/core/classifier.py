@@ -11,7 +11,7 @@ moved to the model's device explicitly in `_prepare` and outputs come back there
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -201,40 +201,10 @@ class Classifier(nn.Module):
         return out.flatten(1) if flatten and out.dim() > 1 else out
 
     def penultimate_layer(self) -> str:
-        """Name of the module whose output feeds the last `nn.Linear` (the feature layer).
+        """Name of the module whose output feeds the head (the feature layer).
 
-        Heuristic for sequential-style models: take the module registered just before
-        the last linear layer, then climb to the outermost block that ends with it.
+        One lookup for plain modules and exported graphs: `mlwarden.core.layers.feature_layer`.
         """
-        found = self._feature_layer(
-            lambda _name, mod: isinstance(mod, nn.Linear),
-            lambda _name, mod: isinstance(mod, nn.Dropout),
-        )
-        if found is None:
-            raise InputError("cannot find a feature layer (no nn.Linear head); name one explicitly")
-        return found
+        from mlwarden.core.layers import feature_layer
 
-    def _feature_layer(
-        self,
-        is_linear: Callable[[str, nn.Module], bool],
-        is_transparent: Callable[[str, nn.Module], bool],
-    ) -> str | None:
-        """The walk behind `penultimate_layer`, with what counts as a linear layer and as a
-        layer that changes nothing (dropout) left to the caller (exported graphs differ)."""
-        modules = dict(self.module.named_modules())
-        names = [n for n in modules if n]
-        for idx in range(len(names) - 1, -1, -1):
-            if not is_linear(names[idx], modules[names[idx]]):
-                continue
-            head = names[idx]
-            for cand in reversed(names[:idx]):
-                if head.startswith(cand + ".") or is_transparent(cand, modules[cand]):
-                    continue
-                while "." in cand:
-                    parent = cand.rsplit(".", 1)[0]
-                    children = [n for n, _ in modules[parent].named_children()]
-                    if not children or f"{parent}.{children[-1]}" != cand:
-                        break
-                    cand = parent
-                return cand
-        return None
+        return feature_layer(self.module)

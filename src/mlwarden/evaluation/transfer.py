@@ -83,9 +83,7 @@ def feature_divergence(
     teacher: Any, student: Any, x: torch.Tensor, layer: str | None = None
 ) -> float:
     """``1 - linear CKA`` of penultimate features of teacher and student on ``x``."""
-    from mlwarden.defenses.training._copy import feature_layer
-
-    name = layer or feature_layer(teacher)
+    name = layer or teacher.penultimate_layer()
     return 1.0 - linear_cka(teacher.features(x, name).cpu(), student.features(x, name).cpu())
 
 

@@ -214,52 +214,12 @@ def _batch_range(program: Any, node: Any) -> tuple[int, int | None]:
     return (lo, hi)
 
 
-_LINEAR_OPS = ("aten.linear.default", "aten.addmm.default")
-_IDENTITY_OPS = ("aten.dropout.default", "aten.clone.default", "aten.alias.default")
-
-
 class ExportedClassifier(Classifier):
     """A `Classifier` around an unflattened ``torch.export`` program.
 
-    Its submodules are graph interpreters, not ``nn.Linear``/``nn.Dropout``, so the
-    feature-layer heuristic looks at the aten ops each submodule calls instead.
+    Its submodules are graph interpreters, not ``nn.Linear``/``nn.Dropout``;
+    `mlwarden.core.layers` recognises their roles by weight shapes and aten ops.
     """
-
-    def penultimate_layer(self) -> str:
-        """Like `Classifier.penultimate_layer`, recognising linear layers by their ops."""
-        linear = set(linear_layer_names(self.module))
-
-        def is_identity(_name: str, mod: nn.Module) -> bool:
-            if isinstance(mod, nn.Dropout):
-                return True
-            called = _called_ops(mod)
-            leaf = not any(True for _ in mod.children())
-            return leaf and called is not None and all(op in _IDENTITY_OPS for op in called)
-
-        found = self._feature_layer(lambda name, _mod: name in linear, is_identity)
-        return found if found is not None else super().penultimate_layer()
-
-
-def linear_layer_names(module: nn.Module) -> list[str]:
-    """Names of the linear layers of ``module``, in registration order.
-
-    Works for eager modules (``nn.Linear``) and unflattened ``torch.export`` programs,
-    whose submodules are graph interpreters that call ``aten.linear``.
-    """
-    names = []
-    for name, mod in module.named_modules():
-        called = _called_ops(mod) or ()
-        if name and (isinstance(mod, nn.Linear) or any(op in _LINEAR_OPS for op in called)):
-            names.append(name)
-    return names
-
-
-def _called_ops(module: nn.Module) -> list[str] | None:
-    """The aten ops a graph submodule calls directly; ``None`` for ordinary modules."""
-    graph = getattr(module, "graph", None)
-    if graph is None or not hasattr(graph, "nodes"):
-        return None
-    return [str(node.target) for node in graph.nodes if node.op == "call_function"]
 
 
 class BatchConstrainedClassifier(ExportedClassifier):
@@ -546,7 +506,6 @@ __all__ = [
     "SPEC_EXTRA",
     "SPEC_METADATA_KEY",
     "build_from_factory",
-    "linear_layer_names",
     "load_model",
     "load_pt2",
     "load_weights",

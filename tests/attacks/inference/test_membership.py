@@ -8,7 +8,7 @@ import torch
 from mlwarden.attacks.inference import LiRA, ThresholdAttack, membership_metrics
 from mlwarden.core import Classifier, ClassifierOracle, InputSpec, OracleError, ParameterError
 from mlwarden.core.errors import DataError
-from mlwarden.defenses.training import fit
+from mlwarden.core.training import fit
 from mlwarden.evaluation.privacy import membership_audit
 from mlwarden.io.dataset import Dataset
 from mlwarden.models import MLP

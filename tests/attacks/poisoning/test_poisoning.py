@@ -14,7 +14,7 @@ from mlwarden.attacks.poisoning import (
 )
 from mlwarden.core import Classifier
 from mlwarden.core.errors import ParameterError
-from mlwarden.defenses.training.supervised import fit
+from mlwarden.core.training import fit
 from mlwarden.models import SmallCNN
 
 

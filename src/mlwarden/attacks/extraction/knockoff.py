@@ -181,7 +181,7 @@ class KnockoffExtraction:
         return (base.detach() + step * grad.sign().cpu()).clamp(low, high)
 
     def _train_copy(self, x: torch.Tensor, answers: torch.Tensor, oracle: Oracle) -> Classifier:
-        from mlwarden.defenses.training.supervised import fit
+        from mlwarden.core.training import fit
 
         spec = oracle.spec
         arch = self.architecture

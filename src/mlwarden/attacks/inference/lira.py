@@ -70,7 +70,7 @@ class ShadowTraining:
     weight_decay: float = 0.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> Classifier:
-        from mlwarden.defenses.training.supervised import fit
+        from mlwarden.core.training import fit
 
         module = fresh_copy(self.template, seed)
         fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,

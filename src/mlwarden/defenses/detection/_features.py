@@ -20,8 +20,6 @@ def class_representations(
         raise DataError(f"training data has {len(x)} samples but {len(y)} labels")
     if len(torch.unique(y)) < 2:
         raise DataError("the data set holds a single class; data-level detection needs at least 2")
-    from mlwarden.defenses.training._copy import feature_layer
-
-    name = layer or feature_layer(classifier)
+    name = layer or classifier.penultimate_layer()
     feats = classifier.features(x, name, batch_size=batch_size).float().cpu()
     return feats, name

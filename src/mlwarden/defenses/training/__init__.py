@@ -1,5 +1,4 @@
-"""Training loops and strategies (plain, adversarial, fine-tuning, fine-pruning, DP-SGD)."""
+"""Training strategies (fine-tuning, fine-pruning, unlearning, DP-SGD).
 
-from mlwarden.defenses.training.supervised import TrainingHistory, fit
-
-__all__ = ["TrainingHistory", "fit"]
+The plain training loop they build on is `mlwarden.core.training.fit`.
+"""

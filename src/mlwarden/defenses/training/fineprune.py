@@ -22,9 +22,9 @@ from torch.nn.utils import prune
 
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import DataError, InputError, ParameterError
+from mlwarden.core.layers import conv_layers, own_weight
 from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.defenses.training._copy import _own_weight, conv_layers, trainable_copy
-from mlwarden.defenses.training.supervised import fit
+from mlwarden.core.training import fit, trainable_copy
 
 
 @dataclass
@@ -125,7 +125,7 @@ class FinePruning:
             layer = student.module.get_submodule(layer_name)
         except AttributeError as exc:
             raise InputError(f"layer '{layer_name}' does not exist in the model") from exc
-        if _own_weight(layer) is None or _own_weight(layer).dim() < 2:
+        if own_weight(layer) is None or own_weight(layer).dim() < 2:
             raise InputError(
                 f"layer '{layer_name}' is a {type(layer).__name__} without a weight matrix; "
                 "fine-pruning needs a conv or linear layer"

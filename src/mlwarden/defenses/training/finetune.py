@@ -28,10 +28,10 @@ from torch import nn
 
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.core.layers import head_layer
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
-from mlwarden.defenses.training._copy import feature_layer, head_layer, trainable_copy
-from mlwarden.defenses.training.supervised import fit
+from mlwarden.core.training import fit, trainable_copy
 
 Strategy = Literal["linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp"]
 STRATEGIES: tuple[str, ...] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp")
@@ -192,7 +192,7 @@ def _feature_divergence(
     teacher: Classifier, student: Classifier, weight: float
 ) -> tuple[Any, torch.utils.hooks.RemovableHandle]:
     """``weight * mean cos(student features, teacher features)`` on each batch (bounded in [-w, w])."""
-    layer = feature_layer(teacher)
+    layer = teacher.penultimate_layer()
     target = student.module.get_submodule(layer)
     store: dict[str, torch.Tensor] = {}
 

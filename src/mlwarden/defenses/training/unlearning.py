@@ -19,8 +19,7 @@ from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
-from mlwarden.defenses.training._copy import trainable_copy
-from mlwarden.defenses.training.supervised import fit
+from mlwarden.core.training import fit, trainable_copy
 
 
 @dataclass

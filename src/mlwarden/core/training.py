@@ -1,4 +1,9 @@
-"""The plain supervised training loop every strategy builds on.
+"""The plain supervised training loop, and a trainable copy of a classifier to run it on.
+
+It lives in `mlwarden.core` (not in defences) because attacks train with it too
+(Knockoff Nets' copy, LiRA's shadow models), as do defences (fine-tuning,
+fine-pruning, unlearning) and evaluation: core is the layer all of them already
+import, so none reaches into another's package.
 
 Kept deliberately small: full-batch tensors in, a seeded shuffle, Adam, optional
 frozen parameters (anything with ``requires_grad=False`` is skipped). Strategies
@@ -7,13 +12,17 @@ such as adversarial training pass a ``transform`` that perturbs each batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.core.classifier import Classifier
+from mlwarden.core.contract import Capability, require
+from mlwarden.core.errors import DataError, ModelLoadError, ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
 
@@ -96,3 +105,31 @@ def fit(
         progress(task, epoch + 1, epochs)
     model.eval()
     return history
+
+
+def trainable_copy(classifier: Any, name: str | None = None) -> Classifier:
+    """A deep copy of ``classifier`` whose parameters all require gradients.
+
+    A ``.pt2`` teacher loaded through `mlwarden.io.models.load_model` is an unflattened
+    ``torch.export`` module: its parameters are ordinary `nn.Parameter`s and gradients
+    flow, but its ``.train()``/``.eval()`` raise. The copy is wrapped in a `Classifier`,
+    which owns mode handling, so training it never toggles modes on the graph itself.
+    """
+    require(
+        classifier,
+        (Capability.TRAINABLE,),
+        by="fine-tuning",
+        hint="export the teacher as .pt2 or weights",
+    )
+    try:
+        module: nn.Module = copy.deepcopy(classifier.module)
+    except Exception as exc:  # noqa: BLE001 - any failure means the graph cannot be copied
+        raise ModelLoadError(f"cannot copy the teacher model for training: {exc}") from exc
+    params = list(module.parameters())
+    if not params:
+        raise ModelLoadError("the teacher model has no parameters to fine-tune")
+    for p in params:
+        p.requires_grad_(True)
+    return Classifier(module, classifier.spec, name=name or f"{classifier.name}-student").to(
+        classifier.device
+    )
