@@ -56,7 +56,9 @@ def main() -> None:
           f"{args.strategy} queries; copy = 2-layer MLP, {args.epochs} epochs; seed {args.seed}")
     # What `mlwarden gateway fit-validator` does: an OOD validator and the query-attack
     # threshold, both calibrated on the victim's own training data.
-    validator = MahalanobisDetector(false_rejection_rate=0.01).fit(victim, victim_data.x, victim_data.y)
+    validator = MahalanobisDetector(false_rejection_rate=0.01).fit(
+        victim, victim_data.x, victim_data.y
+    )
     knn = calibrate_knn_threshold(victim_data.x, k=10, quantile=0.001)
     keys = {level: generate_key(level, ("predict",), level) for level in LEVELS}
     for action in ("log", "block"):
@@ -71,7 +73,8 @@ def main() -> None:
             server = GatewayServer(create_app(victim, config, validator=validator)).start()
             try:
                 print(f"\nmonitoring action: {action}")
-                print(f"{'output level':<14} {'queries':>7} {'agreement':>9} {'copy acc':>8}  stopped")
+                print(f"{'output level':<14} {'queries':>7} {'agreement':>9} {'copy acc':>8}  "
+                      "stopped")
                 for level in LEVELS:
                     output = "labels" if level == "labels" else "probabilities"
                     with HttpOracle(server.url, keys[level].api_key, digits.spec(),
@@ -84,8 +87,8 @@ def main() -> None:
                         except OracleError as exc:
                             print(f"{level:<14} {oracle.queries:>7} {'-':>9} {'-':>8}  {exc}")
                             continue
-                    print(f"{level:<14} {r.queries:>7} {r.agreement:>9.3f} {r.accuracy or 0:>8.3f}  "
-                          f"{r.stopped or '-'}")
+                    print(f"{level:<14} {r.queries:>7} {r.agreement:>9.3f} "
+                          f"{r.accuracy or 0:>8.3f}  {r.stopped or '-'}")
             finally:
                 server.stop()
 

@@ -66,8 +66,13 @@ def main() -> None:
         module = MLP(64, 10, (128,))
         out = fit_private(module, members.x, members.y, target_epsilon=eps, epochs=args.epochs,
                           lr=args.dp_lr, batch_size=64, max_grad_norm=1.0, seed=args.seed)
-        models.append((f"DP-SGD eps={out.epsilon:.2f} delta={out.delta:.1e}", Classifier(module, spec),
-                       dp_shadows(spec, eps, args)))
+        models.append(
+            (
+                f"DP-SGD eps={out.epsilon:.2f} delta={out.delta:.1e}",
+                Classifier(module, spec),
+                dp_shadows(spec, eps, args),
+            )
+        )
     header = (f"{'model':<36} {'test acc':>8} | {'attack':<13} {'AUC':>6} {'TPR@0.1%':>9} "
               f"{'TPR@1%':>7}")
     print(f"members={len(members)} non-members={len(non_members)} shadows={args.shadows} "
@@ -88,7 +93,8 @@ def main() -> None:
                   f"{m[f'privacy.{attack}.auc']:>6.3f} {m[f'privacy.{attack}.tpr@0.1%fpr']:>9.3f} "
                   f"{m[f'privacy.{attack}.tpr@1%fpr']:>7.3f}" if i == 0 else
                   f"{'':<36} {'':>8} | {attack:<13} {m[f'privacy.{attack}.auc']:>6.3f} "
-                  f"{m[f'privacy.{attack}.tpr@0.1%fpr']:>9.3f} {m[f'privacy.{attack}.tpr@1%fpr']:>7.3f}")
+                  f"{m[f'privacy.{attack}.tpr@0.1%fpr']:>9.3f} "
+                  f"{m[f'privacy.{attack}.tpr@1%fpr']:>7.3f}")
         print(f"{'':<36} {'':>8} | ({time.perf_counter() - start:.0f} s)")
 
 

@@ -116,7 +116,9 @@ def validate_checks(raw: dict[str, Any], where: str = "mlwarden.toml") -> dict[s
     return out
 
 
-def parse_config(data: dict[str, Any], *, base_dir: Path | None = None, where: str = "config") -> MlwardenConfig:
+def parse_config(
+    data: dict[str, Any], *, base_dir: Path | None = None, where: str = "config"
+) -> MlwardenConfig:
     """Validate an already-parsed TOML document."""
     try:
         cfg = MlwardenConfig.model_validate(data)

@@ -112,7 +112,9 @@ def _train_models(cache: Path, progress: ProgressCallback) -> None:
     fit(teacher, public.x, public.y, epochs=20, lr=2e-3, seed=0, progress=progress, task="teacher")
     student = copy.deepcopy(teacher)
     student.head.reset_parameters()  # a new task head, then a full fine-tune
-    fit(student, private.x, private.y, epochs=10, lr=1e-3, seed=1, progress=progress, task="student")
+    fit(
+        student, private.x, private.y, epochs=10, lr=1e-3, seed=1, progress=progress, task="student"
+    )
     cache.mkdir(parents=True, exist_ok=True)
     save_pt2(Classifier(teacher, spec, name="teacher"), cache / "teacher.pt2")
     save_pt2(Classifier(student, spec, name="student"), cache / "student.pt2")

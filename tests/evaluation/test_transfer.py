@@ -22,7 +22,8 @@ from mlwarden.models import SmallCNN
 
 @pytest.fixture(scope="module")
 def experiment(digits_split, digits_spec):
-    """Teacher poisoned (BadNets, target 0) on one half of train; the student's clean data is the other."""
+    """Teacher poisoned (BadNets, target 0) on one half of train; the student's clean data is
+    the other."""
     train, test = digits_split
     teacher_part, student_part = train.split(0.5, seed=1)
     attack = BadNets(target=0, rate=0.1, size=3)

@@ -12,7 +12,9 @@ from mlwarden.risk import load_catalogue, load_rules
 from mlwarden.risk.extract_atlas import dump, extract, main, trim_description
 
 # The published ATLAS data lives in the shared folder beside the checkout (../shared).
-SHARED_ATLAS = Path(__file__).resolve().parents[3] / "shared" / "data" / "mitre-atlas" / "ATLAS.yaml"
+SHARED_ATLAS = (
+    Path(__file__).resolve().parents[3] / "shared" / "data" / "mitre-atlas" / "ATLAS.yaml"
+)
 DATA = resources.files("mlwarden.risk").joinpath("data")
 
 

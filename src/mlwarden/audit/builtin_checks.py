@@ -20,7 +20,9 @@ def accuracy_check(ctx: AuditContext, cfg: AccuracyCheck) -> None:
 
     data = ctx.data
     oracle = ctx.oracle
-    preds = torch.cat([oracle.labels(data.x[i : i + ctx.batch_size]) for i in range(0, len(data), ctx.batch_size)])
+    preds = torch.cat(
+        [oracle.labels(data.x[i : i + ctx.batch_size]) for i in range(0, len(data), ctx.batch_size)]
+    )
     correct = preds.cpu() == data.y
     acc = float(correct.float().mean())
     ctx.report.metrics["clean_accuracy"] = round(acc, 6)

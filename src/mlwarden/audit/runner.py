@@ -118,7 +118,9 @@ def run_audit(
         if status == "passed" and not summary:
             summary = f"{len(new)} finding(s)" if new else "no findings"
         elif status == "failed":
-            summary = f"{sum(f.severity >= fail_on for f in new)} finding(s) at or above {audit.fail_on}"  # type: ignore[operator]
+            summary = (
+                f"{sum(f.severity >= fail_on for f in new)} finding(s) at or above {audit.fail_on}"  # type: ignore[operator]
+            )
         report.checks.append(
             CheckResult(
                 name=name,

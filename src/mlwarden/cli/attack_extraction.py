@@ -24,7 +24,8 @@ def extraction_command(
         ...,
         "--data",
         "-d",
-        help="In-domain data: half is the attacker's query pool, half is held out to score the copy.",
+        help="In-domain data: half is the attacker's query pool, "
+        "half is held out to score the copy.",
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="A local model file to attack."),
     factory: str | None = FactoryOption,

@@ -54,7 +54,8 @@ def detect_command(
     fail_on: str = FailOnOption,
     progress: bool = ProgressOption,
 ) -> None:
-    """Reverse-engineer a trigger per class and flag anomalously small ones (Neural Cleanse + universal perturbation)."""
+    """Reverse-engineer a trigger per class and flag anomalously small ones (Neural Cleanse +
+    universal perturbation)."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
@@ -76,7 +77,8 @@ def detect_command(
     assert dataset is not None
     if not isinstance(loaded, Classifier):
         raise InputError(
-            f"'{model}' is a black-box model; backdoor detection needs its weights (.pt2 or weights file)"
+            f"'{model}' is a black-box model; backdoor detection needs its weights "
+            "(.pt2 or weights file)"
         )
     methods = tuple(method) or DEFAULT_METHODS
     report = Report(

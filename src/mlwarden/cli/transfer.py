@@ -63,7 +63,8 @@ def transfer_command(
     fail_on: str = FailOnOption,
     progress: bool = ProgressOption,
 ) -> None:
-    """Fine-tune a student from --teacher, then audit backdoor inheritance, adversarial transfer and divergence."""
+    """Fine-tune a student from --teacher, then audit backdoor inheritance, adversarial
+    transfer and divergence."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier

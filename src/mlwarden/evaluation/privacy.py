@@ -89,7 +89,9 @@ def membership_audit(
         shadow_in, shadow_conf = lira.fit_shadows(trainer, x, y, progress=progress)
         for variant in lira_variants:
             lira.variant = variant  # type: ignore[assignment]
-            scores_by_attack[f"lira-{variant}"] = lira.score(oracle, x, y, shadow_in, shadow_conf).scores
+            scores_by_attack[f"lira-{variant}"] = lira.score(
+                oracle, x, y, shadow_in, shadow_conf
+            ).scores
     rows = []
     worst_auc, worst_tpr = 0.0, 0.0
     for name, scores in scores_by_attack.items():
@@ -109,7 +111,8 @@ def membership_audit(
                 "identifiable with confidence.",
     ))
     report.tables.append(Table(id="membership-attacks", title="Membership-inference attacks",
-                               columns=["attack", "AUC", "TPR @ 0.1% FPR", "TPR @ 1% FPR"], rows=rows))
+                               columns=["attack", "AUC", "TPR @ 0.1% FPR", "TPR @ 1% FPR"],
+                               rows=rows))
     strongest = max(scores_by_attack, key=lambda k: report.metrics[f"privacy.{k}.auc"])  # type: ignore[arg-type,return-value]
     exposed = scores_by_attack[strongest][: len(members)].argsort(descending=True)[:10]
     report.tables.append(Table(
@@ -137,7 +140,9 @@ class PrivacyCheck(CheckConfig):
 
     members: str = Field(description="data file of records the model was trained on")
     non_members: str | None = Field(None, description="held-out records; default: the audit data")
-    attacks: list[MembershipAttackName] = Field(default_factory=lambda: ["threshold", "lira-offline"])
+    attacks: list[MembershipAttackName] = Field(
+        default_factory=lambda: ["threshold", "lira-offline"]
+    )
     shadow_models: int = Field(8, ge=2)
     shadow_epochs: int = Field(30, ge=1)
     shadow_lr: float = Field(1e-3, gt=0)

@@ -71,7 +71,8 @@ def weight_divergence(teacher: torch.nn.Module, student: torch.nn.Module) -> flo
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Linear centred kernel alignment of two (N, d) representations (1 = same up to rotation/scale)."""
+    """Linear centred kernel alignment of two (N, d) representations (1 = same up to
+    rotation/scale)."""
     a = a.double() - a.double().mean(0, keepdim=True)
     b = b.double() - b.double().mean(0, keepdim=True)
     cross = (b.T @ a).norm() ** 2
@@ -97,7 +98,8 @@ def adversarial_transfer_rate(
     steps: int,
     seed: int,
 ) -> float | None:
-    """Of the PGD examples that fool the teacher (on inputs both classify correctly), the fraction that fool the student."""
+    """Of the PGD examples that fool the teacher (on inputs both classify correctly), the
+    fraction that fool the student."""
     from mlwarden.attacks.evasion import PGD
 
     both = (teacher.predict(x).cpu() == y) & (student.predict(x).cpu() == y)
@@ -142,7 +144,8 @@ def audit_transfer(
     ):
         raise DataError(
             f"teacher and student disagree on the input spec: shape {teacher.spec.shape} vs "
-            f"{student.spec.shape}, {teacher.spec.num_classes} vs {student.spec.num_classes} classes"
+            f"{student.spec.shape}, {teacher.spec.num_classes} vs {student.spec.num_classes} "
+            "classes"
         )
     student.spec.validate_batch(x, what="audit data")
     student.spec.validate_labels(y, what="audit labels")
@@ -196,8 +199,8 @@ def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
     parts = []
     if inherits_backdoor(audit):
         parts.append(
-            f"The student inherits the teacher's backdoor (ASR {audit.student_asr:.2f} vs clean rate "
-            f"{audit.clean_rate:.2f}). Do not deploy it: retrain with strategy 'fineprune' or "
+            f"The student inherits the teacher's backdoor (ASR {audit.student_asr:.2f} vs clean "
+            f"rate {audit.clean_rate:.2f}). Do not deploy it: retrain with strategy 'fineprune' or "
             "'full_reinit' and re-run this audit, or choose another teacher."
         )
     elif audit.student_asr is not None:
@@ -209,13 +212,14 @@ def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
         parts.append("No backdoor trigger was found in the teacher to test on the student.")
     if audit.adversarial_transfer_rate is not None and audit.adversarial_transfer_rate > 0.5:
         parts.append(
-            f"{audit.adversarial_transfer_rate:.0%} of adversarial examples crafted on the teacher fool "
-            "the student: anyone holding the public teacher can attack it. Use adversarial training "
-            "or a private teacher, and keep the student's weights secret."
+            f"{audit.adversarial_transfer_rate:.0%} of adversarial examples crafted on the "
+            "teacher fool the student: anyone holding the public teacher can attack it. Use "
+            "adversarial training or a private teacher, and keep the student's weights secret."
         )
     if strategy == "linear_probe":
         parts.append(
-            "A linear probe keeps every teacher feature; prefer a full fine-tune for untrusted teachers."
+            "A linear probe keeps every teacher feature; prefer a full fine-tune for untrusted "
+            "teachers."
         )
     return " ".join(parts)
 
@@ -256,8 +260,9 @@ def transfer_report(
                 check=check,
                 location=subject,
                 title="The student inherits the teacher's backdoor",
-                detail=f"the teacher's trigger ({audit.trigger_source}) sends {audit.student_asr:.0%} of inputs to "
-                f"class {audit.target_class} on the student (clean rate {audit.clean_rate:.0%})",
+                detail=f"the teacher's trigger ({audit.trigger_source}) sends "
+                f"{audit.student_asr:.0%} of inputs to class {audit.target_class} on the student "
+                f"(clean rate {audit.clean_rate:.0%})",
                 evidence=evidence,
                 atlas=ATLAS,
                 owasp=OWASP,
@@ -271,7 +276,8 @@ def transfer_report(
                 check=check,
                 location=subject,
                 title="Adversarial examples crafted on the teacher transfer to the student",
-                detail=f"{audit.adversarial_transfer_rate:.0%} of PGD examples that fool the teacher also fool the student",
+                detail=f"{audit.adversarial_transfer_rate:.0%} of PGD examples that fool the "
+                "teacher also fool the student",
                 evidence=evidence,
                 atlas=["AML.T0043"],
                 owasp=["ML07", "ML01"],
@@ -376,7 +382,10 @@ def compare_strategies(
     safe = [s for s in strategies if not inherits_backdoor(audits[s])]
     if safe:
         best = max(safe, key=lambda s: audits[s].student_accuracy)
-        advice = f"Use strategy '{best}': the most accurate student that does not carry the teacher's backdoor."
+        advice = (
+            f"Use strategy '{best}': the most accurate student that does not carry the "
+            "teacher's backdoor."
+        )
     else:
         best = None
         advice = "Every strategy tried keeps the backdoor; do not fine-tune from this teacher."

@@ -107,7 +107,9 @@ def _refuse_pt2_runtime_code(file: Path) -> None:
         with zipfile.ZipFile(file) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelLoadError(f"'{file}' is not a torch.export archive (not a readable zip file)") from exc
+        raise ModelLoadError(
+            f"'{file}' is not a torch.export archive (not a readable zip file)"
+        ) from exc
     refused: list[str] = []
     for name in names:
         rel = name.split("/", 1)[1] if "/" in name else name

@@ -35,7 +35,9 @@ def test_natural_queries_copy_an_undefended_model(digits_cnn, pools):
 
 def test_label_only_and_random_queries_cost_more(digits_cnn, pools):
     scores = run(ClassifierOracle(digits_cnn), pools, digits_cnn, strategy="random")
-    labels = run(LabelOnlyOracle(ClassifierOracle(digits_cnn)), pools, digits_cnn, strategy="random")
+    labels = run(
+        LabelOnlyOracle(ClassifierOracle(digits_cnn)), pools, digits_cnn, strategy="random"
+    )
     natural = run(ClassifierOracle(digits_cnn), pools, digits_cnn)
     assert scores.agreement < natural.agreement
     assert labels.agreement <= scores.agreement + 0.05

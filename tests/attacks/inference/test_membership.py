@@ -20,7 +20,11 @@ def split(digits) -> tuple[Dataset, Dataset, InputSpec]:
     idx = torch.randperm(len(digits), generator=gen)[:600]
     x, y = digits.x[idx].flatten(1), digits.y[idx]
     spec = InputSpec(shape=(64,), class_names=digits.class_names)
-    return (Dataset(x[:300], y[:300], digits.class_names), Dataset(x[300:], y[300:], digits.class_names), spec)
+    return (
+        Dataset(x[:300], y[:300], digits.class_names),
+        Dataset(x[300:], y[300:], digits.class_names),
+        spec,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,9 @@ def test_fine_pruning_lowers_asr_and_keeps_accuracy(badnets_model, digits_split,
     acc_after = res.classifier.accuracy(test.x, test.y)
     with capsys.disabled():
         print(
-            f"\nfine-pruning: ASR {asr_before:.3f} -> {asr_after:.3f}, accuracy {acc_before:.3f} -> "
-            f"{acc_after:.3f}, pruned {len(res.pruned_channels)}/{res.total_channels} of {res.layer}"
+            f"\nfine-pruning: ASR {asr_before:.3f} -> {asr_after:.3f}, accuracy "
+            f"{acc_before:.3f} -> {acc_after:.3f}, pruned "
+            f"{len(res.pruned_channels)}/{res.total_channels} of {res.layer}"
         )
     assert asr_after < asr_before - 0.3
     assert acc_after > acc_before - 0.05

@@ -116,7 +116,9 @@ class KnockoffExtraction:
         from the oracle, outside the budget, when not given); ``eval_y`` the true labels."""
         spec = oracle.spec
         if self.strategy == "natural" and natural is None:
-            raise DataError("the natural strategy needs the attacker's own in-domain data (natural=)")
+            raise DataError(
+                "the natural strategy needs the attacker's own in-domain data (natural=)"
+            )
         if natural is not None:
             spec.validate_batch(natural, what="natural query data")
         gen = make_generator(self.seed)

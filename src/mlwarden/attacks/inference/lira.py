@@ -100,8 +100,13 @@ class LiRA:
         self.seed = seed
         self.global_variance = global_variance
 
-    def fit_shadows(self, train: ShadowTrainer, x: torch.Tensor, y: torch.Tensor,
-                    progress: ProgressCallback = null_progress) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit_shadows(
+        self,
+        train: ShadowTrainer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        progress: ProgressCallback = null_progress,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Train the shadows on random halves of ``(x, y)``; return IN masks and confidences.
 
         Each record is IN for exactly half of the shadows (a balanced design, as in the
@@ -130,7 +135,9 @@ class LiRA:
         out_mask = ~shadow_in
         mu_out = _masked_mean(shadow_conf, out_mask)
         mu_in = _masked_mean(shadow_conf, shadow_in)
-        use_global = self.global_variance if self.global_variance is not None else self.shadow_models < 64
+        use_global = (
+            self.global_variance if self.global_variance is not None else self.shadow_models < 64
+        )
         if use_global:
             sd_out = torch.full_like(mu_out, float(shadow_conf[out_mask].std()))
             sd_in = torch.full_like(mu_in, float(shadow_conf[shadow_in].std()))

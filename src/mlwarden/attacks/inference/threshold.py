@@ -18,7 +18,9 @@ from mlwarden.core.oracle import Oracle
 Signal = Literal["loss", "confidence", "logit"]
 
 
-def true_class_probability(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> torch.Tensor:
+def true_class_probability(
+    oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int = 512
+) -> torch.Tensor:
     """Probability the oracle gives the true class of each sample."""
     if oracle.output != "probabilities":
         raise OracleError("membership inference needs scores; this oracle returns labels only")

@@ -66,7 +66,8 @@ class PoisoningAttack(ABC):
             raise ParameterError(f"rate must be in (0, 1], got {self.rate}")
         if not 0 <= self.target < len(data.class_names):
             raise ParameterError(
-                f"target must be a class index in [0, {len(data.class_names) - 1}], got {self.target}"
+                f"target must be a class index in [0, {len(data.class_names) - 1}], "
+                f"got {self.target}"
             )
         if len(data) == 0:
             raise DataError(f"cannot poison the empty data set '{data.name}'")

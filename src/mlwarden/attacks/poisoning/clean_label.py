@@ -1,4 +1,5 @@
-"""Label-consistent (clean-label) backdoor: only target-class samples are poisoned, labels untouched.
+"""Label-consistent (clean-label) backdoor: only target-class samples are poisoned, labels
+untouched.
 
 Turner, Tsipras and Madry, "Label-Consistent Backdoor Attacks", 2019. Poisoned samples
 keep their correct label, so a human audit of the labels finds nothing. To force the
@@ -21,7 +22,8 @@ from mlwarden.io.dataset import Dataset
 
 
 class CleanLabel(PoisoningAttack):
-    """Poison ``rate`` of the *target class* samples: perturb (``eps`` L-inf, on ``surrogate``), then trigger.
+    """Poison ``rate`` of the *target class* samples: perturb (``eps`` L-inf, on
+    ``surrogate``), then trigger.
 
     ``rate`` here is the fraction of the target class that is poisoned, as in the paper.
     Without a ``surrogate`` (or with ``eps=0``) only the trigger is added.

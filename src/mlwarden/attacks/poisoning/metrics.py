@@ -13,7 +13,8 @@ from mlwarden.core.errors import DataError
 def attack_success_rate(
     classifier: Any, x: torch.Tensor, y: torch.Tensor, trigger: Trigger, target: int
 ) -> float:
-    """Fraction of triggered inputs whose true class is not ``target`` that the model puts in ``target``.
+    """Fraction of triggered inputs whose true class is not ``target`` that the model puts
+    in ``target``.
 
     Samples of the target class are left out, as is usual (they would count as
     successes without any backdoor).

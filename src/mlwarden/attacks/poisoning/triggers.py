@@ -44,7 +44,8 @@ class Trigger(Protocol):
     def mask_and_pattern(
         self, shape: tuple[int, ...], bounds: tuple[float, float] = (0.0, 1.0)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mask`` broadcastable to ``shape`` with values in [0, 1], and ``pattern`` of ``shape``."""
+        """``mask`` broadcastable to ``shape`` with values in [0, 1], and ``pattern`` of
+        ``shape``."""
 
     def apply(self, x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
         """A triggered copy of the batch ``x`` (never modified in place)."""
@@ -194,7 +195,8 @@ class BlendTrigger:
 
 @dataclass(frozen=True)
 class MaskPatternTrigger:
-    """An explicit ``mask`` and ``pattern`` (e.g. a trigger reverse-engineered by Neural Cleanse)."""
+    """An explicit ``mask`` and ``pattern`` (e.g. a trigger reverse-engineered by Neural
+    Cleanse)."""
 
     mask: torch.Tensor
     pattern: torch.Tensor
@@ -210,7 +212,8 @@ class MaskPatternTrigger:
             mask = self.mask.expand(shape)
         except RuntimeError as exc:
             raise DataError(
-                f"trigger mask of shape {tuple(self.mask.shape)} does not fit inputs of shape {shape}"
+                f"trigger mask of shape {tuple(self.mask.shape)} does not fit inputs of "
+                f"shape {shape}"
             ) from exc
         return mask, self.pattern
 
@@ -232,6 +235,7 @@ class AdditiveTrigger:
     def apply(self, x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
         if tuple(self.delta.shape) != tuple(x.shape[1:]):
             raise DataError(
-                f"perturbation has shape {tuple(self.delta.shape)}, inputs have {tuple(x.shape[1:])}"
+                f"perturbation has shape {tuple(self.delta.shape)}, "
+                f"inputs have {tuple(x.shape[1:])}"
             )
         return (x + self.delta.to(x.device, x.dtype)).clamp(bounds[0], bounds[1])

@@ -90,7 +90,8 @@ def reverse_engineer(
     if steps <= 0 or batch_size <= 0 or lr <= 0 or init_cost < 0 or patience <= 0:
         raise ParameterError(
             f"steps, batch_size, lr and patience must be positive and init_cost >= 0; got "
-            f"steps={steps}, batch_size={batch_size}, lr={lr}, patience={patience}, init_cost={init_cost}"
+            f"steps={steps}, batch_size={batch_size}, lr={lr}, patience={patience}, "
+            f"init_cost={init_cost}"
         )
     if not 0.0 < asr_threshold <= 1.0:
         raise ParameterError(f"asr_threshold must be in (0, 1], got {asr_threshold}")

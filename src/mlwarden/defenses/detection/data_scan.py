@@ -1,4 +1,5 @@
-"""Data-level detection: run activation clustering and/or spectral signatures and report suspects."""
+"""Data-level detection: run activation clustering and/or spectral signatures and report
+suspects."""
 
 from __future__ import annotations
 
@@ -80,12 +81,14 @@ def data_report(
                         severity=Severity.HIGH,
                         check=check,
                         location=subject,
-                        title=f"Training data looks poisoned: {len(idx)} samples in a separate activation cluster",
+                        title=f"Training data looks poisoned: {len(idx)} samples in a separate "
+                        "activation cluster",
                         detail=(
                             "classes "
                             + ", ".join(class_names[c] for c in det.poisoned_classes_)
-                            + " split into two activation clusters with a small, well-separated one; its samples "
-                            "are listed in the evidence. Inspect and remove them, then retrain."
+                            + " split into two activation clusters with a small, well-separated "
+                            "one; its samples are listed in the evidence. Inspect and remove "
+                            "them, then retrain."
                         ),
                         evidence={
                             "classes": det.poisoned_classes_,
@@ -105,9 +108,11 @@ def data_report(
                     location=subject,
                     title=f"{len(idx)} training samples with the highest spectral-signature scores",
                     detail=(
-                        f"the top {det.removal_factor:g} x eps = {det.removal_factor * det.eps:.0%} of each class "
-                        "along its top singular direction; remove them and retrain if the poisoning bound holds. "
-                        "This method always lists samples: judge it with the activation clustering verdict."
+                        f"the top {det.removal_factor:g} x eps = "
+                        f"{det.removal_factor * det.eps:.0%} of each class along its top "
+                        "singular direction; remove them and retrain if the poisoning bound "
+                        "holds. This method always lists samples: judge it with the activation "
+                        "clustering verdict."
                     ),
                     evidence={"indices": idx[:max_listed].tolist(), "count": len(idx)},
                     atlas=["AML.T0020"],

@@ -162,10 +162,12 @@ def backdoor_report(
                 Figure(
                     id=f"backdoor-{scan.method}-{kind}",
                     kind="images",
-                    title=f"{scan.method.replace('_', ' ').title()}: reverse-engineered {kind} per class",
+                    title=f"{scan.method.replace('_', ' ').title()}: reverse-engineered "
+                    f"{kind} per class",
                     images=images,
-                    caption=f"The {kind} that sends clean inputs to each class, labelled 'class anomaly-index' "
-                    f"(* = flagged); a backdoor's target needs an anomalously small one ({scan.size_name}).",
+                    caption=f"The {kind} that sends clean inputs to each class, labelled "
+                    "'class anomaly-index' (* = flagged); a backdoor's target needs an "
+                    f"anomalously small one ({scan.size_name}).",
                 )
             )
     if detected:
@@ -177,12 +179,14 @@ def backdoor_report(
                 severity=Severity.HIGH,
                 check=check,
                 location=subject,
-                title=f"Backdoor suspected: class '{class_names[target]}' has an anomalously small trigger",
+                title=f"Backdoor suspected: class '{class_names[target]}' has an anomalously "
+                "small trigger",
                 detail=(
-                    f"{', '.join(by)} reverse-engineered a trigger for class {target} far smaller than for "
-                    f"the other classes (anomaly index {top:.2f} > threshold {scans[0].threshold:g}). Inputs "
-                    "carrying a trigger may be forced into this class. Do not deploy or fine-tune from this "
-                    "model without mitigation (fine-pruning, unlearning) or retraining on trusted data."
+                    f"{', '.join(by)} reverse-engineered a trigger for class {target} far smaller "
+                    f"than for the other classes (anomaly index {top:.2f} > threshold "
+                    f"{scans[0].threshold:g}). Inputs carrying a trigger may be forced into this "
+                    "class. Do not deploy or fine-tune from this model without mitigation "
+                    "(fine-pruning, unlearning) or retraining on trusted data."
                 ),
                 evidence={
                     "target_class": target,

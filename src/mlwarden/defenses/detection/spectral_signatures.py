@@ -36,7 +36,8 @@ class SpectralSignatures:
         self.batch_size = batch_size
 
     def fit(self, classifier: Any, x: torch.Tensor, y: torch.Tensor) -> SpectralSignatures:
-        """Compute ``scores_`` (N,) and ``suspicious_`` (N,) booleans for the training set ``(x, y)``."""
+        """Compute ``scores_`` (N,) and ``suspicious_`` (N,) booleans for the training set
+        ``(x, y)``."""
         if not 0.0 < self.eps < 1.0:
             raise ParameterError(f"eps must be in (0, 1), got {self.eps}")
         if self.removal_factor <= 0:

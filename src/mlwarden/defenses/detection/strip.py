@@ -60,7 +60,8 @@ class STRIP:
             raise ParameterError(f"batch_size must be positive, got {self.batch_size}")
 
     def fit(self, classifier: Any, clean_x: torch.Tensor) -> STRIP:
-        """Keep a pool of clean overlays and learn ``threshold_`` so that ``frr`` of clean inputs are flagged.
+        """Keep a pool of clean overlays and learn ``threshold_`` so that ``frr`` of clean
+        inputs are flagged.
 
         Half of ``clean_x`` provides the overlay pool and the other half calibrates
         the threshold, so the calibration entropies are not computed on inputs

@@ -47,7 +47,8 @@ class AdditiveTriggers(TriggerFamily):
 
 
 class UniversalPerturbation(TriggerSearch):
-    """Model-level detector for blended / additive triggers (flag at anomaly index > ``threshold``)."""
+    """Model-level detector for blended / additive triggers (flag at anomaly index >
+    ``threshold``)."""
 
     name = "universal_perturbation"
     task = "universal perturbation"

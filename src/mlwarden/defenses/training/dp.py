@@ -53,7 +53,9 @@ def fit_private(
         from opacus import PrivacyEngine
         from opacus.validators import ModuleValidator
     except ImportError as exc:  # pragma: no cover - depends on the extra
-        raise DependencyError("DP-SGD needs Opacus", hint="pip install 'mlwarden[privacy]'") from exc
+        raise DependencyError(
+            "DP-SGD needs Opacus", hint="pip install 'mlwarden[privacy]'"
+        ) from exc
     from torch.utils.data import DataLoader, TensorDataset
 
     for name, value in (("target_epsilon", target_epsilon), ("lr", lr),
@@ -74,7 +76,8 @@ def fit_private(
         listing = "; ".join(str(p) for p in problems)
         raise ParameterError(
             f"the model cannot be trained with DP-SGD: {listing}",
-            hint="opacus.validators.ModuleValidator.fix replaces unsupported layers such as BatchNorm",
+            hint="opacus.validators.ModuleValidator.fix replaces unsupported layers such as "
+            "BatchNorm",
         )
     torch.manual_seed(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=min(batch_size, n),

@@ -59,7 +59,8 @@ def last_conv_layer(module: nn.Module) -> str:
 def channel_activity(
     classifier: Classifier, layer: str, x: torch.Tensor, batch_size: int = 256
 ) -> torch.Tensor:
-    """Mean ReLU'd activation of each output channel (conv) or unit (linear) of ``layer`` on ``x``."""
+    """Mean ReLU'd activation of each output channel (conv) or unit (linear) of ``layer`` on
+    ``x``."""
     acts = classifier.features(x, layer, batch_size=batch_size, flatten=False).clamp_min(0)
     dims = [0] + list(range(2, acts.dim()))
     return acts.mean(dim=dims).cpu()

@@ -49,7 +49,8 @@ class StudentResult:
 
 
 def top_level_blocks(module: nn.Module) -> list[str]:
-    """Top-level children that hold parameters, in registration order (SmallCNN: features, embedding, head)."""
+    """Top-level children that hold parameters, in registration order (SmallCNN: features,
+    embedding, head)."""
     return [n for n, m in module.named_children() if any(True for _ in m.parameters())]
 
 
@@ -191,7 +192,8 @@ def train_student(
 def _feature_divergence(
     teacher: Classifier, student: Classifier, weight: float
 ) -> tuple[Any, torch.utils.hooks.RemovableHandle]:
-    """``weight * mean cos(student features, teacher features)`` on each batch (bounded in [-w, w])."""
+    """``weight * mean cos(student features, teacher features)`` on each batch (bounded in
+    [-w, w])."""
     layer = teacher.penultimate_layer()
     target = student.module.get_submodule(layer)
     store: dict[str, torch.Tensor] = {}

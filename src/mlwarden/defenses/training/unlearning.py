@@ -29,7 +29,8 @@ class UnlearningResult:
 
 
 class Unlearning:
-    """Fine-tune a copy of the model with ``trigger_fraction`` of each batch triggered, labels kept."""
+    """Fine-tune a copy of the model with ``trigger_fraction`` of each batch triggered, labels
+    kept."""
 
     def __init__(
         self,
