@@ -147,3 +147,38 @@ def test_cli_bad_settings_name_their_flag(
     res = privacy_cli(cli, digits_cnn_pt2, record_files, *args)
     assert res.code == 2
     assert flag in res.err and "Traceback" not in res.err
+
+
+def test_compare_names_the_model_of_every_finding_and_metric(
+    cli, digits_cnn_pt2: Path, digits_mlp, record_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from mlwarden.io.export import save_pt2
+
+    other = save_pt2(digits_mlp, tmp_path / "digits_mlp.pt2")
+    res = privacy_cli(
+        cli, digits_cnn_pt2, record_files, "--compare", str(other), "--attack", "threshold",
+        "--samples", "30", "--max-auc", "0.3", "--fail-on", "never",
+    )
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    names = ("digits_cnn", "digits_mlp")
+    assert [(f["id"], f["location"]) for f in report["findings"]] == [
+        ("MLW-PRIV-001", name) for name in names
+    ]
+    for finding, name in zip(report["findings"], names, strict=True):
+        assert finding["title"].endswith(f"[{name}]") and finding["evidence"]["model"] == name
+    metrics = report["metrics"]
+    # Each model's headline under its own keys, never one model's number under the other's.
+    assert report["headline"] == [
+        "privacy.threshold.auc", "privacy.threshold.tpr@1%fpr",
+        "privacy.compare.threshold.auc", "privacy.compare.threshold.tpr@1%fpr",
+    ]
+    assert report["findings"][0]["evidence"]["auc"] == round(metrics["privacy.threshold.auc"], 4)
+    assert report["findings"][1]["evidence"]["auc"] == round(
+        metrics["privacy.compare.threshold.auc"], 4
+    )
+    table = next(t for t in report["tables"] if t["id"] == "privacy-comparison")
+    assert [row[0] for row in table["rows"]] == list(names)
+    assert [row[2] for row in table["rows"]] == [
+        metrics["privacy.threshold.auc"], metrics["privacy.compare.threshold.auc"]
+    ]

@@ -210,11 +210,26 @@ def _skipped_finding(model: Any, ran: list[str], skipped: list[str]) -> Finding:
     )
 
 
-def _as_compared(sub: Report, name: str) -> None:
-    """Rename the compared model's items so they never collide with the first model's."""
+def _name_model(sub: Report, name: str, *, compared: bool) -> None:
+    """In a comparison, make every finding and item say which model it is about.
+
+    The compared model's ids and metric keys, headline included, move under ``-compare``
+    and ``privacy.compare.``, so no key ever holds one model's number under the other's name.
+    """
+    for finding in sub.findings:
+        finding.title = f"{finding.title} [{name}]"
+        finding.location = finding.location or name
+        finding.evidence = {**finding.evidence, "model": name}
     for item in (*sub.figures, *sub.tables):
-        item.id, item.title = f"{item.id}-compare", f"{item.title} [{name}]"
-    sub.metrics = {k.replace("privacy.", "privacy.compare.", 1): v for k, v in sub.metrics.items()}
+        item.title = f"{item.title} [{name}]"
+        if compared:
+            item.id = f"{item.id}-compare"
+    if compared:
+        def rename(key: str) -> str:
+            return key.replace("privacy.", "privacy.compare.", 1)
+
+        sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
+        sub.headline = [rename(k) for k in sub.headline]
 
 
 def run_privacy(
@@ -240,7 +255,6 @@ def run_privacy(
     members, non_members = members.take(settings.samples), non_members.take(settings.samples)
     rows = []
     for label, target, attacks, skipped in plans:
-        note_assumptions(report, target, "privacy")
         sub = membership_audit(
             target, members, non_members, attacks=attacks,
             shadow_models=settings.shadow_models, shadow_epochs=settings.shadow_epochs,
@@ -250,9 +264,12 @@ def run_privacy(
         )
         if skipped:
             sub.findings.insert(0, _skipped_finding(target, attacks, skipped))
+        # Alone, the model's spec note goes once into the (maybe shared) audit report;
+        # in a comparison, each model states its own.
+        note_assumptions(sub if compare is not None else report, target, "privacy")
         name = getattr(target, "name", label)
-        if label == "compare":
-            _as_compared(sub, name)
+        if compare is not None:
+            _name_model(sub, name, compared=label == "compare")
         aucs = [v for k, v in sub.metrics.items() if k.endswith(".auc")]
         tprs = [v for k, v in sub.metrics.items() if k.endswith("tpr@1%fpr")]
         report.merge(sub)
