@@ -32,8 +32,9 @@ from mlwarden.io.dataset import Dataset
 
 MembershipAttackName = Literal["threshold", "lira-offline", "lira-online"]
 ATTACKS: tuple[str, ...] = ("threshold", "lira-offline", "lira-online")
-LIRA_HINT = ("LiRA trains shadow copies of the model: give a white-box model (.pt2, or factory "
-             "+ weights) or a shadow_training factory, or run the threshold attack only")
+DEFAULT_ATTACKS: tuple[MembershipAttackName, ...] = ("threshold", "lira-offline")
+LIRA_HINT = ("LiRA trains shadow copies of the model: give a white-box model (.pt2, or weights "
+             "with a factory), or run the threshold attack only")
 
 
 class PrivacySettings(BaseModel):
@@ -46,7 +47,7 @@ class PrivacySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attacks: list[MembershipAttackName] = Field(
-        default_factory=lambda: ["threshold", "lira-offline"], min_length=1,
+        default_factory=lambda: list(DEFAULT_ATTACKS), min_length=1,
         description="membership attacks; of the default, LiRA is left out for a model "
                     "without trainable weights (named attacks are required)",
     )
@@ -85,7 +86,7 @@ def membership_audit(
     members: Dataset,
     non_members: Dataset,
     *,
-    attacks: tuple[str, ...] | list[str] = ("threshold", "lira-offline"),
+    attacks: tuple[str, ...] | list[str] = DEFAULT_ATTACKS,
     shadow_models: int = _DEFAULTS.shadow_models,
     shadow_epochs: int = _DEFAULTS.shadow_epochs,
     shadow_lr: float = _DEFAULTS.shadow_lr,
@@ -204,7 +205,7 @@ def _skipped_finding(model: Any, ran: list[str], skipped: list[str]) -> Finding:
         id="MLW-PRIV-002", title="LiRA left out: the model offers no trainable weights",
         severity=Severity.INFO, check="privacy", location=getattr(model, "name", None),
         detail=(f"{describe(model)}; LiRA trains shadow copies of the model, so only "
-                f"{', '.join(ran)} ran. Give a white-box model (.pt2, or factory + weights) "
+                f"{', '.join(ran)} ran. Give a white-box model (.pt2, or weights with a factory) "
                 f"to run {', '.join(skipped)}."),
         evidence={"ran": ran, "skipped": skipped},
     )
