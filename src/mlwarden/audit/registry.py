@@ -157,6 +157,14 @@ class AuditContext:
             self._oracle = loaded
 
     @property
+    def model(self) -> Classifier | Oracle:
+        """The model as loaded; a check states what it needs with `mlwarden.core.contract`."""
+        self._load()
+        model = self._classifier if self._classifier is not None else self._oracle
+        assert model is not None
+        return model
+
+    @property
     def classifier(self) -> Classifier:
         """The white-box model; raises `CheckSkipped` for a black-box-only model."""
         self._load()
@@ -177,10 +185,7 @@ class AuditContext:
 
     @property
     def spec(self) -> InputSpec:
-        self._load()
-        model = self._classifier if self._classifier is not None else self._oracle
-        assert model is not None
-        return model.spec
+        return self.model.spec
 
     # -- data ---------------------------------------------------------------
     @property

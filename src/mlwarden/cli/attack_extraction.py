@@ -1,4 +1,8 @@
-"""``mlwarden attack extraction``: steal a copy of a model through its query interface."""
+"""``mlwarden attack extraction``: steal a copy of a model through its query interface.
+
+A thin adapter: the flags given override `ExtractionSettings`, whose defaults the
+``extraction`` audit check shares, and `run_extraction` does the work for both.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ from pathlib import Path
 import typer
 
 from mlwarden.cli.common import (
+    AllowOption,
     ConfigOption,
+    DeviceOption,
     FactoryOption,
     FailOnOption,
     FormatOption,
     OutputFormat,
     OutputOption,
     ProgressOption,
-    SeedOption,
     SpecOption,
 )
 
@@ -24,8 +29,8 @@ def extraction_command(
         ...,
         "--data",
         "-d",
-        help="In-domain data: half is the attacker's query pool, "
-        "half is held out to score the copy.",
+        help="In-domain data: half is the attacker's query pool, half is held out to score "
+        "the copy.",
     ),
     model: str | None = typer.Option(None, "--model", "-m", help="A local model file to attack."),
     factory: str | None = FactoryOption,
@@ -35,12 +40,20 @@ def extraction_command(
     ),
     spec_file: Path | None = SpecOption,
     config: Path | None = ConfigOption,
-    budget: int = typer.Option(1000, "--budget", help="Query budget (samples)."),
-    strategy: str = typer.Option("natural", "--strategy", help="random, natural or synthetic."),
-    access: str = typer.Option("scores", "--access", help="scores or labels."),
-    epochs: int = typer.Option(30, "--epochs", help="Training epochs of the copy."),
-    max_agreement: float = typer.Option(0.9, "--max-agreement", help="Finding at or above this."),
-    seed: int = SeedOption,
+    budget: int | None = typer.Option(None, "--budget", help="Query budget (samples)."),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="random, natural (default) or synthetic."
+    ),
+    access: str | None = typer.Option(
+        None, "--access", help="scores (default) or labels: what the thief sees."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs of the copy."),
+    max_agreement: float | None = typer.Option(
+        None, "--max-agreement", help="A finding when the copy's agreement reaches this."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     save_copy: Path | None = typer.Option(
         None, "--save-copy", help="Write the stolen copy (.pt2)."
     ),
@@ -50,60 +63,55 @@ def extraction_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Knockoff extraction: agreement of a stolen copy against the queries it cost."""
-    from mlwarden.attacks.extraction import KnockoffExtraction
-    from mlwarden.cli.common import emit_report
+    from mlwarden.cli.common import emit_report, load_subject, settings_from_flags
     from mlwarden.cli.ui import progress_bars
-    from mlwarden.config import resolve_spec
     from mlwarden.core.errors import ConfigError
-    from mlwarden.core.oracle import ClassifierOracle, LabelOnlyOracle, Oracle
-    from mlwarden.evaluation.extraction import extraction_report
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.extraction import ExtractionSettings, run_extraction
     from mlwarden.io.data import load_data
 
     if (model is None) == (url is None):
         raise ConfigError("give exactly one target: --model FILE or --url URL")
-    if access not in ("scores", "labels"):
-        raise ConfigError(f"--access must be scores or labels, got '{access}'")
-    oracle: Oracle
-    override = resolve_spec(spec_file, config)
+    settings = settings_from_flags(
+        ExtractionSettings,
+        {
+            "budget": budget,
+            "strategy": strategy,
+            "access": access,
+            "epochs": epochs,
+            "max_agreement": max_agreement,
+            "seed": seed,
+        },
+    )
     if url is not None:
+        from mlwarden.config import resolve_spec
         from mlwarden.gateway.client import HttpOracle
 
+        override = resolve_spec(spec_file, config)
         if override is None:
             raise ConfigError(
                 "--url needs the model's input spec: --spec FILE.json or [spec] in mlwarden.toml"
             )
-        oracle = HttpOracle(
-            url,
-            api_key,
-            override,
-            output="labels" if access == "labels" else "probabilities",
-        )
+        output_kind = "labels" if settings.access == "labels" else "probabilities"
+        target = HttpOracle(url, api_key, override, output=output_kind)
+        dataset = load_data(data, spec=override)
     else:
-        from mlwarden.io.models import load_model
-
-        loaded = load_model(model, factory=factory, spec=override)  # type: ignore[arg-type]
-        oracle = loaded if isinstance(loaded, Oracle) else ClassifierOracle(loaded)
-        if access == "labels":
-            oracle = LabelOnlyOracle(oracle)
-    dataset = load_data(data, spec=oracle.spec)
-    pool, held_out = dataset.split(0.5, seed=seed)
-    attack = KnockoffExtraction(budget, strategy, epochs=epochs, seed=seed)  # type: ignore[arg-type]
-    eval_labels = oracle.labels(held_out.x).cpu()
-    oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
-    with progress_bars(progress) as bar:
-        result = attack.extract(
-            oracle,
-            natural=pool.x,
-            eval_x=held_out.x,
-            eval_labels=eval_labels,
-            eval_y=held_out.y,
-            progress=bar,
+        target, dataset = load_subject(
+            model,  # type: ignore[arg-type]  # exactly one of model and url is given
+            data,
+            factory=factory,
+            spec=spec_file,
+            config=config,
+            device=device,
+            allow=allow,
         )
-    report = extraction_report(
-        result, strategy=strategy, access=access, max_agreement=max_agreement
+    report = Report(
+        title="mlwarden model-extraction stress test",
+        subject={"model": model or url, "data": data, "budget": settings.budget,
+                 "seed": settings.seed},
     )
-    report.title = "mlwarden model-extraction stress test"
-    report.subject = {"model": model or url, "data": data, "budget": budget, "seed": seed}
+    with progress_bars(progress) as bar:
+        result = run_extraction(target, dataset, settings, report, progress=bar)
     if save_copy is not None:
         from mlwarden.io.export import save_pt2
 

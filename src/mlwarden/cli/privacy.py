@@ -1,4 +1,8 @@
-"""``mlwarden privacy``: measure what a model leaks about its training data."""
+"""``mlwarden privacy``: measure what a model leaks about its training data.
+
+A thin adapter: the flags given override `PrivacySettings`, whose defaults the
+``privacy`` audit check shares, and `run_privacy` does the work for both.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ from pathlib import Path
 import typer
 
 from mlwarden.cli.common import (
+    AllowOption,
     ConfigOption,
+    DeviceOption,
     FactoryOption,
     FailOnOption,
     FormatOption,
     OutputFormat,
     OutputOption,
     ProgressOption,
-    SeedOption,
     SpecOption,
 )
 
@@ -32,76 +37,75 @@ def audit(
     compare: str | None = typer.Option(
         None, "--compare", help="A second model on the same members (e.g. trained with DP-SGD)."
     ),
-    attack: list[str] = typer.Option(
-        [], "--attack", help="threshold, lira-offline, lira-online (repeatable)."
+    attack: list[str] | None = typer.Option(
+        None,
+        "--attack",
+        help="threshold, lira-offline, lira-online (repeatable). Default: threshold and "
+        "lira-offline, LiRA left out for a model without trainable weights.",
     ),
-    shadow_models: int = typer.Option(8, "--shadow-models", min=2, help="LiRA shadow budget."),
-    shadow_epochs: int = typer.Option(30, "--shadow-epochs", min=1),
-    shadow_lr: float = typer.Option(1e-3, "--shadow-lr"),
-    samples: int = typer.Option(500, "--samples", min=4, help="Cap on members and non-members."),
-    seed: int = SeedOption,
+    shadow_models: int | None = typer.Option(
+        None, "--shadow-models", help="LiRA shadow budget (at least 2)."
+    ),
+    shadow_epochs: int | None = typer.Option(
+        None, "--shadow-epochs", help="Training epochs of each shadow."
+    ),
+    shadow_lr: float | None = typer.Option(
+        None, "--shadow-lr", help="Learning rate of each shadow."
+    ),
+    samples: int | None = typer.Option(
+        None, "--samples", help="Cap on members and on non-members each."
+    ),
+    max_auc: float | None = typer.Option(
+        None, "--max-auc", help="A finding when an attack's AUC exceeds this."
+    ),
+    max_tpr_at_1_fpr: float | None = typer.Option(
+        None,
+        "--max-tpr-at-1-fpr",
+        help="A finding when an attack's TPR at 1% FPR exceeds this.",
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
     output: Path | None = OutputOption,
     fail_on: str = FailOnOption,
     progress: bool = ProgressOption,
 ) -> None:
     """AUC and TPR at low FPR of membership attacks, a ROC plot, the most exposed records."""
-    from mlwarden.cli.common import emit_report
+    from mlwarden.cli.common import emit_report, load_subject, settings_from_flags
     from mlwarden.cli.ui import progress_bars
-    from mlwarden.config import resolve_spec
-    from mlwarden.core.findings import Report, Table
-    from mlwarden.core.oracle import ClassifierOracle, Oracle
-    from mlwarden.evaluation.privacy import membership_audit
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.privacy import PrivacySettings, plan_attacks, run_privacy
     from mlwarden.io.data import load_data
-    from mlwarden.io.models import load_model
 
-    override = resolve_spec(spec, config)
+    settings = settings_from_flags(
+        PrivacySettings,
+        {
+            "attacks": attack,
+            "shadow_models": shadow_models,
+            "shadow_epochs": shadow_epochs,
+            "shadow_lr": shadow_lr,
+            "samples": samples,
+            "max_auc": max_auc,
+            "max_tpr_at_1_fpr": max_tpr_at_1_fpr,
+            "seed": seed,
+        },
+        names={"attacks": "--attack"},
+    )
+    common = {"factory": factory, "spec": spec, "config": config, "device": device, "allow": allow}
+    target, _ = load_subject(model, None, **common)
+    plan_attacks(target, settings)  # the contract before any data or second model loads
+    other = load_subject(compare, None, **common)[0] if compare is not None else None
+    member_data = load_data(members, spec=target.spec)
+    non_member_data = load_data(non_members, spec=target.spec)
     report = Report(
         title="mlwarden privacy audit",
         subject={"model": model, "members": members, "non_members": non_members},
     )
-    rows = []
-    with progress_bars(progress) as bar:
-        for label, source in (("model", model), ("compare", compare)):
-            if source is None:
-                continue
-            target = load_model(source, factory=factory, spec=override)
-            mem = load_data(members, spec=target.spec).take(samples)
-            non = load_data(non_members, spec=target.spec).take(samples)
-            sub = membership_audit(
-                target,
-                mem,
-                non,
-                attacks=attack or ["threshold", "lira-offline"],
-                shadow_models=shadow_models,
-                shadow_epochs=shadow_epochs,
-                shadow_lr=shadow_lr,
-                seed=seed,
-                progress=bar,
-            )
-            oracle = target if isinstance(target, Oracle) else ClassifierOracle(target)
-            accuracy = float((oracle.labels(non.x).cpu() == non.y).float().mean())
-            if label == "compare":
-                for item in (*sub.figures, *sub.tables):
-                    item.id, item.title = (
-                        f"{item.id}-compare",
-                        f"{item.title} [{Path(source).name}]",
-                    )
-                sub.metrics = {
-                    k.replace("privacy.", "privacy.compare.", 1): v for k, v in sub.metrics.items()
-                }
-            report.merge(sub)
-            aucs = [v for k, v in sub.metrics.items() if k.endswith(".auc")]
-            tprs = [v for k, v in sub.metrics.items() if k.endswith("tpr@1%fpr")]
-            rows.append([Path(source).name, round(accuracy, 4), max(aucs), max(tprs)])
     if compare is not None:
-        report.tables.insert(
-            0,
-            Table(
-                id="privacy-comparison",
-                title="Privacy vs. accuracy",
-                columns=["model", "test accuracy", "max AUC", "max TPR @ 1% FPR"],
-                rows=rows,
-            ),
+        report.subject["compare"] = compare
+    with progress_bars(progress) as bar:
+        run_privacy(
+            target, member_data, non_member_data, settings, report, compare=other, progress=bar
         )
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

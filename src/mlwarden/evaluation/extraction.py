@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.attacks.extraction import ExtractionResult, KnockoffExtraction
 from mlwarden.audit.registry import AuditContext, CheckConfig, register_check
+from mlwarden.core.contract import as_oracle, note_assumptions
+from mlwarden.core.errors import DataError
 from mlwarden.core.findings import Figure, Finding, Report, Series, Severity, Table
+from mlwarden.core.progress import ProgressCallback, null_progress
+
+if TYPE_CHECKING:
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.core.oracle import Oracle
+    from mlwarden.io.dataset import Dataset
+
+
+class ExtractionSettings(BaseModel):
+    """The simulated thief's means and when its copy is a finding: the one home of each default.
+
+    ``mlwarden attack extraction`` builds it from the flags given, ``[checks.extraction]``
+    from its table; both hand it to `run_extraction`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget: int = Field(1000, gt=0, description="queries (samples) the thief may send")
+    strategy: Literal["random", "natural", "synthetic"] = Field(
+        "natural", description="where the queries come from"
+    )
+    access: Literal["scores", "labels"] = Field(
+        "scores", description="what the thief sees of each answer"
+    )
+    epochs: int = Field(30, gt=0, description="training epochs of the copy")
+    max_agreement: float = Field(0.9, gt=0, le=1, description="a finding at or above this")
+    seed: int = Field(0, description="seed of the split, queries and copy "
+                                     "(the audit check: [audit] seed)")
 
 
 def extraction_report(result: ExtractionResult, *, strategy: str, access: str,
@@ -57,34 +87,44 @@ def extraction_report(result: ExtractionResult, *, strategy: str, access: str,
     return report
 
 
-class ExtractionCheck(CheckConfig):
-    """Knockoff extraction through the model's oracle within a query budget."""
+def run_extraction(
+    model: Classifier | Oracle,
+    data: Dataset,
+    settings: ExtractionSettings,
+    report: Report,
+    *,
+    progress: ProgressCallback = null_progress,
+) -> ExtractionResult:
+    """Knockoff extraction of ``model`` into ``report``; the result keeps the stolen copy.
 
-    budget: int = Field(1000, gt=0)
-    strategy: Literal["random", "natural", "synthetic"] = "natural"
-    access: Literal["scores", "labels"] = "scores"
-    epochs: int = Field(30, gt=0)
-    max_agreement: float = Field(0.9, gt=0, le=1)
+    The one runner behind ``mlwarden attack extraction`` and the ``extraction`` audit check.
+    Half of ``data`` is the thief's in-domain pool, the other half is held out to score
+    the copy. Score access needs class scores, label access labels: the contract's error
+    before any query otherwise.
+    """
+    output = "labels" if settings.access == "labels" else "probabilities"
+    oracle = as_oracle(model, output, by=f"extraction with {settings.access} access")
+    note_assumptions(report, model, "extraction")
+    if len(data) < 4:
+        raise DataError("model extraction needs at least 4 samples (half pool, half held out)")
+    pool, held_out = data.split(0.5, seed=settings.seed)
+    with torch.inference_mode():
+        eval_labels = oracle.labels(held_out.x).cpu()
+    oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
+    attack = KnockoffExtraction(settings.budget, settings.strategy, epochs=settings.epochs,
+                                seed=settings.seed)
+    result = attack.extract(oracle, natural=pool.x, eval_x=held_out.x, eval_labels=eval_labels,
+                            eval_y=held_out.y, progress=progress)
+    report.merge(extraction_report(result, strategy=settings.strategy, access=settings.access,
+                                   max_agreement=settings.max_agreement))
+    return result
+
+
+class ExtractionCheck(CheckConfig, ExtractionSettings):
+    """``[checks.extraction]``: knockoff extraction through the model's oracle within a budget."""
 
 
 @register_check("extraction", ExtractionCheck, title="Model extraction", cost=70)
 def extraction_check(ctx: AuditContext, cfg: ExtractionCheck) -> None:
-    from mlwarden.core.oracle import LabelOnlyOracle
-    from mlwarden.io.dataset import Dataset
-
-    data: Dataset = ctx.data
-    if len(data) < 4:
-        from mlwarden.core.errors import DataError
-
-        raise DataError("the extraction check needs at least 4 audit samples")
-    # The attacker's in-domain pool and the held-out evaluation set are disjoint halves.
-    pool, held_out = data.split(0.5, seed=ctx.seed)
-    base = ctx.oracle
-    oracle = LabelOnlyOracle(base) if cfg.access == "labels" else base
-    with torch.inference_mode():
-        eval_labels = base.labels(held_out.x).cpu()
-    attack = KnockoffExtraction(cfg.budget, cfg.strategy, epochs=cfg.epochs, seed=ctx.seed)
-    result = attack.extract(oracle, natural=pool.x, eval_x=held_out.x, eval_labels=eval_labels,
-                            eval_y=held_out.y, progress=ctx.progress)
-    ctx.report.merge(extraction_report(result, strategy=cfg.strategy, access=cfg.access,
-                                       max_agreement=cfg.max_agreement))
+    settings = cfg if "seed" in cfg.model_fields_set else cfg.model_copy(update={"seed": ctx.seed})
+    run_extraction(ctx.model, ctx.data, settings, ctx.report, progress=ctx.progress)

@@ -7,23 +7,69 @@ regime that matters, per Carlini et al. 2022) and the most exposed records.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlwarden.attacks.inference import LiRA, ShadowTraining, ThresholdAttack, membership_metrics
 from mlwarden.attacks.inference.lira import ShadowTrainer
-from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, register_check
+from mlwarden.audit.registry import AuditContext, CheckConfig, register_check
 from mlwarden.core.classifier import Classifier
+from mlwarden.core.contract import (
+    Capability,
+    as_oracle,
+    describe,
+    missing,
+    note_assumptions,
+    require,
+)
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.findings import Figure, Finding, Report, Series, Severity, Table
-from mlwarden.core.oracle import ClassifierOracle, Oracle
+from mlwarden.core.oracle import Oracle
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.io.dataset import Dataset
 
 MembershipAttackName = Literal["threshold", "lira-offline", "lira-online"]
 ATTACKS: tuple[str, ...] = ("threshold", "lira-offline", "lira-online")
+DEFAULT_ATTACKS: tuple[MembershipAttackName, ...] = ("threshold", "lira-offline")
+LIRA_HINT = ("LiRA trains shadow copies of the model: give a white-box model (.pt2, or weights "
+             "with a factory), or run the threshold attack only")
+
+
+class PrivacySettings(BaseModel):
+    """What a membership audit runs and when it is a finding: the one home of every default.
+
+    ``mlwarden privacy audit`` builds it from the flags given, ``[checks.privacy]`` from
+    its table; both hand it to `run_privacy`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    attacks: list[MembershipAttackName] = Field(
+        default_factory=lambda: list(DEFAULT_ATTACKS), min_length=1,
+        description="membership attacks; of the default, LiRA is left out for a model "
+                    "without trainable weights (named attacks are required)",
+    )
+    shadow_models: int = Field(8, ge=2, description="LiRA shadow budget")
+    shadow_epochs: int = Field(30, ge=1, description="training epochs of each shadow")
+    shadow_lr: float = Field(1e-3, gt=0, description="learning rate of each shadow")
+    samples: int = Field(500, ge=4, description="cap on members and on non-members each")
+    max_auc: float = Field(0.6, gt=0, le=1, description="a finding above this AUC")
+    max_tpr_at_1_fpr: float = Field(0.05, ge=0, le=1,
+                                    description="a finding above this TPR at 1% FPR")
+    seed: int = Field(0, description="seed of the shadows (the audit check: [audit] seed)")
+
+
+_DEFAULTS = PrivacySettings()
+
+
+def attack_needs(attacks: tuple[str, ...] | list[str], shadow_factory: bool = False
+                 ) -> tuple[Capability, ...]:
+    """What ``attacks`` need of the model: class scores, and trainable weights for LiRA's
+    shadows unless a ``shadow_training`` factory builds them."""
+    lira = any(a.startswith("lira") for a in attacks)
+    return (Capability.SCORES,) + ((Capability.TRAINABLE,) if lira and not shadow_factory else ())
 
 
 def _roc_series(label: str, fpr, tpr, points: int = 200) -> Series:  # type: ignore[no-untyped-def]
@@ -40,14 +86,14 @@ def membership_audit(
     members: Dataset,
     non_members: Dataset,
     *,
-    attacks: tuple[str, ...] | list[str] = ("threshold", "lira-offline"),
-    shadow_models: int = 8,
-    shadow_epochs: int = 30,
-    shadow_lr: float = 1e-3,
+    attacks: tuple[str, ...] | list[str] = DEFAULT_ATTACKS,
+    shadow_models: int = _DEFAULTS.shadow_models,
+    shadow_epochs: int = _DEFAULTS.shadow_epochs,
+    shadow_lr: float = _DEFAULTS.shadow_lr,
     shadow_batch_size: int = 64,
-    seed: int = 0,
-    max_auc: float = 0.6,
-    max_tpr_at_1_fpr: float = 0.05,
+    seed: int = _DEFAULTS.seed,
+    max_auc: float = _DEFAULTS.max_auc,
+    max_tpr_at_1_fpr: float = _DEFAULTS.max_tpr_at_1_fpr,
     shadow_training: ShadowTrainer | None = None,
     progress: ProgressCallback = null_progress,
 ) -> Report:
@@ -56,14 +102,18 @@ def membership_audit(
     LiRA trains ``shadow_models`` copies of the target's architecture (white-box
     targets only) on random halves of members + non-members, mimicking the target's
     training with ``shadow_epochs``/``shadow_lr``; pass ``shadow_training`` to train them
-    exactly as the target was (e.g. with DP-SGD), which LiRA's calibration assumes.
+    exactly as the target was (e.g. with DP-SGD), which LiRA's calibration assumes, and
+    then a score oracle is enough.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
         raise ParameterError(f"attacks must be among {', '.join(ATTACKS)}, got {list(attacks)}")
+    lira_variants = [a.split("-", 1)[1] for a in attacks if a.startswith("lira")]
+    require(target, attack_needs(attacks, shadow_training is not None),
+            by="membership inference", hint=LIRA_HINT if lira_variants else "")
     if len(members) < 2 or len(non_members) < 2:
         raise DataError("a membership audit needs at least 2 members and 2 non-members")
-    oracle = target if isinstance(target, Oracle) else ClassifierOracle(target)
+    oracle = as_oracle(target, by="membership inference")
     spec = oracle.spec
     for name, data in (("members", members), ("non-members", non_members)):
         spec.validate_batch(data.x, what=name)
@@ -77,21 +127,17 @@ def membership_audit(
     scores_by_attack: dict[str, torch.Tensor] = {}
     if "threshold" in attacks:
         scores_by_attack["threshold"] = ThresholdAttack("loss").score(oracle, x, y)
-    lira_variants = [a.split("-", 1)[1] for a in attacks if a.startswith("lira")]
     if lira_variants:
-        if not isinstance(target, Classifier):
-            raise ParameterError("LiRA trains shadow copies of the model: it needs a white-box "
-                                 "model (.pt2 or factory + weights), not an oracle")
         lira = LiRA(shadow_models=shadow_models, variant="offline", seed=seed)
         trainer = shadow_training or ShadowTraining(
-            target.module, spec, epochs=shadow_epochs, lr=shadow_lr, batch_size=shadow_batch_size
+            target.module,  # type: ignore[union-attr]  # TRAINABLE was required above
+            spec, epochs=shadow_epochs, lr=shadow_lr, batch_size=shadow_batch_size,
         )
         shadow_in, shadow_conf = lira.fit_shadows(trainer, x, y, progress=progress)
         for variant in lira_variants:
             lira.variant = variant  # type: ignore[assignment]
-            scores_by_attack[f"lira-{variant}"] = lira.score(
-                oracle, x, y, shadow_in, shadow_conf
-            ).scores
+            result = lira.score(oracle, x, y, shadow_in, shadow_conf)
+            scores_by_attack[f"lira-{variant}"] = result.scores
     rows = []
     worst_auc, worst_tpr = 0.0, 0.0
     for name, scores in scores_by_attack.items():
@@ -135,39 +181,126 @@ def membership_audit(
     return report
 
 
-class PrivacyCheck(CheckConfig):
-    """Membership-inference audit on known training members vs. the audit data."""
+def plan_attacks(model: Any, settings: PrivacySettings, *, shadow_factory: bool = False
+                 ) -> tuple[list[str], list[str]]:
+    """The attacks to run on ``model`` and the ones left out, checked against the contract.
+
+    Attacks the user named are required: a model that cannot take them is the contract's
+    error. Of the default set, LiRA is left out (and reported) for a model without
+    trainable weights, e.g. an ONNX file, so a default audit still runs the threshold attack.
+    """
+    attacks = list(settings.attacks)
+    skipped: list[str] = []
+    if ("attacks" not in settings.model_fields_set and not shadow_factory
+            and missing(model, (Capability.TRAINABLE,))):
+        skipped = [a for a in attacks if a.startswith("lira")]
+        attacks = [a for a in attacks if a not in skipped] or ["threshold"]
+    require(model, attack_needs(attacks, shadow_factory), by="membership inference",
+            hint=LIRA_HINT if any(a.startswith("lira") for a in attacks) else "")
+    return attacks, skipped
+
+
+def _skipped_finding(model: Any, ran: list[str], skipped: list[str]) -> Finding:
+    return Finding(
+        id="MLW-PRIV-002", title="LiRA left out: the model offers no trainable weights",
+        severity=Severity.INFO, check="privacy", location=getattr(model, "name", None),
+        detail=(f"{describe(model)}; LiRA trains shadow copies of the model, so only "
+                f"{', '.join(ran)} ran. Give a white-box model (.pt2, or weights with a factory) "
+                f"to run {', '.join(skipped)}."),
+        evidence={"ran": ran, "skipped": skipped},
+    )
+
+
+def _name_model(sub: Report, name: str, *, compared: bool) -> None:
+    """In a comparison, make every finding and item say which model it is about.
+
+    The compared model's ids and metric keys, headline included, move under ``-compare``
+    and ``privacy.compare.``, so no key ever holds one model's number under the other's name.
+    """
+    for finding in sub.findings:
+        finding.title = f"{finding.title} [{name}]"
+        finding.location = finding.location or name
+        finding.evidence = {**finding.evidence, "model": name}
+    for item in (*sub.figures, *sub.tables):
+        item.title = f"{item.title} [{name}]"
+        if compared:
+            item.id = f"{item.id}-compare"
+    if compared:
+        def rename(key: str) -> str:
+            return key.replace("privacy.", "privacy.compare.", 1)
+
+        sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
+        sub.headline = [rename(k) for k in sub.headline]
+
+
+def run_privacy(
+    model: Classifier | Oracle,
+    members: Dataset,
+    non_members: Dataset,
+    settings: PrivacySettings,
+    report: Report,
+    *,
+    compare: Classifier | Oracle | None = None,
+    shadow_training: ShadowTrainer | None = None,
+    progress: ProgressCallback = null_progress,
+) -> Report:
+    """The membership audit of ``model`` (and of ``compare``, on the same records) into ``report``.
+
+    The one runner behind ``mlwarden privacy audit`` and the ``privacy`` audit check.
+    Every model's requirements are checked before any attack runs.
+    """
+    subjects = [("model", model)] + ([("compare", compare)] if compare is not None else [])
+    plans = [(label, target, *plan_attacks(target, settings,
+                                            shadow_factory=shadow_training is not None))
+             for label, target in subjects]
+    members, non_members = members.take(settings.samples), non_members.take(settings.samples)
+    rows = []
+    for label, target, attacks, skipped in plans:
+        sub = membership_audit(
+            target, members, non_members, attacks=attacks,
+            shadow_models=settings.shadow_models, shadow_epochs=settings.shadow_epochs,
+            shadow_lr=settings.shadow_lr, seed=settings.seed, max_auc=settings.max_auc,
+            max_tpr_at_1_fpr=settings.max_tpr_at_1_fpr, shadow_training=shadow_training,
+            progress=progress,
+        )
+        if skipped:
+            sub.findings.insert(0, _skipped_finding(target, attacks, skipped))
+        # Alone, the model's spec note goes once into the (maybe shared) audit report;
+        # in a comparison, each model states its own.
+        note_assumptions(sub if compare is not None else report, target, "privacy")
+        name = getattr(target, "name", label)
+        if compare is not None:
+            _name_model(sub, name, compared=label == "compare")
+        aucs = [v for k, v in sub.metrics.items() if k.endswith(".auc")]
+        tprs = [v for k, v in sub.metrics.items() if k.endswith("tpr@1%fpr")]
+        report.merge(sub)
+        if compare is not None:
+            accuracy = float((as_oracle(target).labels(non_members.x).cpu() == non_members.y)
+                             .float().mean())
+            rows.append([name, round(accuracy, 4), max(aucs), max(tprs)])  # type: ignore[type-var]
+    if compare is not None:
+        report.tables.insert(0, Table(
+            id="privacy-comparison", title="Privacy vs. accuracy",
+            columns=["model", "test accuracy", "max AUC", "max TPR @ 1% FPR"], rows=rows,
+        ))
+    return report
+
+
+class PrivacyCheck(CheckConfig, PrivacySettings):
+    """``[checks.privacy]``: the membership audit on known training members vs. held-out data."""
 
     members: str = Field(description="data file of records the model was trained on")
     non_members: str | None = Field(None, description="held-out records; default: the audit data")
-    attacks: list[MembershipAttackName] = Field(
-        default_factory=lambda: ["threshold", "lira-offline"]
-    )
-    shadow_models: int = Field(8, ge=2)
-    shadow_epochs: int = Field(30, ge=1)
-    shadow_lr: float = Field(1e-3, gt=0)
-    samples: int = Field(500, ge=4, description="cap on members and on non-members each")
-    max_auc: float = Field(0.6, gt=0, le=1)
-    max_tpr_at_1_fpr: float = Field(0.05, ge=0, le=1)
 
 
 @register_check("privacy", PrivacyCheck, title="Membership inference", cost=80)
 def privacy_check(ctx: AuditContext, cfg: PrivacyCheck) -> None:
     from mlwarden.io.data import load_data
 
-    target: Classifier | Oracle
-    try:
-        target = ctx.classifier
-    except CheckSkipped:  # a black-box model: the threshold attack only
-        target = ctx.oracle
-    members = load_data(ctx.resolve(cfg.members), spec=ctx.spec).take(cfg.samples)
-    non_members = (load_data(ctx.resolve(cfg.non_members), spec=ctx.spec) if cfg.non_members
-                   else ctx.data).take(cfg.samples)
-    attacks = list(cfg.attacks)
-    if not isinstance(target, Classifier):
-        attacks = [a for a in attacks if a == "threshold"] or ["threshold"]
-    sub = membership_audit(target, members, non_members, attacks=attacks,
-                           shadow_models=cfg.shadow_models, shadow_epochs=cfg.shadow_epochs,
-                           shadow_lr=cfg.shadow_lr, seed=ctx.seed, max_auc=cfg.max_auc,
-                           max_tpr_at_1_fpr=cfg.max_tpr_at_1_fpr, progress=ctx.progress)
-    ctx.report.merge(sub)
+    model = ctx.model
+    plan_attacks(model, cfg)  # the contract before any data is read
+    settings = cfg if "seed" in cfg.model_fields_set else cfg.model_copy(update={"seed": ctx.seed})
+    members = load_data(ctx.resolve(cfg.members), spec=ctx.spec, label_column=ctx.label_column)
+    non_members = (load_data(ctx.resolve(cfg.non_members), spec=ctx.spec,
+                             label_column=ctx.label_column) if cfg.non_members else ctx.data)
+    run_privacy(model, members, non_members, settings, ctx.report, progress=ctx.progress)

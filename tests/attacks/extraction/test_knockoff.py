@@ -35,9 +35,8 @@ def test_natural_queries_copy_an_undefended_model(digits_cnn, pools):
 
 def test_label_only_and_random_queries_cost_more(digits_cnn, pools):
     scores = run(ClassifierOracle(digits_cnn), pools, digits_cnn, strategy="random")
-    labels = run(
-        LabelOnlyOracle(ClassifierOracle(digits_cnn)), pools, digits_cnn, strategy="random"
-    )
+    labels_only = LabelOnlyOracle(ClassifierOracle(digits_cnn))
+    labels = run(labels_only, pools, digits_cnn, strategy="random")
     natural = run(ClassifierOracle(digits_cnn), pools, digits_cnn)
     assert scores.agreement < natural.agreement
     assert labels.agreement <= scores.agreement + 0.05
@@ -78,3 +77,27 @@ def test_invalid_budgets_and_data(digits_cnn, pools):
         KnockoffExtraction(10, "psychic")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="natural"):
         KnockoffExtraction(10).extract(ClassifierOracle(digits_cnn))
+
+
+# -- the runner behind `attack extraction` and the `extraction` check ---------------------------
+def test_runner_checks_access_against_the_contract(digits_cnn, digits_split):
+    from mlwarden.core import Classifier
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.extraction import ExtractionSettings, run_extraction
+
+    _, test = digits_split
+    labels_only = LabelOnlyOracle(ClassifierOracle(digits_cnn))
+    with pytest.raises(ParameterError, match="extraction with scores access needs class scores; "
+                                             ".* is a label-only oracle"):
+        run_extraction(labels_only, test, ExtractionSettings(), Report())
+    assert labels_only.queries == 0
+    with pytest.raises(DataError, match="at least 4"):
+        run_extraction(digits_cnn, test.take(3), ExtractionSettings(), Report())
+    # Label access works through a label-only oracle; assumed bounds are stated in the report.
+    assumed = Classifier(digits_cnn.module, digits_cnn.spec, name="assumed",
+                         spec_assumptions=("value bounds [0, 1] assumed",))
+    report = Report()
+    settings = ExtractionSettings(budget=32, epochs=2, access="labels")
+    result = run_extraction(assumed, test, settings, report)
+    assert result.queries == report.metrics["extraction.natural.labels.queries"] == 32
+    assert [f.id for f in report.findings][0] == "MLW-SPEC-001"

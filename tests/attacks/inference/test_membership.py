@@ -20,11 +20,8 @@ def split(digits) -> tuple[Dataset, Dataset, InputSpec]:
     idx = torch.randperm(len(digits), generator=gen)[:600]
     x, y = digits.x[idx].flatten(1), digits.y[idx]
     spec = InputSpec(shape=(64,), class_names=digits.class_names)
-    return (
-        Dataset(x[:300], y[:300], digits.class_names),
-        Dataset(x[300:], y[300:], digits.class_names),
-        spec,
-    )
+    names = digits.class_names
+    return Dataset(x[:300], y[:300], names), Dataset(x[300:], y[300:], names), spec
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +93,48 @@ def test_bad_parameters_and_oracles(overfitted, split):
         ThresholdAttack().score(labels_only, members.x[:4], members.y[:4])
     with pytest.raises(DataError, match="both members and non-members"):
         membership_metrics(torch.rand(4), torch.ones(4, dtype=torch.bool))
+
+
+# -- the runner behind `privacy audit` and the `privacy` check: requirements first -------------
+def test_label_only_oracle_gets_the_contract_error(overfitted, split):
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.privacy import PrivacySettings, run_privacy
+
+    members, non_members, _ = split
+    labels_only = ClassifierOracle(overfitted, output="labels")
+    with pytest.raises(ParameterError, match="membership inference needs class scores; .* is a "
+                                             "label-only oracle"):
+        run_privacy(labels_only, members, non_members, PrivacySettings(), Report())
+    assert labels_only.queries == 0
+
+
+def test_score_oracle_runs_the_threshold_attack_unless_lira_is_named(overfitted, split):
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.privacy import PrivacySettings, run_privacy
+
+    members, non_members, _ = split
+    oracle = ClassifierOracle(overfitted)
+    named = PrivacySettings(attacks=["threshold", "lira-offline"])
+    with pytest.raises(ParameterError, match="needs trainable weights; .* is a score oracle"):
+        run_privacy(oracle, members, non_members, named, Report())
+    assert oracle.queries == 0  # refused before any query
+    report = run_privacy(oracle, members, non_members, PrivacySettings(samples=50), Report())
+    assert [f.id for f in report.findings][0] == "MLW-PRIV-002"
+    assert report.findings[0].evidence == {"ran": ["threshold"], "skipped": ["lira-offline"]}
+    assert not any(k.startswith("privacy.lira") for k in report.metrics)
+    assert report.metrics["privacy.members"] == 50
+
+
+def test_shadow_factory_lets_lira_attack_a_score_oracle(overfitted, split):
+    """With ``shadow_training`` the shadows need no copy of the target's weights."""
+    from mlwarden.attacks.inference import ShadowTraining
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.privacy import PrivacySettings, run_privacy
+
+    members, non_members, spec = split
+    shadows = ShadowTraining(MLP(64, 10, (128,)), spec, epochs=3, lr=2e-3)
+    settings = PrivacySettings(attacks=["lira-offline"], shadow_models=2, samples=20)
+    report = run_privacy(ClassifierOracle(overfitted), members, non_members, settings, Report(),
+                         shadow_training=shadows)
+    assert 0.0 <= report.metrics["privacy.lira-offline.auc"] <= 1.0
+    assert report.headline == ["privacy.lira-offline.auc", "privacy.lira-offline.tpr@1%fpr"]
