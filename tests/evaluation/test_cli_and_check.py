@@ -144,7 +144,7 @@ def test_audit_check_registered_and_configured(digits_cnn_pt2: Path, tmp_path: P
     ctx = AuditContext(
         model_source=str(digits_cnn_pt2), data_source="digits", data_limit=40, output_dir=tmp_path
     )
-    cfg = EvasionCheck(eps=[0.05, 0.2], steps=5, min_robust_accuracy=0.9)
+    cfg = EvasionCheck(preset="pgd", eps=[0.05, 0.2], steps=5, min_robust_accuracy=0.9)
     evasion_check(ctx, cfg)
     report = ctx.report
     assert "evasion.pgd.linf.robust_accuracy@0.2" in report.metrics
