@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from mlwarden.audit.registry import AuditContext, available_checks
-from mlwarden.core import Severity
+from mlwarden.core import Classifier, Severity
 from mlwarden.evaluation.checks import EvasionCheck, evasion_check
 
 
@@ -150,3 +150,98 @@ def test_audit_check_registered_and_configured(digits_cnn_pt2: Path, tmp_path: P
     assert "evasion.pgd.linf.robust_accuracy@0.2" in report.metrics
     high = [f for f in report.findings if f.severity is Severity.HIGH]
     assert [f.id for f in high] == ["MLW-EVA-010"]
+
+
+def test_hopskipjump_through_the_attack_command(cli, digits_cnn_pt2: Path, tmp_path: Path) -> None:
+    npz = tmp_path / "hsj.npz"
+    res = cli(
+        "attack", "evasion", "-m", str(digits_cnn_pt2), "-d", "digits", "--samples", "8",
+        "--attack", "hopskipjump", "--norm", "l2", "--eps", "1.5", "--queries", "150",
+        "--steps", "5", "--output-npz", str(npz), "--format", "json", "--fail-on", "never",
+        "--no-progress",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    m = report["metrics"]
+    assert report["subject"]["attack"] == "hopskipjump"
+    assert report["subject"]["params"]["queries"] == 150
+    assert m["evasion.hopskipjump.l2.queries"] > 0
+    assert m["evasion.hopskipjump.l2.gradient_evaluations"] == 0
+    with np.load(npz) as arrays:
+        x_adv, success, clean = arrays["x_adv"], arrays["success"], arrays["clean_correct"]
+    assert m["evasion.hopskipjump.l2.robust_accuracy@1.5"] == pytest.approx(
+        float(np.mean(clean & ~success)), abs=1e-6
+    )
+    from mlwarden.io.dataset import load_builtin
+
+    x = load_builtin("digits").x[:8].numpy()
+    fooled = success & clean
+    assert fooled.any()
+    norms = np.linalg.norm((x_adv - x).reshape(8, -1), axis=1)
+    assert float(norms[fooled].max()) <= 1.5 + 1e-4
+    assert float(norms[~success].max()) == 0.0  # outside eps: returned unperturbed
+
+
+def test_label_preset_through_the_robustness_command(cli, digits_cnn_pt2: Path) -> None:
+    res = cli(
+        "evaluate", "robustness", "-m", str(digits_cnn_pt2), "-d", "digits", "--samples", "8",
+        "--preset", "labels", "--norm", "l2", "--eps", "1.0", "--queries", "100",
+        "--format", "json", "--fail-on", "never", "--no-progress",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    cost = next(t for t in report["tables"] if t["id"] == "evasion-cost-labels-l2")
+    assert [row[0] for row in cost["rows"]] == ["hopskipjump"]
+    assert report["metrics"]["evasion.labels.l2.queries"] > 0
+
+
+def test_defaults_come_from_the_settings_models(cli) -> None:
+    from mlwarden.evaluation.evasion import DEFAULT_MIN_ROBUST_ACCURACY
+
+    def help_of(*command: str) -> str:
+        res = cli(*command, "--help")
+        assert res.code == 0
+        return " ".join(res.out.replace("\u2502", " ").split())  # without the box borders
+
+    text = help_of("evaluate", "robustness")
+    assert "[default: (standard)]" in text and "[default: (0.03 0.1)]" in text
+    assert f"[default: ({DEFAULT_MIN_ROBUST_ACCURACY})]" in text
+    assert EvasionCheck().preset == "standard"
+    assert EvasionCheck().min_robust_accuracy == DEFAULT_MIN_ROBUST_ACCURACY
+    attack = help_of("attack", "evasion")
+    assert "hopskipjump: black-box, label queries only" in attack
+    assert f"[default: ({DEFAULT_MIN_ROBUST_ACCURACY})]" in attack
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--preset", "heavy"], "--preset: Input should be 'pgd', 'fast', 'standard'"),
+        (["--eps", "-0.1"], "--eps: Input should be greater than or equal to 0"),
+        (["--min-robust-accuracy", "2"], "--min-robust-accuracy: Input should be less than"),
+        (["--samples", "0"], "--samples: Input should be greater than or equal to 1"),
+    ],
+)
+def test_robustness_usage_errors_name_the_flag(cli, digits_cnn_pt2: Path, args, needle) -> None:
+    res = cli("evaluate", "robustness", "-m", str(digits_cnn_pt2), "-d", "digits", *args)
+    assert res.code == 2 and needle in res.err and "Traceback" not in res.err
+
+
+def test_check_skips_a_preset_the_model_cannot_serve(digits_cnn: Classifier) -> None:
+    from mlwarden.audit.registry import CheckSkipped
+    from mlwarden.core.oracle import ClassifierOracle
+
+    labels = ClassifierOracle(digits_cnn, output="labels")
+    ctx = AuditContext(data_source="digits", data_limit=8, _oracle=labels)
+    with pytest.raises(CheckSkipped) as exc:
+        evasion_check(ctx, EvasionCheck())
+    assert str(exc.value) == (
+        "preset 'standard' needs gradients, class scores; 'digits-cnn' is a label-only oracle "
+        "(presets that work on it: labels)"
+    )
+    cfg = EvasionCheck(preset="labels", norm="l2", eps=[1.0], queries=60, steps=3)
+    evasion_check(ctx, cfg)
+    assert ctx.report.metrics["evasion.labels.l2.samples"] == 8
+    assert ctx.report.metrics["evasion.labels.l2.queries"] > 0
+    with pytest.raises(CheckSkipped, match="the sanity checks needs gradients"):
+        evasion_check(ctx, EvasionCheck(preset="labels", sanity=True))

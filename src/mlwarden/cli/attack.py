@@ -36,8 +36,8 @@ attack_app = typer.Typer(
 )
 
 
-def _default(name: str) -> str:
-    return default_of(EvasionSettings, name)
+_DEFAULT = {name: default_of(EvasionSettings, name) for name in EvasionSettings.model_fields}
+"""What ``--help`` shows as each flag's default: the settings model's own."""
 
 
 @attack_app.command("evasion")
@@ -49,26 +49,28 @@ def evasion_command(
         "--attack",
         "-a",
         help=f"Attack. {help_lines(ATTACKS.values())}.",
-        show_default=_default("attack"),
+        show_default=_DEFAULT["attack"],
     ),
     eps: float | None = typer.Option(
-        None, "--eps", help="Perturbation budget in the chosen norm.", show_default=_default("eps")
+        None, "--eps", help="Perturbation budget in the chosen norm.", show_default=_DEFAULT["eps"]
     ),
-    norm: str | None = typer.Option(None, "--norm", help="linf or l2.", show_default=_default("norm")),
+    norm: str | None = typer.Option(
+        None, "--norm", help="linf or l2.", show_default=_DEFAULT["norm"]
+    ),
     steps: int | None = typer.Option(
         None,
         "--steps",
         help="Iterations (gradient attacks, hopskipjump).",
-        show_default=_default("steps"),
+        show_default=_DEFAULT["steps"],
     ),
     restarts: int | None = typer.Option(
-        None, "--restarts", help="Random restarts (pgd, apgd).", show_default=_default("restarts")
+        None, "--restarts", help="Random restarts (pgd, apgd).", show_default=_DEFAULT["restarts"]
     ),
     queries: int | None = typer.Option(
         None,
         "--queries",
         help="Query budget per sample (square, hopskipjump).",
-        show_default=_default("queries"),
+        show_default=_DEFAULT["queries"],
     ),
     seed: int = SeedOption,
     samples: int | None = typer.Option(None, "--samples", help="Attack the first N samples."),
@@ -77,7 +79,7 @@ def evasion_command(
         None,
         "--min-robust-accuracy",
         help="HIGH finding when robust accuracy is below this.",
-        show_default=_default("min_robust_accuracy"),
+        show_default=_DEFAULT["min_robust_accuracy"],
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,

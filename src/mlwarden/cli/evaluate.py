@@ -34,8 +34,8 @@ evaluate_app = typer.Typer(
 )
 
 
-def _default(name: str) -> str:
-    return default_of(RobustnessSettings, name)
+_DEFAULT = {name: default_of(RobustnessSettings, name) for name in RobustnessSettings.model_fields}
+"""What ``--help`` shows as each flag's default: the settings model's own."""
 
 
 @evaluate_app.command("robustness")
@@ -47,35 +47,37 @@ def robustness_command(
         "--preset",
         "-p",
         help=f"Attack ensemble. {help_lines(PRESETS.values())}.",
-        show_default=_default("preset"),
+        show_default=_DEFAULT["preset"],
     ),
     eps: list[float] = typer.Option(
         [],
         "--eps",
         help="Perturbation budget (repeat for a curve).",
-        show_default=_default("eps"),
+        show_default=_DEFAULT["eps"],
     ),
-    norm: str | None = typer.Option(None, "--norm", help="linf or l2.", show_default=_default("norm")),
+    norm: str | None = typer.Option(
+        None, "--norm", help="linf or l2.", show_default=_DEFAULT["norm"]
+    ),
     steps: int | None = typer.Option(None, "--steps", help="Steps per attack (preset default)."),
     queries: int | None = typer.Option(
         None, "--queries", help="Query budget of black-box attacks (preset default)."
     ),
     seed: int = SeedOption,
     samples: int | None = typer.Option(
-        None, "--samples", help="Evaluate the first N samples.", show_default=_default("samples")
+        None, "--samples", help="Evaluate the first N samples.", show_default=_DEFAULT["samples"]
     ),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per attack batch."),
     min_robust_accuracy: float | None = typer.Option(
         None,
         "--min-robust-accuracy",
         help="HIGH finding when robust accuracy at the largest eps is below this.",
-        show_default=_default("min_robust_accuracy"),
+        show_default=_DEFAULT["min_robust_accuracy"],
     ),
     sanity: bool | None = typer.Option(
         None,
         "--sanity/--no-sanity",
         help="Run the gradient-masking sanity checks too.",
-        show_default=_default("sanity"),
+        show_default=_DEFAULT["sanity"],
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,

@@ -58,7 +58,7 @@ def _canonical(value: Any) -> Any:
 
 
 class RobustnessSettings(CheckConfig):
-    """Robust accuracy curve under a preset ensemble (``evaluate robustness``, ``[checks.evasion]``)."""
+    """Robust accuracy curve under a preset (``evaluate robustness``, ``[checks.evasion]``)."""
 
     preset: PresetName = Field(DEFAULT_PRESET, description="ensemble of attacks")
     norm: NormName = "linf"
@@ -185,7 +185,7 @@ def run_evasion(
     batch_size: int = 256,
     progress: ProgressCallback = null_progress,
 ) -> AttackResult:
-    """Run ``settings.attack`` on ``data``, report robust accuracy and success; return the result."""
+    """Run ``settings.attack`` on ``data``, report robust accuracy and success; return it."""
     from mlwarden.attacks.evasion import attack_in_batches, build_attack, lp_norm
     from mlwarden.evaluation.robustness import AttackCost, RobustnessResult
 
@@ -230,7 +230,9 @@ def run_evasion(
     )
     report.subject.setdefault("attack", attack.name)
     report.subject.setdefault("params", res.params)
-    summary.to_report(report, min_robust_accuracy=settings.min_robust_accuracy, check="attack.evasion")
+    summary.to_report(
+        report, min_robust_accuracy=settings.min_robust_accuracy, check="attack.evasion"
+    )
     perturbation = lp_norm(res.x_adv.cpu() - data.x, norm)
     prefix = f"evasion.{attack.name}.{norm}"
     report.metrics[f"{prefix}.attack_success_rate"] = round(

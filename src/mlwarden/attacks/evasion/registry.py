@@ -244,9 +244,7 @@ _PRESETS = (
         ),
     ),
     Preset("blackbox", "models that answer class scores", (PresetAttack("square"),)),
-    Preset(
-        "labels", "models that answer labels only", (PresetAttack("hopskipjump", steps=50),)
-    ),
+    Preset("labels", "models that answer labels only", (PresetAttack("hopskipjump", steps=50),)),
 )
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}
 PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
@@ -277,7 +275,7 @@ def preset_attacks(
 
 # -- requirements -------------------------------------------------------------------------------
 def require_attack(model: Any, name: str) -> AttackEntry:
-    """The entry of ``name`` once ``model`` offers what it needs; the error lists what would work."""
+    """The entry of ``name`` if ``model`` offers what it needs; the error lists what works."""
     entry = attack_entry(name)
     usable = [e.name for e in _ENTRIES if not missing(model, e.needs)]
     require(model, entry.needs, by=f"attack '{entry.name}'", hint=_hint("attacks", usable))
@@ -285,7 +283,7 @@ def require_attack(model: Any, name: str) -> AttackEntry:
 
 
 def require_preset(model: Any, name: str) -> Preset:
-    """The preset ``name`` once ``model`` offers what it needs; the error lists what would work."""
+    """The preset ``name`` if ``model`` offers what it needs; the error lists what works."""
     preset = check_preset(name)
     usable = [p.name for p in _PRESETS if not missing(model, p.needs)]
     require(model, preset.needs, by=f"preset '{preset.name}'", hint=_hint("presets", usable))
