@@ -26,7 +26,9 @@ from mlwarden.attacks.evasion.registry import (
     BOTH_NORMS,
     DEFAULT_PRESET,
     PRESET_NAMES,
+    canonical,
     require_attack,
+    require_preset,
 )
 from mlwarden.audit.registry import CheckConfig
 from mlwarden.core.contract import Capability, note_assumptions, require
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
 PresetName = Literal[PRESET_NAMES]  # type: ignore[valid-type]
 AttackName = Literal[ATTACK_NAMES]  # type: ignore[valid-type]
 NormName = Literal[BOTH_NORMS]  # type: ignore[valid-type]
-Budget = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Eps = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 DEFAULT_MIN_ROBUST_ACCURACY = 0.3
 """A policy, not a measurement: set it to the robust accuracy your system must keep."""
@@ -53,8 +55,7 @@ MinRobustAccuracy = Annotated[
 
 
 def _canonical(value: Any) -> Any:
-    """Names are matched case-insensitively, as the registry does."""
-    return value.strip().lower() if isinstance(value, str) else value
+    return canonical(value) if isinstance(value, str) else value
 
 
 class RobustnessSettings(CheckConfig):
@@ -62,7 +63,7 @@ class RobustnessSettings(CheckConfig):
 
     preset: PresetName = Field(DEFAULT_PRESET, description="ensemble of attacks")
     norm: NormName = "linf"
-    eps: list[Budget] = Field(default_factory=lambda: [0.03, 0.1], min_length=1)
+    eps: list[Eps] = Field(default_factory=lambda: [0.03, 0.1], min_length=1)
     steps: int | None = Field(None, ge=1, description="steps per attack; preset default if unset")
     queries: int | None = Field(
         None, ge=1, description="query budget of black-box attacks; preset default if unset"
@@ -81,7 +82,7 @@ class EvasionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     attack: AttackName = "pgd"
-    eps: Budget = Field(0.1, description="perturbation budget in the chosen norm")
+    eps: Eps = Field(0.1, description="perturbation budget in the chosen norm")
     norm: NormName = "linf"
     steps: int = Field(20, ge=1, description="iterations (gradient attacks, hopskipjump)")
     restarts: int = Field(1, ge=1, description="random restarts (pgd, apgd)")
@@ -116,11 +117,9 @@ def default_of(model: type[BaseModel], name: str) -> str:
 # -- runners ------------------------------------------------------------------------------------
 def require_robustness(model: Any, settings: RobustnessSettings) -> None:
     """Refuse, before any work, a preset (or sanity checks) the model cannot serve."""
-    from mlwarden.attacks.evasion.registry import require_preset
-
     require_preset(model, settings.preset)
     if settings.sanity:
-        require(model, (Capability.GRADIENTS,), by="the sanity checks", hint="turn sanity off")
+        require(model, (Capability.GRADIENTS,), by="the sanity check", hint="turn sanity off")
 
 
 def run_robustness(

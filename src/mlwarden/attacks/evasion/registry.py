@@ -125,9 +125,14 @@ ATTACKS: dict[str, AttackEntry] = {e.name: e for e in _ENTRIES}
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACKS)
 
 
+def canonical(name: str) -> str:
+    """Attack and preset names are matched ignoring case and surrounding blanks."""
+    return str(name).strip().lower()
+
+
 def attack_entry(name: str) -> AttackEntry:
-    """The entry called ``name`` (case and surrounding blanks ignored)."""
-    key = str(name).strip().lower()
+    """The entry called ``name`` (see `canonical`)."""
+    key = canonical(name)
     if key not in ATTACKS:
         raise ParameterError(f"attack must be one of {', '.join(ATTACK_NAMES)}, got {name!r}")
     return ATTACKS[key]
@@ -253,8 +258,8 @@ DEFAULT_PRESET = "standard"
 
 
 def check_preset(name: str) -> Preset:
-    """The preset called ``name`` (case and surrounding blanks ignored)."""
-    key = str(name).strip().lower()
+    """The preset called ``name`` (see `canonical`)."""
+    key = canonical(name)
     if key not in PRESETS:
         raise ParameterError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {name!r}")
     return PRESETS[key]
