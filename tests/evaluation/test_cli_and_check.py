@@ -243,5 +243,34 @@ def test_check_skips_a_preset_the_model_cannot_serve(digits_cnn: Classifier) -> 
     evasion_check(ctx, cfg)
     assert ctx.report.metrics["evasion.labels.l2.samples"] == 8
     assert ctx.report.metrics["evasion.labels.l2.queries"] > 0
-    with pytest.raises(CheckSkipped, match="the sanity check needs gradients; .* is a label-only oracle"):
+    with pytest.raises(CheckSkipped, match="sanity check needs gradients; .* a label-only oracle"):
         evasion_check(ctx, EvasionCheck(preset="labels", sanity=True))
+
+
+def test_runners_state_what_the_loader_assumed(digits_cnn: Classifier, digits_split) -> None:
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.evasion import (
+        EvasionSettings,
+        RobustnessSettings,
+        run_evasion,
+        run_robustness,
+    )
+
+    _, test = digits_split
+    assumed = Classifier(
+        digits_cnn.module,
+        digits_cnn.spec,
+        name="plain.pt2",
+        spec_assumptions=("value bounds assumed to be [0, 1]",),
+    )
+    report = Report()
+    settings = RobustnessSettings(preset="pgd", eps=[0.1], steps=2, samples=10)
+    result = run_robustness(assumed, test, settings, report)
+    assert len(result.y) == 10
+    run_evasion(assumed, test, EvasionSettings(attack="fgsm", samples=10), report)
+    notes = [f for f in report.findings if f.id == "MLW-SPEC-001"]
+    assert len(notes) == 1 and "value bounds assumed" in notes[0].detail
+    assert notes[0].check == "evasion"
+    plain = Report()
+    run_robustness(digits_cnn, test, settings, plain)
+    assert "MLW-SPEC-001" not in {f.id for f in plain.findings}
