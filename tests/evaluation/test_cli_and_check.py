@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from mlwarden.audit.registry import AuditContext, available_checks
 from mlwarden.core import Classifier, Severity
-from mlwarden.evaluation.checks import EvasionCheck, evasion_check
+from mlwarden.evaluation.checks import evasion_check
+from mlwarden.evaluation.evasion import RobustnessSettings
 
 
 def test_attack_evasion_writes_npz_and_report(
@@ -138,13 +139,13 @@ def test_evaluate_robustness_cli(cli, digits_cnn_pt2: Path, tmp_path: Path) -> N
 def test_audit_check_registered_and_configured(digits_cnn_pt2: Path, tmp_path: Path) -> None:
     assert "evasion" in available_checks()
     with pytest.raises(ValidationError, match="epss"):
-        EvasionCheck(epss=[0.1])  # type: ignore[call-arg]
+        RobustnessSettings(epss=[0.1])  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
-        EvasionCheck(eps=[])
+        RobustnessSettings(eps=[])
     ctx = AuditContext(
         model_source=str(digits_cnn_pt2), data_source="digits", data_limit=40, output_dir=tmp_path
     )
-    cfg = EvasionCheck(preset="pgd", eps=[0.05, 0.2], steps=5, min_robust_accuracy=0.9)
+    cfg = RobustnessSettings(preset="pgd", eps=[0.05, 0.2], steps=5, min_robust_accuracy=0.9)
     evasion_check(ctx, cfg)
     report = ctx.report
     assert "evasion.pgd.linf.robust_accuracy@0.2" in report.metrics
@@ -206,8 +207,8 @@ def test_defaults_come_from_the_settings_models(cli) -> None:
     text = help_of("evaluate", "robustness")
     assert "[default: (standard)]" in text and "[default: (0.03 0.1)]" in text
     assert f"[default: ({DEFAULT_MIN_ROBUST_ACCURACY})]" in text
-    assert EvasionCheck().preset == "standard"
-    assert EvasionCheck().min_robust_accuracy == DEFAULT_MIN_ROBUST_ACCURACY
+    assert RobustnessSettings().preset == "standard"
+    assert RobustnessSettings().min_robust_accuracy == DEFAULT_MIN_ROBUST_ACCURACY
     attack = help_of("attack", "evasion")
     assert "hopskipjump: black-box, label queries only" in attack
     assert f"[default: ({DEFAULT_MIN_ROBUST_ACCURACY})]" in attack
@@ -234,17 +235,17 @@ def test_check_skips_a_preset_the_model_cannot_serve(digits_cnn: Classifier) -> 
     labels = ClassifierOracle(digits_cnn, output="labels")
     ctx = AuditContext(data_source="digits", data_limit=8, _oracle=labels)
     with pytest.raises(CheckSkipped) as exc:
-        evasion_check(ctx, EvasionCheck())
+        evasion_check(ctx, RobustnessSettings())
     assert str(exc.value) == (
         "preset 'standard' needs gradients, class scores; 'digits-cnn' is a label-only oracle "
         "(presets that work on it: labels)"
     )
-    cfg = EvasionCheck(preset="labels", norm="l2", eps=[1.0], queries=60, steps=3)
+    cfg = RobustnessSettings(preset="labels", norm="l2", eps=[1.0], queries=60, steps=3)
     evasion_check(ctx, cfg)
     assert ctx.report.metrics["evasion.labels.l2.samples"] == 8
     assert ctx.report.metrics["evasion.labels.l2.queries"] > 0
     with pytest.raises(CheckSkipped, match="sanity check needs gradients; .* a label-only oracle"):
-        evasion_check(ctx, EvasionCheck(preset="labels", sanity=True))
+        evasion_check(ctx, RobustnessSettings(preset="labels", sanity=True))
 
 
 def test_runners_state_what_the_loader_assumed(digits_cnn: Classifier, digits_split) -> None:

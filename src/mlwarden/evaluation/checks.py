@@ -23,9 +23,6 @@ from mlwarden.audit.registry import AuditContext, CheckSkipped, register_check
 from mlwarden.core.errors import ParameterError
 from mlwarden.evaluation.evasion import RobustnessSettings, require_robustness, run_robustness
 
-EvasionCheck = RobustnessSettings
-"""The check's settings are the command's settings (kept under the check's old name)."""
-
 
 def _loaded_model(ctx: AuditContext) -> Any:
     """The model as loaded: the white-box classifier, or the oracle of a query-only file."""
