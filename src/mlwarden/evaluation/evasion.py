@@ -25,6 +25,8 @@ from mlwarden.attacks.evasion.registry import (
     ATTACK_NAMES,
     BOTH_NORMS,
     DEFAULT_PRESET,
+    DEFAULT_QUERIES,
+    DEFAULT_STEPS,
     PRESET_NAMES,
     canonical,
     require_attack,
@@ -84,9 +86,11 @@ class EvasionSettings(BaseModel):
     attack: AttackName = "pgd"
     eps: Eps = Field(0.1, description="perturbation budget in the chosen norm")
     norm: NormName = "linf"
-    steps: int = Field(20, ge=1, description="iterations (gradient attacks, hopskipjump)")
+    steps: int = Field(
+        DEFAULT_STEPS, ge=1, description="iterations (gradient attacks, hopskipjump)"
+    )
     restarts: int = Field(1, ge=1, description="random restarts (pgd, apgd)")
-    queries: int = Field(5000, ge=1, description="query budget (square, hopskipjump)")
+    queries: int = Field(DEFAULT_QUERIES, ge=1, description="query budget (square, hopskipjump)")
     samples: int | None = Field(None, ge=1, description="attack the first N samples")
     min_robust_accuracy: MinRobustAccuracy = DEFAULT_MIN_ROBUST_ACCURACY
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from mlwarden.core.contract import Capability, missing, require
 from mlwarden.core.errors import ParameterError
@@ -28,16 +28,32 @@ LABELS = frozenset({Capability.LABELS})
 BOTH_NORMS: tuple[str, ...] = ("linf", "l2")
 
 
+class _HasNeeds(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def needs(self) -> frozenset[Capability]: ...
+
+
+_Item = TypeVar("_Item", bound=_HasNeeds)
+
+
+DEFAULT_STEPS = 20
+"""Iterations of one attack when nobody chose (``attack evasion``, `build_attack`)."""
+DEFAULT_QUERIES = 5000
+"""Per-sample query budget of one black-box attack when nobody chose."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """The budget arguments every attack is built from; each attack reads the ones it uses."""
 
     eps: float
-    norm: str = "linf"
-    steps: int = 20
-    queries: int = 5000
-    restarts: int = 1
-    seed: int = 0
+    norm: str
+    steps: int
+    queries: int
+    restarts: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -130,12 +146,26 @@ def canonical(name: str) -> str:
     return str(name).strip().lower()
 
 
+def _lookup(table: dict[str, _Item], name: str, what: str) -> _Item:
+    key = canonical(name)
+    if key not in table:
+        raise ParameterError(f"{what} must be one of {', '.join(table)}, got {name!r}")
+    return table[key]
+
+
+def _require(model: Any, table: dict[str, _Item], name: str, what: str) -> _Item:
+    """The item of ``table`` called ``name`` if ``model`` offers what it needs; the error
+    names both sides and lists the items that would work on ``model``."""
+    item = _lookup(table, name, what)
+    usable = [n for n, other in table.items() if not missing(model, other.needs)]
+    hint = f"{what}s that work on it: {', '.join(usable)}" if usable else ""
+    require(model, item.needs, by=f"{what} '{item.name}'", hint=hint)
+    return item
+
+
 def attack_entry(name: str) -> AttackEntry:
     """The entry called ``name`` (see `canonical`)."""
-    key = canonical(name)
-    if key not in ATTACKS:
-        raise ParameterError(f"attack must be one of {', '.join(ATTACK_NAMES)}, got {name!r}")
-    return ATTACKS[key]
+    return _lookup(ATTACKS, name, "attack")
 
 
 def build_attack(
@@ -143,10 +173,10 @@ def build_attack(
     *,
     eps: float,
     norm: str = "linf",
-    steps: int = 20,
+    steps: int = DEFAULT_STEPS,
     seed: int = 0,
     restarts: int = 1,
-    queries: int = 5000,
+    queries: int = DEFAULT_QUERIES,
 ) -> Attack:
     """The attack called ``name`` with the given budget (``steps`` or ``queries``)."""
     from mlwarden.attacks.evasion._projection import check_norm
@@ -172,7 +202,7 @@ class PresetAttack:
 
     attack: str
     steps: int = 100
-    queries: int = 5000
+    queries: int = DEFAULT_QUERIES
     restarts: int = 1
     seed_offset: int = 0
 
@@ -259,10 +289,7 @@ DEFAULT_PRESET = "standard"
 
 def check_preset(name: str) -> Preset:
     """The preset called ``name`` (see `canonical`)."""
-    key = canonical(name)
-    if key not in PRESETS:
-        raise ParameterError(f"preset must be one of {', '.join(PRESET_NAMES)}, got {name!r}")
-    return PRESETS[key]
+    return _lookup(PRESETS, name, "preset")
 
 
 def preset_attacks(
@@ -281,19 +308,9 @@ def preset_attacks(
 # -- requirements -------------------------------------------------------------------------------
 def require_attack(model: Any, name: str) -> AttackEntry:
     """The entry of ``name`` if ``model`` offers what it needs; the error lists what works."""
-    entry = attack_entry(name)
-    usable = [e.name for e in _ENTRIES if not missing(model, e.needs)]
-    require(model, entry.needs, by=f"attack '{entry.name}'", hint=_hint("attacks", usable))
-    return entry
+    return _require(model, ATTACKS, name, "attack")
 
 
 def require_preset(model: Any, name: str) -> Preset:
     """The preset ``name`` if ``model`` offers what it needs; the error lists what works."""
-    preset = check_preset(name)
-    usable = [p.name for p in _PRESETS if not missing(model, p.needs)]
-    require(model, preset.needs, by=f"preset '{preset.name}'", hint=_hint("presets", usable))
-    return preset
-
-
-def _hint(what: str, usable: list[str]) -> str:
-    return f"{what} that work on it: {', '.join(usable)}" if usable else ""
+    return _require(model, PRESETS, name, "preset")
