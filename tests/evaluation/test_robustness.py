@@ -80,9 +80,9 @@ def test_custom_attacks_and_presets(digits_cnn: Classifier, batch) -> None:
     x, y = batch
     r = evaluate_robustness(digits_cnn, x, y, [0.1], attacks={0.1: [FGSM(0.1), PGD(0.1, steps=5)]})
     assert r.preset == "custom" and [c.attack for c in r.costs] == ["fgsm", "pgd"]
-    names = [a.name for a in preset_attacks("standard", 0.1)[0]]
+    names = [a.name for a in preset_attacks("standard", 0.1)]
     assert names[:2] == ["apgd-ce", "apgd-t"]
-    assert [a.name for a in preset_attacks("pgd", 0.1)[0]] == ["pgd"]
+    assert [a.name for a in preset_attacks("pgd", 0.1)] == ["pgd"]
 
 
 def test_eps_zero_is_clean_accuracy(digits_cnn: Classifier, batch) -> None:

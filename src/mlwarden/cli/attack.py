@@ -1,16 +1,18 @@
 """``mlwarden attack evasion``: run one evasion attack on a model and data set.
 
-Thin: parse, load (through the safety gate), call the library, write the adversarial
-batch and a report. No torch import at module level (``mlwarden --help`` stays fast).
+A thin adapter over `mlwarden.evaluation.evasion.run_evasion`: the flags default to
+``None`` and only those given replace the defaults of `EvasionSettings`. The attack
+names and their help come from the attack registry. No torch import at module level
+(``mlwarden --help`` stays fast).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
+from mlwarden.attacks.evasion.registry import ATTACKS, help_lines
 from mlwarden.cli.common import (
     AllowOption,
     ConfigOption,
@@ -25,6 +27,7 @@ from mlwarden.cli.common import (
     SpecOption,
     load_subject,
 )
+from mlwarden.evaluation.evasion import EvasionSettings, default_of
 
 attack_app = typer.Typer(
     help="Run attacks against a model (evasion, extraction).",
@@ -32,26 +35,51 @@ attack_app = typer.Typer(
     add_completion=False,
 )
 
-ATTACK_HELP = "fgsm, pgd, apgd-ce, apgd-dlr, apgd-t, cw, deepfool, square"
+
+_DEFAULT = {name: default_of(EvasionSettings, name) for name in EvasionSettings.model_fields}
+"""What ``--help`` shows as each flag's default: the settings model's own."""
 
 
 @attack_app.command("evasion")
 def evasion_command(
     model: str = typer.Option(..., "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
     data: str = typer.Option(..., "--data", "-d", help="Data (.npz, .npy, .csv, folder, digits)."),
-    attack: str = typer.Option("pgd", "--attack", "-a", help=f"Attack: {ATTACK_HELP}."),
-    eps: float = typer.Option(0.1, "--eps", help="Perturbation budget in the chosen norm."),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2."),
-    steps: int = typer.Option(20, "--steps", help="Iterations (gradient attacks)."),
-    restarts: int = typer.Option(1, "--restarts", help="Random restarts (pgd, apgd)."),
-    queries: int = typer.Option(5000, "--queries", help="Query budget (square)."),
-    seed: int = SeedOption,
-    samples: int | None = typer.Option(
-        None, "--samples", min=1, help="Attack the first N samples."
+    attack: str | None = typer.Option(
+        None,
+        "--attack",
+        "-a",
+        help=f"Attack. {help_lines(ATTACKS.values())}.",
+        show_default=_DEFAULT["attack"],
     ),
+    eps: float | None = typer.Option(
+        None, "--eps", help="Perturbation budget in the chosen norm.", show_default=_DEFAULT["eps"]
+    ),
+    norm: str | None = typer.Option(
+        None, "--norm", help="linf or l2.", show_default=_DEFAULT["norm"]
+    ),
+    steps: int | None = typer.Option(
+        None,
+        "--steps",
+        help="Iterations (gradient attacks, hopskipjump).",
+        show_default=_DEFAULT["steps"],
+    ),
+    restarts: int | None = typer.Option(
+        None, "--restarts", help="Random restarts (pgd, apgd).", show_default=_DEFAULT["restarts"]
+    ),
+    queries: int | None = typer.Option(
+        None,
+        "--queries",
+        help="Query budget per sample (square, hopskipjump).",
+        show_default=_DEFAULT["queries"],
+    ),
+    seed: int = SeedOption,
+    samples: int | None = typer.Option(None, "--samples", help="Attack the first N samples."),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per attack batch."),
-    min_robust_accuracy: float = typer.Option(
-        0.5, "--min-robust-accuracy", help="HIGH finding when robust accuracy is below this."
+    min_robust_accuracy: float | None = typer.Option(
+        None,
+        "--min-robust-accuracy",
+        help="HIGH finding when robust accuracy is below this.",
+        show_default=_DEFAULT["min_robust_accuracy"],
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
@@ -68,68 +96,21 @@ def evasion_command(
 ) -> None:
     """Attack a model and report its robust accuracy (optionally save the adversarial batch)."""
     from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.ui import progress_bars
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.evasion import run_evasion, save_adversarial, settings_from_flags
 
     parse_fail_on(fail_on)  # a bad --fail-on fails before minutes of attacking
-    report = run_evasion(
-        model=model,
-        data=data,
+    settings: EvasionSettings = settings_from_flags(
+        EvasionSettings,
         attack=attack,
         eps=eps,
         norm=norm,
         steps=steps,
         restarts=restarts,
         queries=queries,
-        seed=seed,
         samples=samples,
-        batch_size=batch_size,
         min_robust_accuracy=min_robust_accuracy,
-        factory=factory,
-        spec=spec,
-        config=config,
-        allow=allow,
-        device=device,
-        output_npz=output_npz,
-        progress=progress,
-    )
-    raise typer.Exit(emit_report(report, fmt, output, fail_on))
-
-
-def run_evasion(
-    *,
-    model: str,
-    data: str,
-    attack: str,
-    eps: float,
-    norm: str,
-    steps: int,
-    restarts: int,
-    queries: int,
-    seed: int,
-    samples: int | None,
-    batch_size: int,
-    min_robust_accuracy: float,
-    factory: str | None,
-    allow: list[str],
-    device: str,
-    output_npz: Path | None,
-    spec: Path | None = None,
-    config: Path | None = None,
-    progress: bool,
-) -> Any:
-    """The work behind ``attack evasion``; returns the `Report`."""
-    import numpy as np
-
-    from mlwarden.attacks.evasion import attack_in_batches, build_attack, lp_norm
-    from mlwarden.cli.ui import progress_bars
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.errors import ParameterError
-    from mlwarden.core.findings import Artefact, Report
-    from mlwarden.evaluation.robustness import AttackCost, RobustnessResult
-
-    if not 0.0 <= min_robust_accuracy <= 1.0:
-        raise ParameterError(f"--min-robust-accuracy must be in [0, 1], got {min_robust_accuracy}")
-    runner = build_attack(
-        attack, eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts, queries=queries
     )
     loaded, dataset = load_subject(
         model,
@@ -139,81 +120,17 @@ def run_evasion(
         config=config,
         device=device,
         allow=allow,
-        samples=samples,
+        samples=settings.samples,
     )
     assert dataset is not None
-    if not isinstance(loaded, Classifier) and runner.name != "square":
-        raise ParameterError(
-            f"attack '{attack}' needs gradients but '{model}' is a black-box model; "
-            "use --attack square"
-        )
-    with progress_bars(progress) as bar:
-        res = attack_in_batches(
-            runner, loaded, dataset.x, dataset.y, batch_size=batch_size, progress=bar
-        )
-    norm_name = runner.norm if hasattr(runner, "norm") else norm
-    summary = RobustnessResult(
-        preset=runner.name,
-        norm=norm_name,
-        eps=[float(eps)],
-        y=dataset.y,
-        clean_correct=res.clean_correct.cpu(),
-        robust={float(eps): (res.clean_correct & ~res.success).cpu()},
-        x_adv={},
-        class_names=tuple(loaded.spec.class_names),
-    )
     report = Report(
-        title=f"mlwarden attack evasion: {runner.name}",
-        subject={
-            "model": model,
-            "data": data,
-            "samples": len(dataset),
-            "attack": runner.name,
-            "params": res.params,
-        },
+        title=f"mlwarden attack evasion: {settings.attack}",
+        subject={"model": model, "data": data, "samples": len(dataset)},
     )
-    summary.costs = [
-        AttackCost(
-            runner.name,
-            float(eps),
-            int(res.clean_correct.sum()),
-            0,
-            res.gradient_evaluations,
-            res.queries,
-            res.elapsed_s,
+    with progress_bars(progress) as bar:
+        result = run_evasion(
+            loaded, dataset, settings, report, seed=seed, batch_size=batch_size, progress=bar
         )
-    ]
-    summary.seconds = res.elapsed_s
-    perturbation = lp_norm(res.x_adv.cpu() - dataset.x, norm_name)
-    fooled = res.success.cpu() & res.clean_correct.cpu()
-    summary.costs[0].fooled = int(fooled.sum())
-    summary.to_report(report, min_robust_accuracy=min_robust_accuracy, check="attack.evasion")
-    report.metrics.update(
-        {
-            f"evasion.{runner.name}.{norm_name}.attack_success_rate": round(
-                float(fooled.sum()) / max(int(res.clean_correct.sum()), 1), 6
-            ),
-            f"evasion.{runner.name}.{norm_name}.median_perturbation": (
-                round(float(perturbation[fooled].median()), 6) if bool(fooled.any()) else None
-            ),
-        }
-    )
     if output_npz is not None:
-        output_npz = Path(output_npz)
-        output_npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            output_npz,
-            x_adv=res.x_adv.cpu().numpy(),
-            y=dataset.y.cpu().numpy(),
-            success=res.success.cpu().numpy(),
-            clean_correct=res.clean_correct.cpu().numpy(),
-        )
-        report.artefacts.append(
-            Artefact(
-                name="adversarial examples",
-                path=str(output_npz),
-                media_type="application/x-npz",
-                description="x_adv, y, success, clean_correct (load with numpy.load)",
-            )
-        )
-    return report
+        save_adversarial(result, dataset.y, output_npz, report)
+    raise typer.Exit(emit_report(report, fmt, output, fail_on))

@@ -1,4 +1,9 @@
-"""``mlwarden evaluate robustness``: robust accuracy curve with an attack ensemble."""
+"""``mlwarden evaluate robustness``: robust accuracy curve with an attack ensemble.
+
+A thin adapter over `mlwarden.evaluation.evasion.run_robustness`, the runner of the
+``evasion`` audit check too: the flags default to ``None`` and only those given replace
+the defaults of `RobustnessSettings`, so the command and ``[checks.evasion]`` agree.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from mlwarden.attacks.evasion.registry import PRESETS, help_lines
 from mlwarden.cli.common import (
     AllowOption,
     ConfigOption,
@@ -19,6 +25,7 @@ from mlwarden.cli.common import (
     SeedOption,
     SpecOption,
 )
+from mlwarden.evaluation.evasion import RobustnessSettings, default_of
 
 evaluate_app = typer.Typer(
     help="Evaluate a model (robustness curves, sanity checks).",
@@ -27,31 +34,50 @@ evaluate_app = typer.Typer(
 )
 
 
+_DEFAULT = {name: default_of(RobustnessSettings, name) for name in RobustnessSettings.model_fields}
+"""What ``--help`` shows as each flag's default: the settings model's own."""
+
+
 @evaluate_app.command("robustness")
 def robustness_command(
     model: str = typer.Option(..., "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
     data: str = typer.Option(..., "--data", "-d", help="Data (.npz, .npy, .csv, folder, digits)."),
-    preset: str = typer.Option(
-        "standard", "--preset", "-p", help="pgd, fast, standard, thorough or blackbox."
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        "-p",
+        help=f"Attack ensemble. {help_lines(PRESETS.values())}.",
+        show_default=_DEFAULT["preset"],
     ),
     eps: list[float] = typer.Option(
-        [], "--eps", help="Perturbation budget (repeat for a curve). Default: 0.03 and 0.1."
+        [],
+        "--eps",
+        help="Perturbation budget (repeat for a curve).",
+        show_default=_DEFAULT["eps"],
     ),
-    norm: str = typer.Option("linf", "--norm", help="linf or l2."),
-    steps: int | None = typer.Option(
-        None, "--steps", min=1, help="Steps per attack (preset default)."
+    norm: str | None = typer.Option(
+        None, "--norm", help="linf or l2.", show_default=_DEFAULT["norm"]
     ),
-    queries: int | None = typer.Option(None, "--queries", min=1, help="Square query budget."),
+    steps: int | None = typer.Option(None, "--steps", help="Steps per attack (preset default)."),
+    queries: int | None = typer.Option(
+        None, "--queries", help="Query budget of black-box attacks (preset default)."
+    ),
     seed: int = SeedOption,
     samples: int | None = typer.Option(
-        500, "--samples", min=1, help="Evaluate the first N samples."
+        None, "--samples", help="Evaluate the first N samples.", show_default=_DEFAULT["samples"]
     ),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Samples per attack batch."),
     min_robust_accuracy: float | None = typer.Option(
-        None, "--min-robust-accuracy", help="HIGH finding when robust accuracy is below this."
+        None,
+        "--min-robust-accuracy",
+        help="HIGH finding when robust accuracy at the largest eps is below this.",
+        show_default=_DEFAULT["min_robust_accuracy"],
     ),
-    sanity: bool = typer.Option(
-        False, "--sanity/--no-sanity", help="Run the gradient-masking sanity checks too."
+    sanity: bool | None = typer.Option(
+        None,
+        "--sanity/--no-sanity",
+        help="Run the gradient-masking sanity checks too.",
+        show_default=_DEFAULT["sanity"],
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
@@ -66,16 +92,21 @@ def robustness_command(
     """Robust accuracy at each --eps under an ensemble of attacks, as a report."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.errors import ParameterError
     from mlwarden.core.findings import Report
-    from mlwarden.evaluation.robustness import check_preset, evaluate_robustness
+    from mlwarden.evaluation.evasion import run_robustness, settings_from_flags
 
     parse_fail_on(fail_on)
-    preset = check_preset(preset)
-    if min_robust_accuracy is not None and not 0.0 <= min_robust_accuracy <= 1.0:
-        raise ParameterError(f"--min-robust-accuracy must be in [0, 1], got {min_robust_accuracy}")
-    budgets = list(eps) or [0.03, 0.1]
+    settings: RobustnessSettings = settings_from_flags(
+        RobustnessSettings,
+        preset=preset,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        queries=queries,
+        samples=samples,
+        min_robust_accuracy=min_robust_accuracy,
+        sanity=sanity,
+    )
     loaded, dataset = load_subject(
         model,
         data,
@@ -84,52 +115,23 @@ def robustness_command(
         config=config,
         device=device,
         allow=allow,
-        samples=samples,
+        samples=settings.samples,
     )
     assert dataset is not None
-    if not isinstance(loaded, Classifier) and preset != "blackbox":
-        raise ParameterError(
-            f"preset '{preset}' needs gradients but '{model}' is a black-box model; "
-            "use --preset blackbox"
-        )
     report = Report(
         title="mlwarden robustness evaluation",
         subject={
             "model": model,
             "data": data,
             "samples": len(dataset),
-            "preset": preset,
-            "norm": norm,
-            "eps": budgets,
+            "preset": settings.preset,
+            "norm": settings.norm,
+            "eps": settings.eps,
             "seed": seed,
         },
     )
     with progress_bars(progress) as bar:
-        result = evaluate_robustness(
-            loaded,
-            dataset.x,
-            dataset.y,
-            budgets,
-            preset=preset,
-            norm=norm,
-            steps=steps,
-            queries=queries,
-            seed=seed,
-            batch_size=batch_size,
-            progress=bar,
+        run_robustness(
+            loaded, dataset, settings, report, seed=seed, batch_size=batch_size, progress=bar
         )
-        result.to_report(report, min_robust_accuracy=min_robust_accuracy)
-        if sanity and isinstance(loaded, Classifier):
-            from mlwarden.evaluation.sanity import run_sanity_checks
-
-            run_sanity_checks(
-                loaded,
-                dataset.x,
-                dataset.y,
-                budgets,
-                norm=norm,
-                steps=steps or 20,
-                seed=seed,
-                progress=bar,
-            ).to_report(report)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

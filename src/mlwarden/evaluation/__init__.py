@@ -9,12 +9,16 @@ from __future__ import annotations
 from mlwarden._lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
-    "PRESETS": "mlwarden.evaluation.robustness",
+    "PRESETS": "mlwarden.attacks.evasion.registry",
     "AttackCost": "mlwarden.evaluation.robustness",
     "RobustnessResult": "mlwarden.evaluation.robustness",
     "evaluate_robustness": "mlwarden.evaluation.robustness",
-    "preset_attacks": "mlwarden.evaluation.robustness",
+    "preset_attacks": "mlwarden.attacks.evasion.registry",
     "robustness_findings": "mlwarden.evaluation.robustness",
+    "EvasionSettings": "mlwarden.evaluation.evasion",
+    "RobustnessSettings": "mlwarden.evaluation.evasion",
+    "run_evasion": "mlwarden.evaluation.evasion",
+    "run_robustness": "mlwarden.evaluation.evasion",
     "SanityResult": "mlwarden.evaluation.sanity",
     "run_sanity_checks": "mlwarden.evaluation.sanity",
 }

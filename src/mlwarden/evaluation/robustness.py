@@ -21,80 +21,13 @@ import torch
 from mlwarden.attacks.base import Attack
 from mlwarden.attacks.evasion._gradients import attack_in_batches
 from mlwarden.attacks.evasion._projection import check_eps, check_norm
+from mlwarden.attacks.evasion.registry import DEFAULT_PRESET, require_preset
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.findings import Figure, Finding, Report, Series, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 
-PRESETS: tuple[str, ...] = ("pgd", "fast", "standard", "thorough", "blackbox")
 ATLAS_EVASION = ["AML.T0015", "AML.T0043"]  # Evade ML Model; Craft Adversarial Data
 OWASP_EVASION = ["ML01"]  # Input Manipulation Attack
-
-
-def check_preset(preset: str) -> str:
-    value = str(preset).strip().lower()
-    if value not in PRESETS:
-        raise ParameterError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    return value
-
-
-def _square(eps: float, norm: str, queries: int, seed: int) -> Attack | None:
-    try:
-        from mlwarden.attacks.evasion.square import SquareAttack
-    except ImportError:
-        return None
-    return SquareAttack(eps, norm=norm, queries=queries, seed=seed)
-
-
-def preset_attacks(
-    preset: str,
-    eps: float,
-    norm: str = "linf",
-    *,
-    steps: int | None = None,
-    queries: int | None = None,
-    seed: int = 0,
-) -> tuple[list[Attack], list[str]]:
-    """The attacks of ``preset`` at budget ``eps``, cheapest first, and notes on what is missing.
-
-    * ``pgd``: PGD-CE, 20 steps (quick regression check, not a robustness claim);
-    * ``fast``: APGD-CE, 100 steps;
-    * ``standard``: APGD-CE, APGD-T (9 targets) and Square (5000 queries), the
-      composition of AutoAttack's standard version without FAB-T;
-    * ``thorough``: APGD-CE with 5 restarts, APGD-DLR, APGD-T and Square (10000 queries);
-    * ``blackbox``: Square only (works on query-only models such as ONNX).
-    """
-    from mlwarden.attacks.evasion.apgd import APGD, APGDTargeted
-    from mlwarden.attacks.evasion.pgd import PGD
-
-    preset = check_preset(preset)
-    norm = check_norm(norm)
-    notes: list[str] = []
-    attacks: list[Attack | None]
-    if preset == "pgd":
-        attacks = [PGD(eps, steps=steps or 20, norm=norm, seed=seed)]
-    elif preset == "fast":
-        attacks = [APGD(eps, norm=norm, steps=steps or 100, loss="ce", seed=seed)]
-    elif preset == "standard":
-        attacks = [
-            APGD(eps, norm=norm, steps=steps or 100, loss="ce", seed=seed),
-            APGDTargeted(eps, norm=norm, steps=steps or 100, num_targets=9, seed=seed),
-            _square(eps, norm, queries or 5000, seed),
-        ]
-    elif preset == "thorough":
-        attacks = [
-            APGD(eps, norm=norm, steps=steps or 100, restarts=5, loss="ce", seed=seed),
-            APGD(eps, norm=norm, steps=steps or 100, restarts=1, loss="dlr", seed=seed + 1),
-            APGDTargeted(eps, norm=norm, steps=steps or 100, num_targets=9, seed=seed),
-            _square(eps, norm, queries or 10000, seed),
-        ]
-    else:
-        attacks = [_square(eps, norm, queries or 5000, seed)]
-    if any(a is None for a in attacks):
-        notes.append("Square attack unavailable (mlwarden.attacks.evasion.square missing)")
-    kept = [a for a in attacks if a is not None]
-    if not kept:
-        raise ParameterError(f"preset '{preset}' has no available attack in this installation")
-    return kept, notes
 
 
 @dataclass
@@ -123,7 +56,6 @@ class RobustnessResult:
     x_adv: dict[float, torch.Tensor]
     class_names: tuple[str, ...]
     costs: list[AttackCost] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -246,8 +178,7 @@ def robustness_findings(
     result: RobustnessResult, min_robust_accuracy: float | None, *, check: str = "evasion"
 ) -> list[Finding]:
     """HIGH below the required robust accuracy at the largest budget; MEDIUM when the
-    model loses more than half of its clean accuracy there; LOW when the ensemble ran
-    incomplete."""
+    model loses more than half of its clean accuracy there."""
     findings: list[Finding] = []
     eps = max(result.eps)
     robust = result.robust_accuracy(eps)
@@ -294,17 +225,6 @@ def robustness_findings(
                 owasp=OWASP_EVASION,
             )
         )
-    for note in result.notes:
-        findings.append(
-            Finding(
-                id="MLW-EVA-009",
-                title="Robustness evaluation ran with an incomplete attack ensemble",
-                severity=Severity.LOW,
-                detail=f"{note}; robust accuracy may be overestimated",
-                check=check,
-                evidence={"preset": result.preset},
-            )
-        )
     return findings
 
 
@@ -322,7 +242,7 @@ def evaluate_robustness(
     y: torch.Tensor,
     eps: Sequence[float] | float,
     *,
-    preset: str = "standard",
+    preset: str = DEFAULT_PRESET,
     norm: str = "linf",
     steps: int | None = None,
     queries: int | None = None,
@@ -335,10 +255,11 @@ def evaluate_robustness(
 
     ``attacks`` overrides the preset with explicit attacks per budget (for research
     or to plug in a custom attack). Samples misclassified on the clean input are not
-    attacked; they count as non-robust at every budget.
+    attacked; they count as non-robust at every budget. A preset the model cannot serve
+    (a white-box preset on a score oracle) is refused before any work.
     """
     start = time.perf_counter()
-    preset = check_preset(preset) if attacks is None else "custom"
+    chosen_preset = require_preset(model, preset) if attacks is None else None
     norm = check_norm(norm)
     budgets = sorted({check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)})
     if not budgets:
@@ -354,7 +275,7 @@ def evaluate_robustness(
     standing = clean_correct.clone()
     x_adv_best = x.clone()
     result = RobustnessResult(
-        preset=preset,
+        preset=chosen_preset.name if chosen_preset is not None else "custom",
         norm=norm,
         eps=budgets,
         y=y,
@@ -364,12 +285,12 @@ def evaluate_robustness(
         class_names=tuple(model.spec.class_names),
     )
     for i, e in enumerate(budgets):
-        if attacks is not None:
+        chosen: list[Attack] = []
+        if e > 0 and chosen_preset is not None:
+            chosen = chosen_preset.build(e, norm, steps=steps, queries=queries, seed=seed)
+        elif e > 0 and attacks is not None:
             chosen = attacks.get(e, [])
-        else:
-            chosen, notes = preset_attacks(preset, e, norm, steps=steps, queries=queries, seed=seed)
-            result.notes.extend(n for n in notes if n not in result.notes)
-        for attack in chosen if e > 0 else []:
+        for attack in chosen:
             idx = standing.nonzero().flatten()
             if len(idx) == 0:
                 break

@@ -28,6 +28,7 @@ import torch
 from mlwarden.attacks.evasion._gradients import attack_in_batches
 from mlwarden.attacks.evasion._projection import check_eps, check_norm
 from mlwarden.attacks.evasion.pgd import PGD
+from mlwarden.attacks.evasion.square import SquareAttack
 from mlwarden.core.errors import ParameterError
 from mlwarden.core.findings import Finding, Report, Severity
 from mlwarden.core.progress import ProgressCallback, null_progress
@@ -87,7 +88,7 @@ def run_sanity_checks(
     batch_size: int = 512,
     progress: ProgressCallback = null_progress,
 ) -> SanityResult:
-    """Run the gradient-masking checks with PGD (and Square when available).
+    """Run the gradient-masking checks with PGD and Square.
 
     Works on at most ``samples`` samples; ``tolerance`` is the accuracy difference
     (absolute) that counts as a symptom rather than noise.
@@ -178,30 +179,25 @@ def run_sanity_checks(
         )
 
     # 4. A black-box attack must not beat the white-box one.
-    try:
-        from mlwarden.attacks.evasion.square import SquareAttack
-    except ImportError:
-        SquareAttack = None  # noqa: N806
-    if SquareAttack is not None:
-        square = run(SquareAttack(e, norm=norm, queries=blackbox_queries, seed=seed))
-        white = longer.success | base.success
-        black_only = (square.success & square.clean_correct & ~white).float().mean()
-        out.metrics[f"evasion.sanity.square_robust_accuracy@{e:g}"] = square.robust_accuracy
-        out.metrics["evasion.sanity.blackbox_only_fooled"] = float(black_only)
-        if float(black_only) > tolerance:
-            out.findings.append(
-                _finding(
-                    "MLW-EVA-005",
-                    "A black-box attack beats the white-box attack",
-                    f"Square fools {float(black_only):.1%} of the samples that PGD could not at "
-                    f"eps={e:g}; gradients are not pointing where the model is weak",
-                    {
-                        "eps": e,
-                        "blackbox_only_fooled": float(black_only),
-                        "square_robust_accuracy": square.robust_accuracy,
-                        "pgd_robust_accuracy": longer.robust_accuracy,
-                    },
-                )
+    square = run(SquareAttack(e, norm=norm, queries=blackbox_queries, seed=seed))
+    white = longer.success | base.success
+    black_only = (square.success & square.clean_correct & ~white).float().mean()
+    out.metrics[f"evasion.sanity.square_robust_accuracy@{e:g}"] = square.robust_accuracy
+    out.metrics["evasion.sanity.blackbox_only_fooled"] = float(black_only)
+    if float(black_only) > tolerance:
+        out.findings.append(
+            _finding(
+                "MLW-EVA-005",
+                "A black-box attack beats the white-box attack",
+                f"Square fools {float(black_only):.1%} of the samples that PGD could not at "
+                f"eps={e:g}; gradients are not pointing where the model is weak",
+                {
+                    "eps": e,
+                    "blackbox_only_fooled": float(black_only),
+                    "square_robust_accuracy": square.robust_accuracy,
+                    "pgd_robust_accuracy": longer.robust_accuracy,
+                },
             )
+        )
     progress("sanity checks", total, total)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import PurePath
 
+from mlwarden.attacks.evasion.registry import DEFAULT_PRESET, PRESET_NAMES
 from mlwarden.risk.engine import ThreatModel
 from mlwarden.risk.rules import GATEWAY_SETTINGS
 
@@ -26,7 +27,8 @@ _CHECK_BODY: dict[str, list[str]] = {
     "accuracy": ["min_accuracy = 0.9               # set to the accuracy you release at"],
     "scan": ["allow = []                        # extra imports a pickle may use (keep empty)"],
     "evasion": [
-        '# preset = "standard"             # "pgd" | "fast" | "standard" | "thorough" | "blackbox"',
+        f'# preset = "{DEFAULT_PRESET}"             # '
+        + " | ".join(f'"{name}"' for name in PRESET_NAMES),
         "# eps = [0.03, 0.1]               # perturbation budgets in input units",
         "# min_robust_accuracy = 0.3       # at the largest eps; raise it to your requirement",
     ],

@@ -1,7 +1,9 @@
 """Evasion attacks: white-box (FGSM, PGD, APGD, Carlini-Wagner L2, DeepFool) and black-box
 (Square, HopSkipJump).
 
-Every attack is called as ``attack(model, x, y)`` and returns an `AttackResult`. Names
+Every attack is called as ``attack(model, x, y)`` and returns an `AttackResult`. The
+registry (`ATTACKS`, `PRESETS`, `build_attack`) names each attack with what it needs from
+the model, and the ensembles of the robustness evaluation in terms of those names. Names
 load lazily, so ``import mlwarden.attacks.evasion`` costs nothing until an attack is
 used and a missing optional module fails only when it is asked for.
 """
@@ -19,8 +21,13 @@ _LAZY: dict[str, str] = {
     "DeepFool": "mlwarden.attacks.evasion.deepfool",
     "SquareAttack": "mlwarden.attacks.evasion.square",
     "HopSkipJump": "mlwarden.attacks.evasion.hopskipjump",
-    "build_attack": "mlwarden.attacks.evasion.registry",
+    "ATTACKS": "mlwarden.attacks.evasion.registry",
     "ATTACK_NAMES": "mlwarden.attacks.evasion.registry",
+    "AttackEntry": "mlwarden.attacks.evasion.registry",
+    "PRESETS": "mlwarden.attacks.evasion.registry",
+    "Preset": "mlwarden.attacks.evasion.registry",
+    "build_attack": "mlwarden.attacks.evasion.registry",
+    "preset_attacks": "mlwarden.attacks.evasion.registry",
     "attack_in_batches": "mlwarden.attacks.evasion._gradients",
     "NORMS": "mlwarden.attacks.evasion._projection",
     "check_norm": "mlwarden.attacks.evasion._projection",
