@@ -122,6 +122,7 @@ def run_evasion(
     from mlwarden.attacks.evasion import attack_in_batches, build_attack, lp_norm
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import ParameterError
     from mlwarden.core.findings import Artefact, Report
     from mlwarden.evaluation.robustness import AttackCost, RobustnessResult
@@ -172,6 +173,7 @@ def run_evasion(
             "params": res.params,
         },
     )
+    note_assumptions(report, loaded)
     summary.costs = [
         AttackCost(
             runner.name,

@@ -53,6 +53,7 @@ def extraction_command(
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
     from mlwarden.config import resolve_spec
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import ConfigError
     from mlwarden.core.oracle import ClassifierOracle, LabelOnlyOracle, Oracle
     from mlwarden.evaluation.extraction import extraction_report
@@ -102,6 +103,7 @@ def extraction_command(
         result, strategy=strategy, access=access, max_agreement=max_agreement
     )
     report.title = "mlwarden model-extraction stress test"
+    note_assumptions(report, oracle)
     report.subject = {"model": model or url, "data": data, "budget": budget, "seed": seed}
     if save_copy is not None:
         from mlwarden.io.export import save_pt2

@@ -67,6 +67,7 @@ def robustness_command(
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import ParameterError
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.robustness import check_preset, evaluate_robustness
@@ -104,6 +105,7 @@ def robustness_command(
             "seed": seed,
         },
     )
+    note_assumptions(report, loaded)
     with progress_bars(progress) as bar:
         result = evaluate_robustness(
             loaded,

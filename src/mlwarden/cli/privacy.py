@@ -49,6 +49,7 @@ def audit(
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
     from mlwarden.config import resolve_spec
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.findings import Report, Table
     from mlwarden.core.oracle import ClassifierOracle, Oracle
     from mlwarden.evaluation.privacy import membership_audit
@@ -66,6 +67,7 @@ def audit(
             if source is None:
                 continue
             target = load_model(source, factory=factory, spec=override)
+            note_assumptions(report, target)
             mem = load_data(members, spec=target.spec).take(samples)
             non = load_data(non_members, spec=target.spec).take(samples)
             sub = membership_audit(
