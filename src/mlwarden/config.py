@@ -88,11 +88,15 @@ class MlwardenConfig(_Section):
         return str((self.base_dir / path).resolve())
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming the first offending key (and how many more there are)."""
+def format_validation_error(exc: ValidationError, prefix: str = "", *, under: str = "") -> str:
+    """One line naming the first offending key (and how many more there are).
+
+    ``under`` is the table the validated data came from, so keys read the same whether
+    the whole file or only that table was validated (``spec.bounds``).
+    """
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in (*([under] if under else []), *first["loc"])) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -185,7 +189,7 @@ def spec_from_config(path: str | Path) -> SpecOverride | None:
     try:
         return SpecOverride.model_validate(table)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{path.name}: spec")) from None
+        raise ConfigError(format_validation_error(exc, path.name, under="spec")) from None
 
 
 def resolve_spec(
