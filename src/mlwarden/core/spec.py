@@ -3,7 +3,10 @@
 The spec travels with a model (it is stored in the metadata of mlwarden's
 ``.pt2`` files and in ``mlwarden.toml``) so that attacks respect the input
 domain, loaders reject data of the wrong shape, and the gateway validates
-requests without extra configuration. No torch import at module level.
+requests without extra configuration. A file that does not carry one (a plain
+``torch.export`` or ONNX file) says part of it, and its user the rest: `SpecOverride`
+holds what a user knows and `complete_spec` is the one merge of the two. No torch
+import at module level.
 """
 
 from __future__ import annotations
