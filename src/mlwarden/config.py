@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlwarden.core.errors import ConfigError
-from mlwarden.core.spec import InputSpec
+from mlwarden.core.spec import SpecOverride
 
 FORMATS = ("html", "json", "sarif", "junit", "md")
 
@@ -66,7 +66,9 @@ class MlwardenConfig(_Section):
 
     model: ModelSection | None = None
     data: DataSection | None = None
-    spec: InputSpec | None = None
+    spec: SpecOverride | None = Field(
+        None, description="the input-spec fields the model file does not say (or gets wrong)"
+    )
     audit: AuditSection = Field(default_factory=AuditSection)
     checks: dict[str, Any] = Field(default_factory=dict)
     gateway: dict[str, Any] | None = None
@@ -86,11 +88,15 @@ class MlwardenConfig(_Section):
         return str((self.base_dir / path).resolve())
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line naming the first offending key (and how many more there are)."""
+def format_validation_error(exc: ValidationError, prefix: str = "", *, under: str = "") -> str:
+    """One line naming the first offending key (and how many more there are).
+
+    ``under`` is the table the validated data came from, so keys read the same whether
+    the whole file or only that table was validated (``spec.bounds``).
+    """
     errors = exc.errors()
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in (*([under] if under else []), *first["loc"])) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -130,13 +136,17 @@ def parse_config(
     return cfg
 
 
-def read_spec_file(path: str | Path) -> InputSpec:
-    """An `InputSpec` from a JSON file (``--spec``); problems name the file and the key."""
+def read_spec_file(path: str | Path) -> SpecOverride:
+    """The input spec of a JSON file (``--spec``); problems name the file and the key.
+
+    Any subset of the `InputSpec` fields: what is left out comes from the model file
+    (`mlwarden.core.spec.complete_spec`).
+    """
     import json
 
     path = Path(path)
     try:
-        return InputSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return SpecOverride.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"spec file '{path}' does not exist") from None
     except IsADirectoryError:
@@ -158,8 +168,8 @@ def find_config(path: str | Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def spec_from_config(path: str | Path) -> InputSpec | None:
-    """The ``[spec]`` table of a configuration file, validated; None when it has none.
+def spec_from_config(path: str | Path) -> SpecOverride | None:
+    """The ``[spec]`` table of a configuration file (any subset of the fields); None if absent.
 
     Reads only that table, so a command that needs nothing else from the file does not
     depend on its other sections (the audit validates those).
@@ -177,13 +187,18 @@ def spec_from_config(path: str | Path) -> InputSpec | None:
     if table is None:
         return None
     try:
-        return InputSpec.model_validate(table)
+        return SpecOverride.model_validate(table)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, f"{path.name}: spec")) from None
+        raise ConfigError(format_validation_error(exc, path.name, under="spec")) from None
 
 
-def resolve_spec(spec_file: str | Path | None, config: str | Path | None) -> InputSpec | None:
-    """The spec a command should use: ``--spec`` first, then ``[spec]`` of the configuration."""
+def resolve_spec(
+    spec_file: str | Path | None, config: str | Path | None
+) -> SpecOverride | None:
+    """The spec a command should use: ``--spec`` first, then ``[spec]`` of the configuration.
+
+    Either is merged over what the model file says when the model loads.
+    """
     if spec_file is not None:
         return read_spec_file(spec_file)
     found = find_config(config)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlwarden.core import Classifier, InputSpec, ModelLoadError
+from mlwarden.core import Classifier, InputSpec, ModelLoadError, SpecOverride
 from mlwarden.core.layers import linear_layers
+from mlwarden.core.spec import DEFAULT_BOUNDS, bounds_assumption
 from mlwarden.io import (
     BatchConstrainedClassifier,
     OnnxOracle,
@@ -195,20 +196,59 @@ def test_spec_argument_overrides_the_stored_spec(saved: dict[str, Path]) -> None
 
 def test_spec_that_contradicts_the_program_is_refused(saved: dict[str, Path]) -> None:
     spec = InputSpec.for_classes((3, 8, 8), 10)
-    with pytest.raises(ModelLoadError, match=r"exported for inputs of shape \(N, 1, 8, 8\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"takes inputs of shape \(N, 1, 8, 8\) but the spec says \(N, 3, 8"
+    ):
         load_model(saved["pt2"], spec=spec, device="cpu")
+    with pytest.raises(ModelLoadError, match="outputs 10 class scores but the spec names 2"):
+        load_model(saved["pt2"], spec=SpecOverride(class_names=("a", "b")), device="cpu")
 
 
-def test_pt2_without_spec_needs_the_argument(
+def _plain_pt2(module: torch.nn.Module, x: torch.Tensor, path: Path, **kw: object) -> Path:
+    """What a user without mlwarden writes: ``torch.export`` and ``torch.export.save``."""
+    program = torch.export.export(copy.deepcopy(module).eval(), (x,), **kw)  # type: ignore[arg-type]
+    torch.export.save(program, str(path))
+    return path
+
+
+def test_plain_pt2_gives_shape_and_classes_and_bounds_are_assumed(
     digits_cnn: Classifier, tmp_path: Path, test_batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
-    program = torch.export.export(copy.deepcopy(digits_cnn.module).eval(), (test_batch[0][:4],))
-    path = tmp_path / "bare.pt2"
-    torch.export.save(program, str(path))
-    with pytest.raises(ModelLoadError, match="carries no mlwarden input spec; pass one"):
-        load_model(path, device="cpu")
-    model = load_model(path, spec=digits_cnn.spec, device="cpu")
+    x, _ = test_batch
+    path = _plain_pt2(digits_cnn.module, x[:4], tmp_path / "bare.pt2")
+    model = load_model(path, device="cpu")
     assert isinstance(model, BatchConstrainedClassifier)  # exported without dynamic shapes
+    assert model.spec.shape == (1, 8, 8) and model.spec.bounds == DEFAULT_BOUNDS
+    assert model.spec.class_names == tuple(str(i) for i in range(10))
+    assert model.spec_assumptions == (bounds_assumption(),)
+    assert torch.equal(model.predict(x), digits_cnn.predict(x))
+    # the user's bounds remove the assumption; their class names win over "0".."9"
+    names = tuple(f"digit-{i}" for i in range(10))
+    told = load_model(path, spec=SpecOverride(bounds=(0.0, 1.0), class_names=names), device="cpu")
+    assert told.spec_assumptions == () and told.spec.class_names == names
+    assert load_model(path, spec=digits_cnn.spec, device="cpu").spec_assumptions == ()
+
+
+def test_plain_pt2_with_a_dynamic_input_size_needs_the_shape(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4, 3)
+    )
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+    path = _plain_pt2(module, torch.rand(4, 1, 8, 8), tmp_path / "dyn.pt2", dynamic_shapes=(dims,))
+    with pytest.raises(ModelLoadError, match=r"\(N, 1, \?, \?\) with a dynamic dimension.*--spec"):
+        load_model(path, device="cpu")
+    model = load_model(path, spec=SpecOverride(shape=(1, 6, 6)), device="cpu")
+    assert model.spec.shape == (1, 6, 6) and model.num_classes == 3
+    assert model.logits(torch.rand(5, 1, 6, 6)).shape == (5, 3)
+
+
+def test_partial_spec_is_merged_over_the_stored_one(
+    saved: dict[str, Path], digits_cnn: Classifier
+) -> None:
+    model = load_model(saved["pt2"], spec=SpecOverride(bounds=(0.0, 2.0)), device="cpu")
+    assert model.spec.bounds == (0.0, 2.0)
+    assert model.spec.class_names == digits_cnn.spec.class_names
+    assert model.spec_assumptions == ()  # the stored spec says everything else
 
 
 def test_weights_need_a_factory_and_a_spec(saved: dict[str, Path]) -> None:
@@ -216,6 +256,12 @@ def test_weights_need_a_factory_and_a_spec(saved: dict[str, Path]) -> None:
         load_model(saved["pt"])
     with pytest.raises(ModelLoadError, match="carries no input spec"):
         load_model(saved["pt"], factory=FACTORY)
+    with pytest.raises(ModelLoadError, match="carries no input spec"):  # bounds alone: no shape
+        load_model(saved["pt"], factory=FACTORY, spec=SpecOverride(bounds=(0.0, 1.0)))
+    partial = SpecOverride(shape=(1, 8, 8), class_names=tuple("abcdefghij"))
+    weights = load_model(saved["pt"], factory=FACTORY, spec=partial, device="cpu")
+    assert weights.spec.class_names == tuple("abcdefghij")
+    assert weights.spec_assumptions == (bounds_assumption(),)
     with pytest.raises(ModelLoadError, match="factory only applies to weights files"):
         load_model(saved["pt2"], factory=FACTORY)
 

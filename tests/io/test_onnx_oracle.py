@@ -17,7 +17,9 @@ from mlwarden.core import (
     DependencyError,
     InputSpec,
     ModelLoadError,
+    SpecOverride,
 )
+from mlwarden.core.spec import bounds_assumption
 from mlwarden.io import OnnxOracle, load_model
 
 
@@ -47,13 +49,19 @@ def _set_metadata(path: Path, **props: str) -> None:
     onnx.save(model, str(path))
 
 
-def test_third_party_onnx_needs_a_spec_and_gets_softmax(
+def test_third_party_onnx_gives_its_shape_and_gets_softmax(
     digits_cnn: Classifier, tmp_path: Path, test_batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     x, _ = test_batch
     path = _plain_export(digits_cnn.module, tmp_path / "plain.onnx")
-    with pytest.raises(ModelLoadError, match="carries no mlwarden input spec"):
-        load_model(path)
+    bare = load_model(path)
+    assert isinstance(bare, OnnxOracle) and bare.spec.shape == (1, 8, 8)
+    assert bare.spec.class_names == tuple(str(i) for i in range(10))
+    assert bare.spec_assumptions == (bounds_assumption(),)
+    told = load_model(path, spec=SpecOverride(bounds=(0.0, 1.0)))
+    assert told.spec_assumptions == ()
+    with pytest.raises(ModelLoadError, match="outputs 10 class scores but the spec names 3"):
+        load_model(path, spec=SpecOverride(class_names=("a", "b", "c")))
     oracle = load_model(path, spec=digits_cnn.spec)
     assert isinstance(oracle, OnnxOracle) and not oracle.outputs_probabilities
     probs = oracle(x)
@@ -108,7 +116,7 @@ def test_budget_labels_and_query_count(
 
 
 def test_spec_that_contradicts_the_graph_is_refused(saved: dict[str, Path]) -> None:
-    with pytest.raises(ModelLoadError, match="expects inputs of shape"):
+    with pytest.raises(ModelLoadError, match=r"takes inputs of shape \(N, 1, 8, 8\) but the spec"):
         OnnxOracle(saved["onnx"], spec=InputSpec.for_classes((3, 8, 8), 10))
 
 

@@ -268,3 +268,46 @@ def test_black_box_oracles_get_accuracy_but_not_gradient_attacks(
     assert acc == pytest.approx(digits_cnn.accuracy(test.x, test.y), abs=1e-6)
     with pytest.raises(ParameterError, match="attack 'pgd' needs gradients"):
         assert_robust(oracle, test.x[:8], test.y[:8], eps=0.1, min_robust_accuracy=0.1)
+
+
+def test_a_plain_module_with_a_partial_spec_needs_no_export(
+    digits_cnn: Classifier, digits_split
+) -> None:
+    """The user's own nn.Module and the bounds they know: every helper runs on it directly,
+    and measures the same as on the wrapped model."""
+    from mlwarden.core import SpecOverride
+    from mlwarden.testing import as_model
+
+    _, test = digits_split
+    x, y = test.x[:48], test.y[:48]
+    module = copy.deepcopy(digits_cnn.module)
+    spec = SpecOverride(shape=(1, 8, 8), bounds=(0.0, 1.0))
+    model = as_model(module, spec=spec)
+    assert isinstance(model, Classifier) and model.module is module and model.num_classes == 10
+    accuracy = assert_accuracy(module, x.numpy(), y.numpy(), min_accuracy=0.5, spec=spec)
+    assert accuracy == pytest.approx(digits_cnn.accuracy(x, y), abs=1e-6)
+    robust = assert_robust(module, x, y, eps=0.01, min_robust_accuracy=0.3, steps=3, spec=spec)
+    reference = assert_robust(digits_cnn, x, y, eps=0.01, min_robust_accuracy=0.3, steps=3)
+    assert robust.robust_accuracy == pytest.approx(reference.robust_accuracy)
+    with pytest.raises(ParameterError, match="SpecOverride"):
+        assert_robust(module, x, y, eps=0.01, min_robust_accuracy=0.3)
+
+
+def test_a_plain_torch_export_path_works_and_oracles_name_the_gap(
+    digits_cnn: Classifier, digits_split, tmp_path: Path
+) -> None:
+    from mlwarden.core.oracle import ClassifierOracle
+    from mlwarden.testing import assert_no_backdoor
+
+    _, test = digits_split
+    program = torch.export.export(
+        copy.deepcopy(digits_cnn.module).eval(),
+        (test.x[:4],),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
+    path = tmp_path / "plain.pt2"
+    torch.export.save(program, str(path))
+    accuracy = assert_accuracy(path, test.x[:64], test.y[:64], min_accuracy=0.5)
+    assert accuracy == pytest.approx(digits_cnn.accuracy(test.x[:64], test.y[:64]), abs=1e-6)
+    with pytest.raises(ParameterError, match="backdoor detection needs gradients; 'digits-cnn'"):
+        assert_no_backdoor(ClassifierOracle(digits_cnn), test.x[:16], test.y[:16])

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from mlwarden.core.errors import ConfigError, InputError
+from mlwarden.core.errors import ConfigError, InputError, ParameterError
 from mlwarden.core.findings import Report
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 if TYPE_CHECKING:
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import Capability
     from mlwarden.core.oracle import Oracle
-    from mlwarden.core.spec import InputSpec
+    from mlwarden.core.spec import InputSpec, SpecInput
     from mlwarden.io.dataset import Dataset
 
 # One line per module that registers checks.
@@ -114,7 +115,7 @@ class AuditContext:
     model_source: str | None = None
     model_factory: str | None = None
     data_source: str | None = None
-    spec_override: InputSpec | None = None
+    spec_override: SpecInput | None = None
     data_limit: int | None = None
     label_column: str = "label"
     device: str = "auto"
@@ -126,6 +127,8 @@ class AuditContext:
     progress: ProgressCallback = null_progress
     allow_imports: tuple[str, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
+    check: str = ""
+    """The name of the check running now (set by the runner); skip reasons name it."""
     _classifier: Classifier | None = None
     _oracle: Oracle | None = None
     _data: Dataset | None = None
@@ -141,7 +144,7 @@ class AuditContext:
             return
         if not self.model_source:
             raise ConfigError("this check needs a model: set [model] path or --model")
-        from mlwarden.core.classifier import Classifier
+        from mlwarden.core.contract import ModelKind, kind_of, note_assumptions
         from mlwarden.io.models import load_model
 
         loaded = load_model(
@@ -151,36 +154,55 @@ class AuditContext:
             device=self.device,
             allow=self.allow_imports,
         )
-        if isinstance(loaded, Classifier):
-            self._classifier = loaded
+        # The report says what the loader assumed (bounds of a plain export) once, whichever
+        # check loaded the model first.
+        note_assumptions(self.report, loaded)
+        if kind_of(loaded) is ModelKind.CLASSIFIER:
+            self._classifier = loaded  # type: ignore[assignment]
         else:
-            self._oracle = loaded
+            self._oracle = loaded  # type: ignore[assignment]
 
     @property
     def model(self) -> Classifier | Oracle:
-        """The model as loaded; a check states what it needs with `mlwarden.core.contract`."""
+        """The model as loaded, whatever its kind (`mlwarden.core.contract.ModelKind`)."""
         self._load()
         model = self._classifier if self._classifier is not None else self._oracle
         assert model is not None
         return model
 
+    def require(self, *needs: Capability, hint: str = "") -> None:
+        """Skip the running check unless the model offers ``needs``; the contract gives the reason.
+
+        A check that needs gradients on an ONNX oracle does not apply; it is not an error.
+        """
+        from mlwarden.core.contract import require
+
+        try:
+            require(self.model, needs, by=self._by, hint=hint)
+        except ParameterError as exc:
+            raise CheckSkipped(str(exc)) from None
+
+    @property
+    def _by(self) -> str:
+        return f"the {self.check} check" if self.check else "this check"
+
     @property
     def classifier(self) -> Classifier:
         """The white-box model; raises `CheckSkipped` for a black-box-only model."""
-        self._load()
-        if self._classifier is None:
-            raise CheckSkipped("the model is a black-box oracle (e.g. ONNX); needs gradients")
+        from mlwarden.core.contract import Capability
+
+        self.require(Capability.GRADIENTS)
+        assert self._classifier is not None
         return self._classifier
 
     @property
     def oracle(self) -> Oracle:
-        """The model as a query oracle (probabilities out)."""
-        self._load()
-        if self._oracle is None:
-            from mlwarden.core.oracle import ClassifierOracle
+        """The model as a query oracle (probabilities out); `CheckSkipped` for label-only ones."""
+        from mlwarden.core.contract import Capability, as_oracle
 
-            assert self._classifier is not None
-            self._oracle = ClassifierOracle(self._classifier, batch_size=self.batch_size)
+        self.require(Capability.SCORES)
+        if self._oracle is None:
+            self._oracle = as_oracle(self.model, by=self._by, batch_size=self.batch_size)
         return self._oracle
 
     @property

@@ -90,6 +90,7 @@ def run_audit(
     for done, name in enumerate(order):
         progress("audit", done, len(order))
         spec = check_spec(name)
+        ctx.check = name
         before = len(report.findings)
         start = time.perf_counter()
         status, summary = "passed", ""
@@ -118,9 +119,8 @@ def run_audit(
         if status == "passed" and not summary:
             summary = f"{len(new)} finding(s)" if new else "no findings"
         elif status == "failed":
-            summary = (
-                f"{sum(f.severity >= fail_on for f in new)} finding(s) at or above {audit.fail_on}"  # type: ignore[operator]
-            )
+            above = sum(f.severity >= fail_on for f in new)  # type: ignore[operator]
+            summary = f"{above} finding(s) at or above {audit.fail_on}"
         report.checks.append(
             CheckResult(
                 name=name,

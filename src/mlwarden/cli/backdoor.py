@@ -59,6 +59,7 @@ def detect_command(
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import InputError
     from mlwarden.core.findings import Report
     from mlwarden.defenses.detection.model_scan import DEFAULT_METHODS, backdoor_report, scan_model
@@ -92,6 +93,7 @@ def detect_command(
             "seed": seed,
         },
     )
+    note_assumptions(report, loaded)
     with progress_bars(progress) as bar:
         scans = scan_model(
             loaded,
@@ -134,6 +136,7 @@ def scan_data_command(
     """Report training samples that look poisoned (activation clustering, spectral signatures)."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import InputError
     from mlwarden.core.findings import Report
     from mlwarden.defenses.detection.data_scan import data_report, scan_data
@@ -158,6 +161,7 @@ def scan_data_command(
         title="mlwarden training-data backdoor scan",
         subject={"model": model, "data": data, "samples": len(dataset), "method": method},
     )
+    note_assumptions(report, loaded)
     results = scan_data(
         loaded, dataset.x, dataset.y, method=method, eps=eps, layer=layer, seed=seed
     )

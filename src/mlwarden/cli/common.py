@@ -48,14 +48,15 @@ AllowOption = typer.Option(
 SpecOption = typer.Option(
     None,
     "--spec",
-    help="JSON file with the model's input spec (shape, bounds, class_names, mean/std); "
-    "overrides what the model file says. Default: [spec] of the configuration, if any.",
+    help="JSON file with any of the input-spec fields (shape, bounds, class_names, mean/std); "
+    "the fields given override what the model file says. Default: \\[spec] of the "
+    "configuration, if any.",
 )
 ConfigOption = typer.Option(
     None,
     "--config",
     "-c",
-    help="Configuration file whose [spec] applies (default: ./mlwarden.toml if present).",
+    help="Configuration file whose \\[spec] applies (default: ./mlwarden.toml if present).",
 )
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.")
 SeedOption = typer.Option(0, "--seed", help="Seed for every random choice.")
@@ -158,8 +159,9 @@ def load_subject(
 ) -> tuple[Any, Dataset | None]:
     """The model of a command (scanned before loading) and its data, validated against its spec.
 
-    The spec is ``--spec``, else ``[spec]`` of the configuration, else what the model
-    file says (see `mlwarden.io.models.load_model`). Without ``data`` only the model loads.
+    The spec is what the model file says with the fields of ``--spec`` (else of ``[spec]``
+    in the configuration) over it (`mlwarden.core.spec.complete_spec`). Without ``data``
+    only the model loads.
     """
     from mlwarden.config import resolve_spec
     from mlwarden.core.errors import DataError

@@ -68,6 +68,7 @@ def transfer_command(
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.classifier import Classifier
+    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import InputError, ParameterError
     from mlwarden.defenses.training.finetune import STRATEGIES, train_student
     from mlwarden.evaluation.transfer import audit_transfer, compare_strategies, transfer_report
@@ -135,6 +136,7 @@ def transfer_command(
                 report.metrics["transfer.dp_epsilon"] = trained.details["epsilon"]
                 report.metrics["transfer.dp_delta"] = trained.details["delta"]
                 report.headline.append("transfer.dp_epsilon")
+    note_assumptions(report, loaded)
     report.subject.update(
         {
             "teacher": teacher,

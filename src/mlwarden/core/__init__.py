@@ -30,7 +30,7 @@ from mlwarden.core.findings import (
     Table,
 )
 from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.core.spec import InputSpec
+from mlwarden.core.spec import InputSpec, SpecOverride
 
 _LAZY = {
     "Classifier": "mlwarden.core.classifier",
@@ -71,6 +71,7 @@ __all__ = [
     "Report",
     "Series",
     "Severity",
+    "SpecOverride",
     "Table",
     "UnsafeArtefactError",
     "make_generator",

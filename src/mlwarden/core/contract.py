@@ -63,13 +63,17 @@ OFFERS: dict[ModelKind, frozenset[Capability]] = {
 
 def kind_of(model: Any) -> ModelKind:
     """The kind of ``model``; anything that is neither a `Classifier` nor an `Oracle` is refused."""
-    kind = getattr(model, "model_kind", None)
-    if isinstance(kind, ModelKind):
-        return kind
+    if is_model(model):
+        return model.model_kind  # type: ignore[no-any-return]
     raise ParameterError(
         f"expected an mlwarden Classifier or Oracle, got {type(model).__name__}; wrap an "
         "nn.Module with mlwarden.io.from_module(module, spec)"
     )
+
+
+def is_model(value: Any) -> bool:
+    """Whether ``value`` is a model of a known kind (a `Classifier` or an `Oracle`)."""
+    return isinstance(getattr(value, "model_kind", None), ModelKind)
 
 
 def offers(model: Any) -> frozenset[Capability]:

@@ -133,5 +133,12 @@ class LabelOnlyOracle(Oracle):
         self.spec_assumptions = inner.spec_assumptions
         self.deterministic = inner.deterministic
 
+    @property
+    def remaining(self) -> int | None:
+        """The tighter of this view's budget and the inner oracle's: asking spends both."""
+        own = None if self.budget is None else self.budget - self.queries
+        inner = self.inner.remaining
+        return inner if own is None else own if inner is None else min(own, inner)
+
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner.labels(x)

@@ -17,25 +17,15 @@ with the requirement message, so the other checks of the audit still run.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mlwarden.audit.registry import AuditContext, CheckSkipped, register_check
 from mlwarden.core.errors import ParameterError
 from mlwarden.evaluation.evasion import RobustnessSettings, require_robustness, run_robustness
 
 
-def _loaded_model(ctx: AuditContext) -> Any:
-    """The model as loaded: the white-box classifier, or the oracle of a query-only file."""
-    try:
-        return ctx.classifier
-    except CheckSkipped:
-        return ctx.oracle
-
-
 @register_check("evasion", RobustnessSettings, title="Adversarial robustness (evasion)", cost=60)
 def evasion_check(ctx: AuditContext, cfg: RobustnessSettings) -> None:
     """Robust accuracy at each eps with the configured preset, into ``ctx.report``."""
-    model = _loaded_model(ctx)
+    model = ctx.model
     try:
         require_robustness(model, cfg)
     except ParameterError as exc:

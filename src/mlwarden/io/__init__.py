@@ -13,6 +13,7 @@ _LAZY = {
     "load_pt2": "mlwarden.io.models",
     "load_weights": "mlwarden.io.models",
     "build_from_factory": "mlwarden.io.models",
+    "from_module": "mlwarden.io.models",
     "read_state_dict": "mlwarden.io.models",
     "BatchConstrainedClassifier": "mlwarden.io.models",
     "ExportedClassifier": "mlwarden.io.models",

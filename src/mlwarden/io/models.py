@@ -5,13 +5,17 @@ Three formats, chosen by the file's suffix:
 * ``.pt2``: a ``torch.export`` program. No user code runs; the graph is
   unflattened (`torch.export.unflatten`) so that forward hooks on submodules fire,
   which `Classifier.features` and feature-based detectors rely on. The `InputSpec`
-  travels inside the archive (``mlwarden/spec.json``, written by `save_pt2`).
+  travels inside the archive (``mlwarden/spec.json``, written by `save_pt2`); a plain
+  export without it gives its input shape and class count, and bounds are assumed.
 * weights (``.safetensors``, ``.pt``, ``.pth``, ``.bin``, ``.ckpt``) plus a factory
   ``package.module:callable`` that builds the architecture; keys and shapes must
   match exactly.
 * ``.onnx``: a black-box `OnnxOracle` on onnxruntime.
 
-Every file passes `mlwarden.io.gate.ensure_safe` first.
+A user's spec (whole, or a `SpecOverride` with the fields they know) is merged over
+what the file says by `mlwarden.core.spec.complete_spec`. A Python user's own module
+becomes a `Classifier` with `from_module`, no file involved. Every file passes
+`mlwarden.io.gate.ensure_safe` first.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ import torch
 from torch import nn
 
 from mlwarden.core.classifier import Classifier
-from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError, first_line
-from mlwarden.core.spec import InputSpec
+from mlwarden.core.errors import ModelLoadError, ParameterError, UnsafeArtefactError, first_line
+from mlwarden.core.spec import InputSpec, SpecInput, SpecOverride, complete_spec
 from mlwarden.io.gate import PICKLE_SUFFIXES, ensure_safe, resolve_allowed
 
 if TYPE_CHECKING:
@@ -52,13 +56,15 @@ def load_model(
     source: str | Path,
     *,
     factory: str | None = None,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     device: str = "auto",
     allow: Sequence[str] = (),
 ) -> Classifier | Oracle:
-    """Load ``source`` after the safety gate; ``spec`` overrides any stored spec.
+    """Load ``source`` after the safety gate.
 
-    Returns a `Classifier` for ``.pt2`` and factory+weights, an `OnnxOracle` for ``.onnx``.
+    ``spec`` is a whole `InputSpec` (replaces what the file says) or a `SpecOverride`
+    (its fields win over the file's; see `mlwarden.core.spec.complete_spec`). Returns a
+    `Classifier` for ``.pt2`` and factory+weights, an `OnnxOracle` for ``.onnx``.
     """
     path = Path(source)
     suffix = path.suffix.lower()
@@ -89,6 +95,55 @@ def load_model(
     return load_weights(path, factory, spec=spec, device=device, allow=allow)
 
 
+def from_module(
+    module: nn.Module,
+    spec: SpecInput,
+    *,
+    name: str | None = None,
+    device: str | None = None,
+) -> Classifier:
+    """A `Classifier` around the user's own ``module``, nothing exported or saved.
+
+    ``spec`` is a whole `InputSpec`, or a `SpecOverride` with at least the input shape;
+    the class count is then read from one forward pass on a dummy batch, and bounds not
+    given are assumed (and recorded in ``spec_assumptions``).
+    """
+    if isinstance(module, Classifier):
+        return module
+    if not isinstance(module, nn.Module):
+        raise ParameterError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    label = name or type(module).__name__
+    num_classes = None
+    if isinstance(spec, SpecOverride) and spec.class_names is None and spec.shape is not None:
+        num_classes = _probe_classes(module, spec.shape, label)
+    full, assumed = complete_spec(spec, source=label, num_classes=num_classes)
+    return Classifier(module, full, device=device, name=label, spec_assumptions=assumed)
+
+
+def _probe_classes(module: nn.Module, shape: tuple[int, ...], name: str) -> int:
+    """The output size of ``module`` on two zero inputs, in eval mode, without gradients."""
+    modes = {mod: mod.training for mod in module.modules()}
+    for mod in modes:
+        mod.training = False
+    try:
+        param = next(iter(module.parameters()), None)
+        where = param.device if param is not None else torch.device("cpu")
+        with torch.inference_mode():
+            out = module(torch.zeros((2, *shape), device=where))
+    except Exception as exc:  # noqa: BLE001 - any failure of user code names the module
+        raise ParameterError(
+            f"'{name}' failed on a batch of shape (2, {', '.join(map(str, shape))}): "
+            f"{type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+    finally:
+        for mod, training in modes.items():
+            mod.training = training
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ParameterError(f"'{name}' returned {got}; expected (N, C) logits")
+    return int(out.shape[1])
+
+
 # -- torch.export programs -----------------------------------------------------------------
 def load_pt2(
     path: str | Path, *, spec: InputSpec | None = None, device: str = "auto"
@@ -109,10 +164,17 @@ def load_pt2(
             f"cannot read '{path}' as a torch.export program (corrupt, truncated or written by "
             f"an incompatible torch): {first_line(exc)}"
         ) from exc
-    if spec is None:
-        spec = _spec_from_json(extra.get(SPEC_EXTRA) or "", path)
+    stored_json = extra.get(SPEC_EXTRA) or ""
+    stored = _spec_from_json(stored_json, path) if stored_json else None
     input_node = _single_input(program, path)
-    _check_program_input(input_node, spec, path)
+    _check_input_dtype(input_node, path)
+    spec, assumed = complete_spec(
+        spec,
+        source=path.name,
+        stored=stored,
+        shape=_program_input_shape(input_node),
+        num_classes=_program_num_classes(program),
+    )
     batch_range = _batch_range(program, input_node)
     target = resolve_device(device)
     if target.type != "cpu":
@@ -120,9 +182,10 @@ def load_pt2(
 
         program = move_to_device_pass(program, target)
     module = _unflatten(program)
+    named = {"device": target, "name": path.stem, "spec_assumptions": assumed}
     if batch_range == (1, None):
-        return ExportedClassifier(module, spec, device=target, name=path.stem)
-    return BatchConstrainedClassifier(module, spec, batch_range, device=target, name=path.stem)
+        return ExportedClassifier(module, spec, **named)
+    return BatchConstrainedClassifier(module, spec, batch_range, **named)
 
 
 def _unflatten(program: Any) -> nn.Module:
@@ -171,19 +234,33 @@ def _single_input(program: Any, path: Path) -> Any:
     raise ModelLoadError(f"'{path.name}' has no placeholder for its input '{names[0]}'")
 
 
-def _check_program_input(node: Any, spec: InputSpec, path: Path) -> None:
+def _program_input_shape(node: Any) -> tuple[int | None, ...] | None:
+    """Non-batch input sizes the program was exported for; ``None`` for a dynamic one."""
     val = node.meta.get("val")
-    if val is None or not hasattr(val, "shape"):
-        return
-    got = tuple(val.shape[1:])
-    dims = tuple(int(d) if isinstance(d, int) else "dynamic" for d in got)
-    if len(got) != len(spec.shape) or any(
-        isinstance(d, int) and d != s for d, s in zip(got, spec.shape, strict=False)
-    ):
-        raise ModelLoadError(
-            f"'{path.name}' was exported for inputs of shape (N, {', '.join(map(str, dims))}) "
-            f"but the spec says (N, {', '.join(map(str, spec.shape))})"
-        )
+    if val is None or not hasattr(val, "shape") or len(val.shape) == 0:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in val.shape[1:])
+
+
+def _program_num_classes(program: Any) -> int | None:
+    """The last output size of the program's single output, if it is static."""
+    outputs = [n for n in program.graph.nodes if n.op == "output"]
+    if len(outputs) != 1 or not outputs[0].args:
+        return None
+    results = outputs[0].args[0]
+    results = results if isinstance(results, (tuple, list)) else (results,)
+    user = len(program.graph_signature.user_outputs)
+    if user != 1:
+        return None
+    val = getattr(results[-1], "meta", {}).get("val")
+    if val is None or not hasattr(val, "shape") or len(val.shape) < 2:
+        return None
+    last = val.shape[-1]
+    return last if isinstance(last, int) else None
+
+
+def _check_input_dtype(node: Any, path: Path) -> None:
+    val = node.meta.get("val")
     if getattr(val, "dtype", torch.float32) != torch.float32:
         raise ModelLoadError(
             f"'{path.name}' was exported for {val.dtype} inputs; export it with float32 inputs"
@@ -238,8 +315,11 @@ class BatchConstrainedClassifier(ExportedClassifier):
         *,
         device: torch.device | str | None = None,
         name: str = "model",
+        spec_assumptions: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(module, spec, device=device, name=name)
+        super().__init__(
+            module, spec, device=device, name=name, spec_assumptions=spec_assumptions
+        )
         self.batch_range = batch_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -286,21 +366,20 @@ def load_weights(
     path: str | Path,
     factory: str,
     *,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     device: str = "auto",
     allow: Sequence[str] = (),
 ) -> Classifier:
-    """Build ``factory()`` and load the (already gated) weights file strictly into it."""
+    """Build ``factory()`` and load the (already gated) weights file strictly into it.
+
+    A weights file says nothing of its inputs unless mlwarden stored a spec with it, so
+    ``spec`` must then give at least the shape and class names.
+    """
     from mlwarden.core.device import resolve_device
 
     path = Path(path)
     state, stored_spec = read_state_dict(path, allow=allow)
-    spec = spec or stored_spec
-    if spec is None:
-        raise ModelLoadError(
-            f"'{path.name}' carries no input spec; pass one with the input shape and class "
-            "names (spec=, --spec or a [spec] table in mlwarden.toml)"
-        )
+    full, assumed = complete_spec(spec, source=path.name, stored=stored_spec)
     module = build_from_factory(factory)
     state = _match_state_dict(module, state, path)
     try:
@@ -309,7 +388,9 @@ def load_weights(
         raise ModelLoadError(
             f"weights in '{path.name}' do not fit {factory}: {first_line(exc)}"
         ) from exc
-    return Classifier(module, spec, device=resolve_device(device), name=path.stem)
+    return Classifier(
+        module, full, device=resolve_device(device), name=path.stem, spec_assumptions=assumed
+    )
 
 
 def build_from_factory(factory: str) -> nn.Module:
@@ -463,11 +544,7 @@ def _match_state_dict(
 
 # -- helpers -------------------------------------------------------------------------------
 def _spec_from_json(text: str, path: Path) -> InputSpec:
-    if not text:
-        raise ModelLoadError(
-            f"'{path.name}' carries no mlwarden input spec; pass one (spec=, --spec or a "
-            "[spec] table in mlwarden.toml), or save the model with mlwarden.io.save_pt2"
-        )
+    """The spec mlwarden stored in a model file; a broken one is the file's error."""
     try:
         return InputSpec.model_validate_json(text)
     except Exception as exc:  # noqa: BLE001 - pydantic ValidationError or bad JSON
@@ -506,6 +583,7 @@ __all__ = [
     "SPEC_EXTRA",
     "SPEC_METADATA_KEY",
     "build_from_factory",
+    "from_module",
     "load_model",
     "load_pt2",
     "load_weights",

@@ -25,7 +25,7 @@ from mlwarden.core.errors import (
     require,
 )
 from mlwarden.core.oracle import Oracle, OracleOutput
-from mlwarden.core.spec import InputSpec
+from mlwarden.core.spec import InputSpec, SpecInput, complete_spec
 
 SPEC_KEY = "mlwarden.spec"
 OUTPUT_KEY = "mlwarden.output"
@@ -41,7 +41,9 @@ class OnnxOracle(Oracle):
     """Query an ONNX classifier; inputs are raw (inside ``spec.bounds``) batches.
 
     The spec comes from the file's ``mlwarden.spec`` metadata (written by
-    `mlwarden.io.export_onnx`) unless ``spec`` is given. A spec with ``mean``/``std``
+    `mlwarden.io.export_onnx`), with the fields of ``spec`` (a whole `InputSpec` or a
+    `SpecOverride`) winning; a file without it gives its input shape and output size
+    from the graph, and bounds are assumed (``spec_assumptions``). A spec with ``mean``/``std``
     is applied before the graph unless the metadata says the graph does it itself.
     Deterministic: the same input gives the same scores (see `Oracle.deterministic`).
     """
@@ -51,7 +53,7 @@ class OnnxOracle(Oracle):
     def __init__(
         self,
         path: str | Path,
-        spec: InputSpec | None = None,
+        spec: SpecInput | None = None,
         *,
         output: OracleOutput = "probabilities",
         budget: int | None = None,
@@ -76,48 +78,47 @@ class OnnxOracle(Oracle):
                 f"{first_line(exc)}"
             ) from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
-        stored = meta.get(SPEC_KEY)
-        if spec is None:
-            if not stored:
-                raise ModelLoadError(
-                    f"'{self.path.name}' carries no mlwarden input spec; pass one (spec=, "
-                    "--spec or a [spec] table in mlwarden.toml) or export it with "
-                    "mlwarden.io.export_onnx"
-                )
-            try:
-                spec = InputSpec.model_validate(json.loads(stored))
-            except Exception as exc:  # noqa: BLE001 - bad JSON or invalid spec
-                raise ModelLoadError(
-                    f"the input spec stored in '{self.path.name}' is invalid: {first_line(exc)}"
-                ) from exc
-        super().__init__(spec, output, budget)
-        self.name = self.path.name
-        self.batch_size = batch_size
-        self.outputs_probabilities = meta.get(OUTPUT_KEY, "logits") == "probabilities"
-        self.normalize_inputs = spec.mean is not None and meta.get(NORMALIZATION_KEY) != "in-graph"
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelLoadError(
                 f"'{self.path.name}' takes {len(inputs)} inputs; mlwarden needs exactly one batch"
             )
         self._input = inputs[0]
-        self._output_name = self.session.get_outputs()[0].name
+        graph_output = self.session.get_outputs()[0]
+        self._output_name = graph_output.name
         if self._input.type not in _NP_TYPES:
             raise ModelLoadError(
                 f"'{self.path.name}' takes {self._input.type} inputs; only float inputs are "
                 "supported"
             )
         self._dtype = _NP_TYPES[self._input.type]
-        dims = list(self._input.shape)
-        rest = dims[1:]
-        if len(rest) != len(spec.shape) or any(
-            isinstance(d, int) and d != s for d, s in zip(rest, spec.shape, strict=False)
-        ):
+        dims = _static(self._input.shape)
+        out_dims = _static(graph_output.shape)
+        spec, assumed = complete_spec(
+            spec,
+            source=self.path.name,
+            stored=self._stored_spec(meta.get(SPEC_KEY)),
+            shape=dims[1:] if dims else None,
+            num_classes=out_dims[-1] if len(out_dims) >= 2 else None,
+        )
+        super().__init__(spec, output, budget)
+        self.name = self.path.name
+        self.spec_assumptions = assumed
+        self.batch_size = batch_size
+        self.outputs_probabilities = meta.get(OUTPUT_KEY, "logits") == "probabilities"
+        self.normalize_inputs = spec.mean is not None and meta.get(NORMALIZATION_KEY) != "in-graph"
+        self.fixed_batch: int | None = dims[0] if dims else None
+
+    def _stored_spec(self, stored: str | None) -> InputSpec | None:
+        """The spec `mlwarden.io.export_onnx` wrote into the file's metadata, if any."""
+        if not stored:
+            return None
+        try:
+            return InputSpec.model_validate(json.loads(stored))
+        except Exception as exc:  # noqa: BLE001 - bad JSON or invalid spec
             raise ModelLoadError(
-                f"'{self.path.name}' expects inputs of shape {tuple(dims)} but the spec says "
-                f"(N, {', '.join(map(str, spec.shape))})"
-            )
-        self.fixed_batch: int | None = dims[0] if dims and isinstance(dims[0], int) else None
+                f"the input spec stored in '{self.path.name}' is invalid: {first_line(exc)}"
+            ) from exc
 
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.spec.shape:
@@ -174,3 +175,7 @@ class OnnxOracle(Oracle):
         finally:
             self.outputs_probabilities, self.output = saved, saved_output
 
+
+def _static(dims: Any) -> tuple[int | None, ...]:
+    """ONNX dimensions with symbolic (named) or unknown ones as ``None``."""
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in (dims or ()))

@@ -12,14 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlwarden.core.contract import as_classifier, as_oracle
 from mlwarden.core.errors import ParameterError
-from mlwarden.testing.models import as_dataset, as_model, as_tensors, require_classifier
+from mlwarden.testing.models import as_dataset, as_model, as_tensors
 
 if TYPE_CHECKING:
     from mlwarden.attacks.base import AttackResult
     from mlwarden.config import MlwardenConfig
     from mlwarden.core.findings import Finding, Report
-    from mlwarden.core.spec import InputSpec
+    from mlwarden.core.spec import SpecInput
     from mlwarden.defenses.detection.result import BackdoorScan
     from mlwarden.supplychain.results import ScanResult
 
@@ -55,7 +56,7 @@ def assert_accuracy(
     y: Any,
     *,
     min_accuracy: float,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     batch_size: int = 256,
 ) -> float:
     """Clean accuracy of ``model`` on ``(x, y)`` is at least ``min_accuracy``; returns it.
@@ -65,14 +66,10 @@ def assert_accuracy(
     """
     import torch
 
-    from mlwarden.core.oracle import ClassifierOracle, Oracle
-
     required = _check_fraction("min_accuracy", min_accuracy)
     target = as_model(model, spec=spec)
     xt, yt = as_tensors(x, y)
-    oracle = (
-        target if isinstance(target, Oracle) else ClassifierOracle(target, batch_size=batch_size)
-    )
+    oracle = as_oracle(target, "labels", by="assert_accuracy", batch_size=batch_size)
     oracle.spec.validate_batch(xt, what="x")
     oracle.spec.validate_labels(yt, what="y")
     preds = torch.cat(
@@ -100,7 +97,7 @@ def assert_robust(
     steps: int = 20,
     seed: int = 0,
     restarts: int = 1,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     batch_size: int = 256,
 ) -> AttackResult:
     """Robust accuracy under ``attack`` at radius ``eps`` is at least ``min_robust_accuracy``.
@@ -117,7 +114,7 @@ def assert_robust(
     target = as_model(model, spec=spec)
     name = str(attack).strip().lower()
     if name != "square":
-        target = require_classifier(target, f"attack '{name}'")
+        target = as_classifier(target, by=f"attack '{name}'", hint="use attack='square'")
     built = build_attack(name, eps=eps, norm=norm, steps=steps, seed=seed, restarts=restarts)
     xt, yt = as_tensors(x, y)
     result = attack_in_batches(built, target, xt, yt, batch_size=batch_size)
@@ -186,7 +183,7 @@ def assert_no_membership_leak(
     max_auc: float,
     attacks: Sequence[str] = ("threshold",),
     max_tpr_at_1_fpr: float | None = None,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     seed: int = 0,
     shadow_models: int = 8,
     shadow_epochs: int = 30,
@@ -254,7 +251,7 @@ def assert_no_backdoor(
     steps: int | None = None,
     max_samples: int | None = 500,
     seed: int = 0,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
 ) -> list[BackdoorScan]:
     """No class of ``model`` has an anomalously small reverse-engineered trigger.
 
@@ -268,7 +265,7 @@ def assert_no_backdoor(
 
     if not threshold > 0:
         raise ParameterError(f"threshold must be positive, got {threshold}")
-    target = require_classifier(as_model(model, spec=spec), "backdoor detection")
+    target = as_classifier(as_model(model, spec=spec), by="backdoor detection")
     xt, yt = as_tensors(clean_x, clean_y, what="clean data")
     scans = scan_model(
         target,

@@ -17,58 +17,48 @@ if TYPE_CHECKING:
 
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.oracle import Oracle
-    from mlwarden.core.spec import InputSpec
+    from mlwarden.core.spec import SpecInput
     from mlwarden.io.dataset import Dataset
 
 
 def as_model(
     model: Any,
     *,
-    spec: InputSpec | None = None,
+    spec: SpecInput | None = None,
     factory: str | None = None,
     allow: Sequence[str] = (),
     device: str = "auto",
 ) -> Classifier | Oracle:
-    """``model`` as a `Classifier` or `Oracle`.
+    """``model`` as a `Classifier` or `Oracle`: the one place the testing helpers resolve it.
 
-    Accepts a `Classifier` or `Oracle` (returned as is), an ``nn.Module`` with ``spec``,
-    or a path that `mlwarden.io.load_model` can load (the file is scanned first; an
-    unsafe file raises `UnsafeArtefactError`).
+    Accepts a `Classifier` or `Oracle` (returned as is), the user's own ``nn.Module`` with
+    ``spec`` (`mlwarden.io.from_module`: nothing is exported), or a path that
+    `mlwarden.io.load_model` can load (the file is scanned first; an unsafe file raises
+    `UnsafeArtefactError`), with ``spec`` merged over what the file says.
     """
     from torch import nn
 
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.oracle import Oracle
+    from mlwarden.core.contract import is_model
 
-    if isinstance(model, (Classifier, Oracle)):
-        return model
+    if is_model(model):
+        return model  # type: ignore[no-any-return]
     if isinstance(model, nn.Module):
         if spec is None:
             raise ParameterError(
                 "model is a plain nn.Module: pass spec=InputSpec(shape=..., class_names=...) "
-                "so inputs can be validated, or wrap it in mlwarden.core.Classifier"
+                "or spec=SpecOverride(shape=..., bounds=...) so inputs can be validated"
             )
-        return Classifier(model, spec, name=type(model).__name__)
+        from mlwarden.io.models import from_module
+
+        return from_module(model, spec, device=None if device == "auto" else device)
     if isinstance(model, (str, Path)):
         from mlwarden.io.models import load_model
 
         return load_model(model, factory=factory, spec=spec, device=device, allow=allow)
     raise ParameterError(
-        f"model must be a Classifier, an nn.Module with spec=, or a model file path; "
-        f"got {type(model).__name__}"
+        f"model must be a Classifier, an Oracle, an nn.Module with spec=, or a model file "
+        f"path; got {type(model).__name__}"
     )
-
-
-def require_classifier(model: Classifier | Oracle, what: str) -> Classifier:
-    """The white-box model ``what`` needs; an oracle (e.g. ONNX) cannot give gradients."""
-    from mlwarden.core.classifier import Classifier
-
-    if not isinstance(model, Classifier):
-        raise ParameterError(
-            f"{what} needs gradients: give a white-box model (.pt2, nn.Module, or factory + "
-            f"weights), not a black-box {type(model).__name__}"
-        )
-    return model
 
 
 def as_tensors(x: Any, y: Any, *, what: str = "data") -> tuple[torch.Tensor, torch.Tensor]:

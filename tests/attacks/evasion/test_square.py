@@ -105,7 +105,7 @@ def test_inputs_are_not_modified(digits_cnn: Classifier, square_batch) -> None:
 def test_labels_only_oracle_is_refused(digits_cnn: Classifier, square_batch) -> None:
     x, y = square_batch
     oracle = ClassifierOracle(digits_cnn, output="labels")
-    with pytest.raises(OracleError, match="scores"):
+    with pytest.raises(ParameterError, match="needs class scores; .* is a label-only oracle"):
         SquareAttack(0.1)(oracle, x, y)
     assert oracle.queries == 0
 

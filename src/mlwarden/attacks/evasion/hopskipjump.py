@@ -32,9 +32,9 @@ import torch
 
 from mlwarden.attacks.base import Attack, AttackResult
 from mlwarden.attacks.evasion._projection import check_eps, check_norm, clip_to_bounds
-from mlwarden.core.classifier import Classifier
+from mlwarden.core.contract import as_oracle
 from mlwarden.core.errors import OracleError, ParameterError
-from mlwarden.core.oracle import ClassifierOracle, Oracle
+from mlwarden.core.oracle import Oracle
 from mlwarden.core.progress import ProgressCallback
 from mlwarden.core.seeding import make_generator
 
@@ -70,14 +70,8 @@ class _OutOfOracleBudget(Exception):
 
 
 def as_label_oracle(model: Any) -> Oracle:
-    """The model as an oracle; a `Classifier` is wrapped so that it answers labels only."""
-    if isinstance(model, Classifier):
-        return ClassifierOracle(model, "labels")
-    if not isinstance(model, Oracle):
-        raise ParameterError(
-            f"HopSkipJump: model must be an Oracle or a Classifier, got {type(model).__name__}"
-        )
-    return model
+    """The model as a label oracle (a classifier or a score oracle answers its top-1 only)."""
+    return as_oracle(model, "labels", by="HopSkipJump")
 
 
 def query_labels(oracle: Oracle, x: torch.Tensor) -> torch.Tensor:

@@ -33,9 +33,9 @@ from mlwarden.attacks.evasion._projection import (
     clip_to_bounds,
     lp_norm,
 )
-from mlwarden.core.classifier import Classifier
-from mlwarden.core.errors import OracleError, ParameterError
-from mlwarden.core.oracle import ClassifierOracle, Oracle
+from mlwarden.core.contract import as_oracle
+from mlwarden.core.errors import ParameterError
+from mlwarden.core.oracle import Oracle
 from mlwarden.core.progress import ProgressCallback
 from mlwarden.core.seeding import make_generator
 
@@ -67,19 +67,8 @@ class OutOfOracleBudget(Exception):
 
 
 def as_score_oracle(model: Any, attack: str) -> Oracle:
-    """The model as a probability oracle; refuse label-only oracles and unknown objects."""
-    if isinstance(model, Classifier):
-        return ClassifierOracle(model, "probabilities")
-    if not isinstance(model, Oracle):
-        raise ParameterError(
-            f"{attack}: model must be an Oracle or a Classifier, got {type(model).__name__}"
-        )
-    if model.output != "probabilities":
-        raise OracleError(
-            f"{attack} needs an oracle that returns scores, but this oracle returns labels only",
-            hint="use HopSkipJump for label-only oracles, or serve probabilities",
-        )
-    return model
+    """The model as a probability oracle; a label-only oracle is the contract's error."""
+    return as_oracle(model, "probabilities", by=attack)
 
 
 def query_scores(oracle: Oracle, x: torch.Tensor) -> torch.Tensor:
