@@ -165,6 +165,15 @@ class AuditContext:
         return self._classifier
 
     @property
+    def model(self) -> Classifier | Oracle:
+        """The model as loaded, of whatever kind: for checks that state their needs through
+        `mlwarden.core.contract` (and skip with its message when the model lacks them)."""
+        self._load()
+        model = self._classifier if self._classifier is not None else self._oracle
+        assert model is not None
+        return model
+
+    @property
     def oracle(self) -> Oracle:
         """The model as a query oracle (probabilities out)."""
         self._load()

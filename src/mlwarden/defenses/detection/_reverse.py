@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from mlwarden.core.contract import Capability
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
@@ -90,7 +91,8 @@ def reverse_engineer(
     if steps <= 0 or batch_size <= 0 or lr <= 0 or init_cost < 0 or patience <= 0:
         raise ParameterError(
             f"steps, batch_size, lr and patience must be positive and init_cost >= 0; got "
-            f"steps={steps}, batch_size={batch_size}, lr={lr}, patience={patience}, init_cost={init_cost}"
+            f"steps={steps}, batch_size={batch_size}, lr={lr}, patience={patience}, "
+            f"init_cost={init_cost}"
         )
     if not 0.0 < asr_threshold <= 1.0:
         raise ParameterError(f"asr_threshold must be in (0, 1], got {asr_threshold}")
@@ -177,7 +179,10 @@ class TriggerSearch:
     """
 
     name = "trigger_search"
+    title = "trigger search"  # in messages: "Neural Cleanse needs gradients; ..."
     task = "trigger search"
+    requirements: tuple[Capability, ...] = (Capability.GRADIENTS,)
+    """What the model must offer (`mlwarden.core.contract`): the search backpropagates."""
     size_name = "trigger size"
     default_lr = 0.1
     default_init_cost = 1e-3
