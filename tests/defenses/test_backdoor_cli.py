@@ -166,11 +166,11 @@ def test_audit_checks_backdoor_and_transfer(files) -> None:
     checks = available_checks()
     ctx = AuditContext(model_source=str(model), data_source=str(root / "clean.npz"), device="cpu")
     spec = checks["backdoor"]
-    spec.run(ctx, spec.config(steps=150, max_samples=200))
+    spec.run(ctx, spec.config(steps=150, samples=200))
     assert ctx.report.metrics["backdoor.detected"] == 1
     assert ctx.report.metrics["backdoor.target_class"] == 0
     spec = checks["transfer"]
-    spec.run(ctx, spec.config(teacher=str(model), max_samples=200))
+    spec.run(ctx, spec.config(teacher=str(model), samples=200))
     # the model audited as its own student: same weights, same features, the trigger still works
     assert ctx.report.metrics["transfer.weight_divergence"] == 0.0
     assert ctx.report.metrics["transfer.trigger_source"] == "reverse-engineered"

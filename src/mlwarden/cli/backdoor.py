@@ -1,8 +1,9 @@
 """``mlwarden backdoor``: find backdoors in a model (detect) or in a training set (scan-data).
 
 Thin adapters: the flags override `BackdoorSettings` / `DataScanSettings` (where every
-default lives) and the runners do the work, the same ones the ``backdoor`` audit check
-calls. A flag left out keeps the settings' default.
+default lives) and `run_backdoor_scan` / `run_data_scan` do the work; the ``backdoor``
+audit check is configured by `BackdoorSettings` and calls the same runner. A flag left
+out keeps the settings' default.
 """
 
 from __future__ import annotations
