@@ -85,7 +85,7 @@ def transfer_command(
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.errors import InputError, ParameterError
     from mlwarden.core.findings import Report
-    from mlwarden.evaluation.transfer import TransferSettings, require_transfer, run_transfer
+    from mlwarden.evaluation.transfer import TransferSettings, require_teacher, run_transfer
 
     parse_fail_on(fail_on)
     settings = settings_from_flags(
@@ -121,7 +121,7 @@ def transfer_command(
     if student is not None:
         from mlwarden.io.models import load_model
 
-        require_transfer(loaded)  # refuse a black-box teacher before loading the student
+        require_teacher(loaded, trains=False)  # refused before the student is loaded
         given = load_model(
             student, factory=factory, spec=loaded.spec, device=device, allow=tuple(allow)
         )

@@ -25,7 +25,7 @@ of the data and audits it on the rest; with a student given (``--student``, or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 # What each model must offer (`mlwarden.core.contract`), checked before any work.
 TEACHER_NEEDS = (Capability.GRADIENTS, Capability.FEATURES, Capability.TRAINABLE)
-"""The trigger scan and PGD backpropagate through the teacher, features and weights are compared."""
+"""The trigger scan and PGD backpropagate through the teacher; features and weights are compared."""
 STUDENT_NEEDS = (Capability.FEATURES, Capability.TRAINABLE)
 """The student's features and weights are compared with the teacher's."""
 FINE_TUNING_NEEDS = (Capability.TRAINABLE,)
@@ -510,14 +510,17 @@ class TransferCheck(TransferSettings):
     )
 
 
-def require_transfer(teacher: Any, student: Any | None = None) -> None:
-    """The contract's `ParameterError` unless ``teacher`` (and ``student``) offer what the
-    audit, and training a student when none is given, need."""
-    if student is None:
+def require_teacher(teacher: Any, *, trains: bool) -> None:
+    """The contract's `ParameterError` unless ``teacher`` offers what the audit needs, and
+    what fine-tuning a student from it needs when ``trains``."""
+    if trains:
         require(teacher, FINE_TUNING_NEEDS, by="fine-tuning a student", hint="the teacher")
-    else:
-        require(student, STUDENT_NEEDS, by="the transfer audit", hint="the student")
     require(teacher, TEACHER_NEEDS, by="the transfer audit", hint="the teacher")
+
+
+def require_student(student: Any) -> None:
+    """The contract's `ParameterError` unless a given ``student`` offers what the audit needs."""
+    require(student, STUDENT_NEEDS, by="the transfer audit", hint="the student")
 
 
 @dataclass
@@ -529,7 +532,6 @@ class TransferRun:
     student: Classifier | None
     train_samples: int
     test_samples: int
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def run_transfer(
@@ -549,7 +551,9 @@ def run_transfer(
 
     ``seed`` is the caller's (``--seed``, the audit's) unless ``settings.seed`` is set.
     """
-    require_transfer(teacher, student)
+    if student is not None:
+        require_student(student)
+    require_teacher(teacher, trains=student is None)
     if student is not None:
         given = [key for key in TRAINING_SETTINGS if key in settings.model_fields_set]
         if given:
@@ -623,9 +627,7 @@ def run_transfer(
         report.metrics["transfer.dp_epsilon"] = trained.details["epsilon"]
         report.metrics["transfer.dp_delta"] = trained.details["delta"]
         report.headline.append("transfer.dp_epsilon")
-    return TransferRun(
-        {settings.strategy: audit}, trained.classifier, len(train), len(test), trained.details
-    )
+    return TransferRun({settings.strategy: audit}, trained.classifier, len(train), len(test))
 
 
 @register_check("transfer", TransferCheck, title="Teacher-to-student transfer audit", cost=80)
@@ -639,7 +641,7 @@ def transfer_check(ctx: AuditContext, cfg: TransferCheck) -> None:
         if student is None:
             teacher = ctx.model
         else:
-            require(student, STUDENT_NEEDS, by="the transfer audit", hint="the student")
+            require_student(student)  # before loading the teacher
             teacher = load_model(
                 ctx.resolve(cfg.teacher),  # type: ignore[arg-type]
                 factory=cfg.teacher_factory,
@@ -647,7 +649,7 @@ def transfer_check(ctx: AuditContext, cfg: TransferCheck) -> None:
                 device=ctx.device,
                 allow=ctx.allow_imports,
             )
-        require_transfer(teacher, student)
+        require_teacher(teacher, trains=student is None)
     except ParameterError as exc:
         raise CheckSkipped(str(exc)) from None
     run_transfer(
