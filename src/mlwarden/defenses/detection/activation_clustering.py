@@ -6,8 +6,8 @@ Per class: reduce the last hidden layer's activations to 10 dimensions (the pape
 uses ICA; we use PCA, which on small models isolated the poison far better in our
 runs and is deterministic), split them with 2-means, and call the class poisoned when
 the smaller cluster is below ``size_threshold`` of the class (the paper's relative-size
-criterion, 0.35) *and* the split is well separated (silhouette score above ``silhouette_threshold``).
-The smaller cluster of a poisoned class is reported as suspicious.
+criterion, 0.35) *and* the split is well separated (silhouette score above
+``silhouette_threshold``). The smaller cluster of a poisoned class is reported as suspicious.
 
 scikit-learn does the PCA, k-means and silhouette. The relative-size rule assumes the
 poison is under ``size_threshold`` of its class: when an attacker floods a class (more
