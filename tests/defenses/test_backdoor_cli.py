@@ -110,6 +110,20 @@ def test_detect_bad_data_is_one_clear_line(files, capsys, data, message) -> None
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_scan_data_flags_override_the_settings(files) -> None:
+    root, model = files
+    out = root / "scan-data.json"
+    argv = ["backdoor", "scan-data", "--model", str(model), "--data", str(root / "clean.npz")]
+    flags = ["--method", "spectral_signatures", "--eps", "0.2", "-f", "json", "-o", str(out)]
+    assert _run([*argv, *flags, "--fail-on", "never"]) == 0
+    report = json.loads(out.read_text())
+    assert report["subject"]["method"] == "spectral_signatures"
+    assert [f["id"] for f in report["findings"]] == ["MLW-BKD-011"]
+    listed = report["metrics"]["backdoor_data.spectral_signatures.suspicious"]
+    # 1.5 x eps of each class: about 30% of the clean set at --eps 0.2
+    assert 0.25 * report["subject"]["samples"] < listed < 0.35 * report["subject"]["samples"]
+
+
 def test_transfer_command_writes_student_and_audit(files) -> None:
     root, model = files
     out = root / "transfer.json"
@@ -166,11 +180,11 @@ def test_audit_checks_backdoor_and_transfer(files) -> None:
     checks = available_checks()
     ctx = AuditContext(model_source=str(model), data_source=str(root / "clean.npz"), device="cpu")
     spec = checks["backdoor"]
-    spec.run(ctx, spec.config(steps=150, max_samples=200))
+    spec.run(ctx, spec.config(steps=150, samples=200))
     assert ctx.report.metrics["backdoor.detected"] == 1
     assert ctx.report.metrics["backdoor.target_class"] == 0
     spec = checks["transfer"]
-    spec.run(ctx, spec.config(teacher=str(model), max_samples=200))
+    spec.run(ctx, spec.config(teacher=str(model), samples=200))
     # the model audited as its own student: same weights, same features, the trigger still works
     assert ctx.report.metrics["transfer.weight_divergence"] == 0.0
     assert ctx.report.metrics["transfer.trigger_source"] == "reverse-engineered"

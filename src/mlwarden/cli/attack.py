@@ -27,7 +27,8 @@ from mlwarden.cli.common import (
     SpecOption,
     load_subject,
 )
-from mlwarden.evaluation.evasion import EvasionSettings, default_of
+from mlwarden.cli.flags import default_of
+from mlwarden.evaluation.evasion import EvasionSettings
 
 attack_app = typer.Typer(
     help="Run attacks against a model (evasion, extraction).",
@@ -96,21 +97,24 @@ def evasion_command(
 ) -> None:
     """Attack a model and report its robust accuracy (optionally save the adversarial batch)."""
     from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
-    from mlwarden.evaluation.evasion import run_evasion, save_adversarial, settings_from_flags
+    from mlwarden.evaluation.evasion import run_evasion, save_adversarial
 
     parse_fail_on(fail_on)  # a bad --fail-on fails before minutes of attacking
     settings: EvasionSettings = settings_from_flags(
         EvasionSettings,
-        attack=attack,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        restarts=restarts,
-        queries=queries,
-        samples=samples,
-        min_robust_accuracy=min_robust_accuracy,
+        {
+            "attack": attack,
+            "eps": eps,
+            "norm": norm,
+            "steps": steps,
+            "restarts": restarts,
+            "queries": queries,
+            "samples": samples,
+            "min_robust_accuracy": min_robust_accuracy,
+        },
     )
     loaded, dataset = load_subject(
         model,

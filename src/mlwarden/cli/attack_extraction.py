@@ -63,7 +63,8 @@ def extraction_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Knockoff extraction: agreement of a stolen copy against the queries it cost."""
-    from mlwarden.cli.common import emit_report, load_subject, settings_from_flags
+    from mlwarden.cli.common import emit_report, load_subject
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.errors import ConfigError
     from mlwarden.core.findings import Report

@@ -1,4 +1,10 @@
-"""``mlwarden backdoor``: find backdoors in a model (detect) or in a training set (scan-data)."""
+"""``mlwarden backdoor``: find backdoors in a model (detect) or in a training set (scan-data).
+
+Thin adapters: the flags override `BackdoorSettings` / `DataScanSettings` (where every
+default lives) and `run_backdoor_scan` / `run_data_scan` do the work; the ``backdoor``
+audit check is configured by `BackdoorSettings` and calls the same runner. A flag left
+out keeps the settings' default.
+"""
 
 from __future__ import annotations
 
@@ -35,14 +41,18 @@ def detect_command(
     data: str = typer.Option(
         ..., "--data", "-d", help="A small CLEAN labelled set (.npz, .npy, .csv, folder, digits)."
     ),
-    method: list[str] = typer.Option(
-        [], "--method", help="neural_cleanse, universal_perturbation (repeatable; default both)."
+    method: list[str] | None = typer.Option(
+        None,
+        "--method",
+        help="neural_cleanse or universal_perturbation (repeatable; default: all).",
     ),
-    threshold: float = typer.Option(
-        2.0, "--threshold", help="Anomaly index above which a class is flagged."
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Anomaly index above which a class is flagged."
     ),
-    steps: int | None = typer.Option(None, "--steps", min=1, help="Optimisation steps per method."),
-    samples: int = typer.Option(500, "--samples", min=2, help="Use at most N clean samples."),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimisation steps per method (default: the detector's)."
+    ),
+    samples: int | None = typer.Option(None, "--samples", help="Use at most N clean samples."),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
@@ -54,17 +64,22 @@ def detect_command(
     fail_on: str = FailOnOption,
     progress: bool = ProgressOption,
 ) -> None:
-    """Reverse-engineer a trigger per class and flag anomalously small ones (Neural Cleanse +
-    universal perturbation)."""
+    """Reverse-engineer a trigger per class and flag anomalously small ones.
+
+    Neural Cleanse (patch triggers) and the universal perturbation (blended triggers).
+    """
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.contract import note_assumptions
-    from mlwarden.core.errors import InputError
     from mlwarden.core.findings import Report
-    from mlwarden.defenses.detection.model_scan import DEFAULT_METHODS, backdoor_report, scan_model
+    from mlwarden.defenses.detection.model_scan import BackdoorSettings, run_backdoor_scan
 
     parse_fail_on(fail_on)
+    settings = settings_from_flags(
+        BackdoorSettings,
+        {"methods": method or None, "threshold": threshold, "steps": steps, "samples": samples},
+        names={"methods": "--method"},
+    )
     loaded, dataset = load_subject(
         model,
         data,
@@ -73,40 +88,24 @@ def detect_command(
         config=config,
         device=device,
         allow=allow,
-        samples=samples,
+        samples=settings.samples,
     )
     assert dataset is not None
-    if not isinstance(loaded, Classifier):
-        raise InputError(
-            f"'{model}' is a black-box model; backdoor detection needs its weights "
-            "(.pt2 or weights file)"
-        )
-    methods = tuple(method) or DEFAULT_METHODS
     report = Report(
         title="mlwarden backdoor scan",
         subject={
             "model": model,
             "data": data,
             "samples": len(dataset),
-            "methods": list(methods),
-            "threshold": threshold,
+            "methods": list(settings.methods),
+            "threshold": settings.threshold,
             "seed": seed,
         },
     )
-    note_assumptions(report, loaded)
     with progress_bars(progress) as bar:
-        scans = scan_model(
-            loaded,
-            dataset.x,
-            dataset.y,
-            methods=methods,
-            threshold=threshold,
-            steps=steps,
-            max_samples=samples,
-            seed=seed,
-            progress=bar,
+        run_backdoor_scan(
+            loaded, dataset, settings, report=report, seed=seed, subject=model, progress=bar
         )
-    backdoor_report(scans, loaded.spec.class_names, report=report, subject=model)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
 
 
@@ -116,11 +115,11 @@ def scan_data_command(
         ..., "--model", "-m", help="Model trained on the data (.pt2 or weights)."
     ),
     data: str = typer.Option(..., "--data", "-d", help="The training set that may be poisoned."),
-    method: str = typer.Option(
-        "both", "--method", help="activation_clustering, spectral_signatures or both."
+    method: str | None = typer.Option(
+        None, "--method", help="activation_clustering, spectral_signatures or both."
     ),
-    eps: float = typer.Option(
-        0.1, "--eps", help="Upper bound on the poisoning rate (spectral signatures)."
+    eps: float | None = typer.Option(
+        None, "--eps", help="Upper bound on the poisoning rate (spectral signatures)."
     ),
     layer: str | None = typer.Option(None, "--layer", help="Layer whose activations are analysed."),
     seed: int = SeedOption,
@@ -135,13 +134,12 @@ def scan_data_command(
 ) -> None:
     """Report training samples that look poisoned (activation clustering, spectral signatures)."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.contract import note_assumptions
-    from mlwarden.core.errors import InputError
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.core.findings import Report
-    from mlwarden.defenses.detection.data_scan import data_report, scan_data
+    from mlwarden.defenses.detection.data_scan import DataScanSettings, run_data_scan
 
     parse_fail_on(fail_on)
+    settings = settings_from_flags(DataScanSettings, {"method": method, "eps": eps, "layer": layer})
     loaded, dataset = load_subject(
         model,
         data,
@@ -153,17 +151,9 @@ def scan_data_command(
         samples=None,
     )
     assert dataset is not None
-    if not isinstance(loaded, Classifier):
-        raise InputError(
-            f"'{model}' is a black-box model; data-level detection needs its activations"
-        )
     report = Report(
         title="mlwarden training-data backdoor scan",
-        subject={"model": model, "data": data, "samples": len(dataset), "method": method},
+        subject={"model": model, "data": data, "samples": len(dataset), "method": settings.method},
     )
-    note_assumptions(report, loaded)
-    results = scan_data(
-        loaded, dataset.x, dataset.y, method=method, eps=eps, layer=layer, seed=seed
-    )
-    data_report(results, dataset.class_names, report=report, subject=data)
+    run_data_scan(loaded, dataset, settings, report=report, seed=seed, subject=data)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

@@ -124,27 +124,6 @@ def emit_report(
     return code
 
 
-def settings_from_flags(
-    settings: type[SettingsT], flags: dict[str, Any], names: dict[str, str] | None = None
-) -> SettingsT:
-    """``settings`` with only the flags given overriding its defaults; a bad value names its flag.
-
-    ``flags`` maps field names to flag values (None or an empty list: not given), so the
-    settings model keeps the one copy of each default that the command and its audit
-    check share; ``names`` maps a field to its flag where they differ (``attacks``: ``--attack``).
-    """
-    from pydantic import ValidationError
-
-    given = {k: v for k, v in flags.items() if v is not None and v != []}
-    try:
-        return settings.model_validate(given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
-        flag = (names or {}).get(field, "--" + field.replace("_", "-"))
-        raise ConfigError(f"{flag}: {first['msg']}") from None
-
-
 def load_subject(
     model: str,
     data: str | None,

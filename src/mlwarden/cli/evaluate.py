@@ -25,7 +25,8 @@ from mlwarden.cli.common import (
     SeedOption,
     SpecOption,
 )
-from mlwarden.evaluation.evasion import RobustnessSettings, default_of
+from mlwarden.cli.flags import default_of
+from mlwarden.evaluation.evasion import RobustnessSettings
 
 evaluate_app = typer.Typer(
     help="Evaluate a model (robustness curves, sanity checks).",
@@ -91,21 +92,24 @@ def robustness_command(
 ) -> None:
     """Robust accuracy at each --eps under an ensemble of attacks, as a report."""
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
-    from mlwarden.evaluation.evasion import run_robustness, settings_from_flags
+    from mlwarden.evaluation.evasion import run_robustness
 
     parse_fail_on(fail_on)
     settings: RobustnessSettings = settings_from_flags(
         RobustnessSettings,
-        preset=preset,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        queries=queries,
-        samples=samples,
-        min_robust_accuracy=min_robust_accuracy,
-        sanity=sanity,
+        {
+            "preset": preset,
+            "eps": eps,
+            "norm": norm,
+            "steps": steps,
+            "queries": queries,
+            "samples": samples,
+            "min_robust_accuracy": min_robust_accuracy,
+            "sanity": sanity,
+        },
     )
     loaded, dataset = load_subject(
         model,

@@ -72,7 +72,8 @@ def audit(
     progress: bool = ProgressOption,
 ) -> None:
     """AUC and TPR at low FPR of membership attacks, a ROC plot, the most exposed records."""
-    from mlwarden.cli.common import emit_report, load_subject, settings_from_flags
+    from mlwarden.cli.common import emit_report, load_subject
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.privacy import PrivacySettings, plan_attacks, run_privacy

@@ -1,4 +1,10 @@
-"""``mlwarden transfer``: train a student from a teacher with a chosen strategy, then audit it."""
+"""``mlwarden transfer``: train a student from a teacher with a chosen strategy, then audit it.
+
+A thin adapter: the flags override `TransferSettings` (where every default lives) and
+`run_transfer` does the work, the same runner the ``transfer`` audit check calls. A flag
+left out keeps the settings' default. ``--student`` audits a student trained elsewhere
+instead of training one (the check's ``teacher`` mode).
+"""
 
 from __future__ import annotations
 
@@ -28,29 +34,36 @@ def transfer_command(
     data: str = typer.Option(
         ..., "--data", "-d", help="Student training data (.npz, .npy, .csv, folder, digits)."
     ),
-    strategy: str = typer.Option(
-        "full_reinit",
+    student: str | None = typer.Option(
+        None,
+        "--student",
+        help="Audit this student of the teacher (same architecture, --factory) instead of "
+        "training one; --data is then all audit data.",
+    ),
+    strategy: str | None = typer.Option(
+        None,
         "--strategy",
         "-s",
         help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), or 'compare'.",
     ),
-    epsilon: float = typer.Option(
-        2.0, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."
+    epsilon: float | None = typer.Option(
+        None, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."
     ),
-    k: int = typer.Option(1, "--k", min=1, help="Blocks trained by strategy last_k."),
-    epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
-    test_fraction: float = typer.Option(
-        0.25, "--test-fraction", help="Held-out share of --data for the audit."
+    k: int | None = typer.Option(None, "--k", help="Blocks trained by strategy last_k."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate."),
+    test_fraction: float | None = typer.Option(
+        None, "--test-fraction", help="Held-out share of --data for the audit."
+    ),
+    eps: float | None = typer.Option(
+        None, "--eps", help="L-inf radius of the PGD examples crafted on the teacher."
+    ),
+    samples: int | None = typer.Option(None, "--samples", help="Audit at most N samples."),
+    scan_steps: int | None = typer.Option(
+        None, "--scan-steps", help="Steps of the teacher trigger scan (default: the detector's)."
     ),
     student_out: Path | None = typer.Option(
-        None, "--student-out", help="Write the student here (.pt2)."
-    ),
-    scan_steps: int | None = typer.Option(
-        None,
-        "--scan-steps",
-        min=1,
-        help="Steps of the teacher trigger scan (default: detector default).",
+        None, "--student-out", help="Write the trained student here (.pt2)."
     ),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
@@ -63,23 +76,36 @@ def transfer_command(
     fail_on: str = FailOnOption,
     progress: bool = ProgressOption,
 ) -> None:
-    """Fine-tune a student from --teacher, then audit backdoor inheritance, adversarial
-    transfer and divergence."""
+    """Fine-tune a student from --teacher (or take --student), then audit it.
+
+    The audit: backdoor inheritance, adversarial transfer and divergence from the teacher.
+    """
     from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.contract import note_assumptions
     from mlwarden.core.errors import InputError, ParameterError
-    from mlwarden.defenses.training.finetune import STRATEGIES, train_student
-    from mlwarden.evaluation.transfer import audit_transfer, compare_strategies, transfer_report
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.transfer import TransferSettings, require_teacher, run_transfer
 
     parse_fail_on(fail_on)
-    if strategy != "compare" and strategy not in STRATEGIES:
+    settings = settings_from_flags(
+        TransferSettings,
+        {
+            "strategy": strategy,
+            "epochs": epochs,
+            "lr": lr,
+            "k": k,
+            "epsilon": epsilon,
+            "test_fraction": test_fraction,
+            "eps": eps,
+            "samples": samples,
+            "scan_steps": scan_steps,
+        },
+    )
+    if student_out is not None and (student is not None or settings.strategy == "compare"):
         raise ParameterError(
-            f"--strategy must be one of {', '.join(STRATEGIES)} or compare, got '{strategy}'"
+            "--student-out writes a student trained here: not with --student or --strategy compare"
         )
-    if not 0.0 < test_fraction < 1.0:
-        raise ParameterError(f"--test-fraction must be in (0, 1), got {test_fraction}")
     loaded, dataset = load_subject(
         teacher,
         data,
@@ -91,71 +117,46 @@ def transfer_command(
         samples=None,
     )
     assert dataset is not None
-    if not isinstance(loaded, Classifier):
-        raise InputError(
-            f"'{teacher}' is a black-box model; a student can only be fine-tuned from weights"
+    given = None
+    if student is not None:
+        from mlwarden.io.models import load_model
+
+        require_teacher(loaded, trains=False)  # refused before the student is loaded
+        given = load_model(
+            student, factory=factory, spec=loaded.spec, device=device, allow=tuple(allow)
         )
-    test, train = dataset.split(test_fraction, seed=seed)
-    with progress_bars(progress) as bar:
-        if strategy == "compare":
-            report, _ = compare_strategies(
-                loaded,
-                train.x,
-                train.y,
-                test.x,
-                test.y,
-                epochs=epochs,
-                seed=seed,
-                progress=bar,
-                lr=lr,
-                k=k,
-            )
-            student = None
-        else:
-            trained = train_student(
-                loaded,
-                train.x,
-                train.y,
-                strategy=strategy,
-                k=k,
-                epochs=epochs,
-                lr=lr,
-                target_epsilon=epsilon,
-                seed=seed,
-                progress=bar,
-            )
-            student = trained.classifier
-            audit = audit_transfer(
-                loaded, student, test.x, test.y, scan_steps=scan_steps, seed=seed, progress=bar
-            )
-            report = transfer_report(
-                audit, strategy=strategy, subject=str(student_out or "student")
-            )
-            report.title = "mlwarden transfer audit"
-            if "epsilon" in trained.details:  # DP-SGD: the privacy spent by the student
-                report.metrics["transfer.dp_epsilon"] = trained.details["epsilon"]
-                report.metrics["transfer.dp_delta"] = trained.details["delta"]
-                report.headline.append("transfer.dp_epsilon")
-    note_assumptions(report, loaded)
-    report.subject.update(
-        {
-            "teacher": teacher,
-            "data": data,
-            "strategy": strategy,
-            "epochs": epochs,
-            "train_samples": len(train),
-            "test_samples": len(test),
-            "seed": seed,
-        }
+    comparing = settings.strategy == "compare" and student is None
+    report = Report(
+        title="mlwarden transfer: strategy comparison" if comparing else "mlwarden transfer audit"
     )
-    if student is not None and student_out is not None:
+    with progress_bars(progress) as bar:
+        run = run_transfer(
+            loaded,
+            dataset,
+            settings,
+            report=report,
+            student=given,
+            seed=seed,
+            subject=str(student or student_out or "student"),
+            progress=bar,
+        )
+    report.subject.update(
+        {"teacher": teacher, "data": data, "test_samples": run.test_samples, "seed": seed}
+    )
+    if student is not None:
+        report.subject["student"] = student
+    else:
+        report.subject.update(
+            strategy=settings.strategy, epochs=settings.epochs, train_samples=run.train_samples
+        )
+    if run.student is not None and student_out is not None:
         from mlwarden.io.export import save_pt2
 
         try:
-            saved = save_pt2(student, student_out)
+            saved = save_pt2(run.student, student_out)
         except InputError:
             # a student rebuilt from an unflattened .pt2 teacher exports only with a static
             # batch size (the loader pads batches for such files)
-            saved = save_pt2(student, student_out, dynamic_batch=False)
+            saved = save_pt2(run.student, student_out, dynamic_batch=False)
         report.subject["student"] = str(saved)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

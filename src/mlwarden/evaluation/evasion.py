@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mlwarden.attacks.evasion.registry import (
     ATTACK_NAMES,
@@ -34,7 +34,6 @@ from mlwarden.attacks.evasion.registry import (
 )
 from mlwarden.audit.registry import CheckConfig
 from mlwarden.core.contract import Capability, note_assumptions, require
-from mlwarden.core.errors import ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 if TYPE_CHECKING:
@@ -95,27 +94,6 @@ class EvasionSettings(BaseModel):
     min_robust_accuracy: MinRobustAccuracy = DEFAULT_MIN_ROBUST_ACCURACY
 
     _names = field_validator("attack", "norm", mode="before")(_canonical)
-
-
-def settings_from_flags(model: type[BaseModel], **flags: Any) -> Any:
-    """``model`` with the defaults replaced by the flags that were given (not ``None``).
-
-    A bad value is a `ParameterError` naming the flag, e.g. ``--preset: Input should be ...``.
-    """
-    given = {k: v for k, v in flags.items() if v is not None and v != []}
-    try:
-        return model.model_validate(given)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "settings"
-        raise ParameterError(f"{flag}: {first['msg']}") from None
-
-
-def default_of(model: type[BaseModel], name: str) -> str:
-    """The default of field ``name`` as ``--help`` shows it."""
-    field = model.model_fields[name]
-    value = field.get_default(call_default_factory=True)
-    return " ".join(f"{v:g}" for v in value) if isinstance(value, list) else str(value)
 
 
 # -- runners ------------------------------------------------------------------------------------

@@ -12,26 +12,45 @@ Measures, for a teacher and a student fine-tuned from it:
     et al., "Similarity of Neural Network Representations Revisited", ICML 2019);
 
 and writes a recommendation. `compare_strategies` trains a student per strategy and
-tabulates the lot. The ``transfer`` audit check (config ``teacher``: path of the teacher
-model) is registered here.
+tabulates the lot.
+
+`TransferSettings` and `run_transfer` are this capability's one front door: ``mlwarden
+transfer`` adapts its flags to the settings and the ``transfer`` audit check is
+configured by them (``[checks.transfer]``); both call the runner. Without a student the
+runner trains one from the teacher (``strategy``, or ``compare`` for all of them) on part
+of the data and audits it on the rest; with a student given (``--student``, or
+``teacher`` in the check, the model under audit being the student) it only audits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import Field
+from pydantic import AliasChoices, Field, field_validator
 
 from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, register_check
+from mlwarden.core.contract import Capability, note_assumptions, require
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 ATLAS = ["AML.T0018.000"]
 OWASP = ["ML07", "ML10"]  # Transfer Learning Attack, Model Poisoning
+
+if TYPE_CHECKING:
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.io.dataset import Dataset
+
+# What each model must offer (`mlwarden.core.contract`), checked before any work.
+TEACHER_NEEDS = (Capability.GRADIENTS, Capability.FEATURES, Capability.TRAINABLE)
+"""The trigger scan and PGD backpropagate through the teacher; features and weights are compared."""
+STUDENT_NEEDS = (Capability.FEATURES, Capability.TRAINABLE)
+"""The student's features and weights are compared with the teacher's."""
+FINE_TUNING_NEEDS = (Capability.TRAINABLE,)
+"""Training a student copies the teacher's weights and fine-tunes them."""
 
 
 @dataclass
@@ -71,8 +90,10 @@ def weight_divergence(teacher: torch.nn.Module, student: torch.nn.Module) -> flo
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Linear centred kernel alignment of two (N, d) representations (1 = same up to
-    rotation/scale)."""
+    """Linear centred kernel alignment of two (N, d) representations.
+
+    1 means the same representation up to rotation and scale.
+    """
     a = a.double() - a.double().mean(0, keepdim=True)
     b = b.double() - b.double().mean(0, keepdim=True)
     cross = (b.T @ a).norm() ** 2
@@ -98,8 +119,10 @@ def adversarial_transfer_rate(
     steps: int,
     seed: int,
 ) -> float | None:
-    """Of the PGD examples that fool the teacher (on inputs both classify correctly), the
-    fraction that fool the student."""
+    """Of the PGD examples that fool the teacher, the fraction that fool the student.
+
+    Crafted on the inputs both models classify correctly.
+    """
     from mlwarden.attacks.evasion import PGD
 
     both = (teacher.predict(x).cpu() == y) & (student.predict(x).cpu() == y)
@@ -112,6 +135,26 @@ def adversarial_transfer_rate(
         return 0.0
     fooled_student = student.predict(result.x_adv[fooled_teacher]).cpu() != ys[fooled_teacher]
     return float(fooled_student.float().mean())
+
+
+def teacher_trigger(
+    teacher: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> tuple[Any | None, int | None]:
+    """(trigger, target) the model scan reverse-engineers from ``teacher``, or (None, None)
+    when it flags no class; the method with the highest anomaly index decides."""
+    from mlwarden.defenses.detection.model_scan import scan_model
+
+    scans = scan_model(teacher, x, y, steps=steps, seed=seed, progress=progress)
+    best = max(scans, key=lambda s: s.max_anomaly_index)
+    if best.target_class is None:
+        return None, None
+    return best.trigger_for(best.target_class), best.target_class
 
 
 def audit_transfer(
@@ -156,13 +199,10 @@ def audit_transfer(
     x, y = x[:max_samples], y[:max_samples]
     source = "given" if trigger is not None else "none"
     if trigger is None and reverse_engineer:
-        from mlwarden.defenses.detection.model_scan import scan_model
-
-        scans = scan_model(teacher, x, y, steps=scan_steps, seed=seed, progress=progress)
-        best = max(scans, key=lambda s: s.max_anomaly_index)
-        if best.target_class is not None:
-            target = best.target_class
-            trigger = best.trigger_for(target)
+        trigger, target = teacher_trigger(
+            teacher, x, y, steps=scan_steps, seed=seed, progress=progress
+        )
+        if trigger is not None:
             source = "reverse-engineered"
     teacher_asr = student_asr = clean_rate = None
     if trigger is not None and target is not None:
@@ -200,8 +240,8 @@ def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
     if inherits_backdoor(audit):
         parts.append(
             f"The student inherits the teacher's backdoor (ASR {audit.student_asr:.2f} vs clean "
-            f"rate {audit.clean_rate:.2f}). Do not deploy it: retrain with strategy 'fineprune' or "
-            "'full_reinit' and re-run this audit, or choose another teacher."
+            f"rate {audit.clean_rate:.2f}). Do not deploy it: retrain with strategy 'fineprune' "
+            "or 'full_reinit' and re-run this audit, or choose another teacher."
         )
     elif audit.student_asr is not None:
         parts.append(
@@ -212,9 +252,9 @@ def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
         parts.append("No backdoor trigger was found in the teacher to test on the student.")
     if audit.adversarial_transfer_rate is not None and audit.adversarial_transfer_rate > 0.5:
         parts.append(
-            f"{audit.adversarial_transfer_rate:.0%} of adversarial examples crafted on the "
-            "teacher fool the student: anyone holding the public teacher can attack it. Use "
-            "adversarial training or a private teacher, and keep the student's weights secret."
+            f"{audit.adversarial_transfer_rate:.0%} of adversarial examples crafted on the teacher "
+            "fool the student: anyone holding the public teacher can attack it. Use adversarial "
+            "training or a private teacher, and keep the student's weights secret."
         )
     if strategy == "linear_probe":
         parts.append(
@@ -309,24 +349,33 @@ def compare_strategies(
     trigger: Any | None = None,
     target: int | None = None,
     epochs: int = 10,
+    eps: float = 0.1,
+    max_samples: int = 400,
+    scan_steps: int | None = None,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
+    report: Report | None = None,
     **train_kwargs: Any,
 ) -> tuple[Report, dict[str, TransferAudit]]:
-    """Train one student per strategy, audit each, and tabulate them in one `Report`."""
+    """Train one student per strategy, audit each, and tabulate them in one `Report`.
+
+    The teacher's trigger (unless given) is searched once, on the audit samples every
+    student is then measured on.
+    """
     from mlwarden.defenses.training.finetune import train_student
 
     if trigger is None:
-        from mlwarden.defenses.detection.model_scan import scan_model
-
-        scans = scan_model(teacher, test_x, test_y, seed=seed, progress=progress)
-        best = max(scans, key=lambda s: s.max_anomaly_index)
-        if best.target_class is not None:
-            target = best.target_class
-            trigger = best.trigger_for(target)
+        trigger, target = teacher_trigger(
+            teacher,
+            test_x[:max_samples],
+            test_y[:max_samples],
+            steps=scan_steps,
+            seed=seed,
+            progress=progress,
+        )
     audits: dict[str, TransferAudit] = {}
     rows = []
-    report = Report(title="mlwarden transfer: strategy comparison")
+    report = report or Report(title="mlwarden transfer: strategy comparison")
     for strategy in strategies:
         student = train_student(
             teacher,
@@ -346,6 +395,8 @@ def compare_strategies(
             trigger=trigger,
             target=target,
             reverse_engineer=False,
+            eps=eps,
+            max_samples=max_samples,
             seed=seed,
             progress=progress,
         )
@@ -404,46 +455,208 @@ def compare_strategies(
     return report, audits
 
 
-# -- audit check ------------------------------------------------------------------------------
-class TransferCheck(CheckConfig):
-    """Audit the model under test as a student of ``teacher``."""
+# -- the front door: settings, runner, audit check ---------------------------------------------
+TRAINING_SETTINGS = ("strategy", "epochs", "lr", "k", "epsilon", "test_fraction")
+"""Settings that shape the student's training; meaningless when the student is given."""
 
-    teacher: str = Field(
-        description="path of the teacher model (.pt2 or weights with teacher_factory)"
+
+class TransferSettings(CheckConfig):
+    """Settings of the transfer audit: ``mlwarden transfer`` flags and ``[checks.transfer]``."""
+
+    strategy: str = Field(
+        "full_reinit", description="fine-tuning strategy of the student, or 'compare' (all)"
+    )
+    epochs: int = Field(10, ge=1, description="student training epochs")
+    lr: float = Field(1e-3, gt=0, description="student learning rate")
+    k: int = Field(1, ge=1, description="blocks trained by strategy last_k")
+    epsilon: float = Field(2.0, gt=0, description="privacy budget of strategy dp (DP-SGD)")
+    test_fraction: float = Field(
+        0.25, gt=0, lt=1, description="share of the data held out to audit the student on"
+    )
+    eps: float = Field(0.1, gt=0, description="L-inf radius of the transferability PGD")
+    samples: int = Field(
+        400,
+        ge=2,
+        validation_alias=AliasChoices("samples", "max_samples"),  # max_samples: older files
+        description="audit at most this many samples",
+    )
+    scan_steps: int | None = Field(
+        None, ge=1, description="steps of the teacher trigger scan (default: the detector's)"
+    )
+    seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from mlwarden.defenses.training.finetune import STRATEGIES
+
+        if value != "compare" and value not in STRATEGIES:
+            raise ValueError(f"must be one of {', '.join(STRATEGIES)} or compare, got '{value}'")
+        return value
+
+
+class TransferCheck(TransferSettings):
+    """``[checks.transfer]``: without ``teacher`` the model under audit is the teacher and a
+    student is trained from it on the audit data; with ``teacher`` the model under audit is
+    the student of that teacher and is audited as it is."""
+
+    teacher: str | None = Field(
+        None, description="path of the teacher model (.pt2 or weights with teacher_factory)"
     )
     teacher_factory: str | None = Field(
         None, description="module:factory for a weights-only teacher"
     )
-    eps: float = Field(0.1, gt=0, description="L-inf radius of the transferability PGD")
-    max_samples: int = Field(400, gt=1)
+
+
+def require_teacher(teacher: Any, *, trains: bool) -> None:
+    """The contract's `ParameterError` unless ``teacher`` offers what the audit needs, and
+    what fine-tuning a student from it needs when ``trains``."""
+    if trains:
+        require(teacher, FINE_TUNING_NEEDS, by="fine-tuning a student", hint="the teacher")
+    require(teacher, TEACHER_NEEDS, by="the transfer audit", hint="the teacher")
+
+
+def require_student(student: Any) -> None:
+    """The contract's `ParameterError` unless a given ``student`` offers what the audit needs."""
+    require(student, STUDENT_NEEDS, by="the transfer audit", hint="the student")
+
+
+@dataclass
+class TransferRun:
+    """What `run_transfer` did: the audits by strategy, the student it trained (single
+    strategy only) and the sizes of the training and audit parts of the data."""
+
+    audits: dict[str, TransferAudit]
+    student: Classifier | None
+    train_samples: int
+    test_samples: int
+
+
+def run_transfer(
+    teacher: Any,
+    data: Dataset,
+    settings: TransferSettings,
+    *,
+    report: Report,
+    student: Any | None = None,
+    seed: int = 0,
+    subject: str = "student",
+    check: str = "transfer",
+    progress: ProgressCallback = null_progress,
+) -> TransferRun:
+    """Audit ``student`` against ``teacher`` on ``data``, or, with no student, train one per
+    ``settings.strategy`` on part of ``data`` and audit it on the rest; into ``report``.
+
+    ``seed`` is the caller's (``--seed``, the audit's) unless ``settings.seed`` is set.
+    """
+    if student is not None:
+        require_student(student)
+    require_teacher(teacher, trains=student is None)
+    if student is not None:
+        given = [key for key in TRAINING_SETTINGS if key in settings.model_fields_set]
+        if given:
+            raise ParameterError(
+                f"{', '.join(given)} shape(s) the training of a student; the student is given, "
+                "so leave them out (or leave the student out to train one)"
+            )
+    seed = seed if settings.seed is None else settings.seed
+    note_assumptions(report, teacher, check)
+    if student is not None:
+        note_assumptions(report, student, check)
+        audit = audit_transfer(
+            teacher,
+            student,
+            data.x,
+            data.y,
+            eps=settings.eps,
+            max_samples=settings.samples,
+            scan_steps=settings.scan_steps,
+            seed=seed,
+            progress=progress,
+        )
+        transfer_report(audit, report=report, check=check, subject=subject)
+        return TransferRun({"given": audit}, None, 0, len(data))
+    test, train = data.split(settings.test_fraction, seed=seed)
+    if settings.strategy == "compare":
+        _, audits = compare_strategies(
+            teacher,
+            train.x,
+            train.y,
+            test.x,
+            test.y,
+            epochs=settings.epochs,
+            eps=settings.eps,
+            max_samples=settings.samples,
+            scan_steps=settings.scan_steps,
+            seed=seed,
+            progress=progress,
+            report=report,
+            lr=settings.lr,
+            k=settings.k,
+        )
+        return TransferRun(audits, None, len(train), len(test))
+    from mlwarden.defenses.training.finetune import train_student
+
+    trained = train_student(
+        teacher,
+        train.x,
+        train.y,
+        strategy=settings.strategy,
+        k=settings.k,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        target_epsilon=settings.epsilon,
+        seed=seed,
+        progress=progress,
+    )
+    audit = audit_transfer(
+        teacher,
+        trained.classifier,
+        test.x,
+        test.y,
+        eps=settings.eps,
+        max_samples=settings.samples,
+        scan_steps=settings.scan_steps,
+        seed=seed,
+        progress=progress,
+    )
+    transfer_report(audit, strategy=settings.strategy, report=report, check=check, subject=subject)
+    if "epsilon" in trained.details:  # DP-SGD: the privacy spent by the student
+        report.metrics["transfer.dp_epsilon"] = trained.details["epsilon"]
+        report.metrics["transfer.dp_delta"] = trained.details["delta"]
+        report.headline.append("transfer.dp_epsilon")
+    return TransferRun({settings.strategy: audit}, trained.classifier, len(train), len(test))
 
 
 @register_check("transfer", TransferCheck, title="Teacher-to-student transfer audit", cost=80)
 def transfer_check(ctx: AuditContext, cfg: TransferCheck) -> None:
-    from mlwarden.core.classifier import Classifier
+    """The model under audit as the teacher (students trained here) or, with ``teacher``
+    set, as the student of that teacher."""
     from mlwarden.io.models import load_model
 
-    student = ctx.classifier
-    teacher = load_model(
-        cfg.teacher,
-        factory=cfg.teacher_factory,
-        spec=student.spec,
-        device=ctx.device,
-        allow=ctx.allow_imports,
-    )
-    if not isinstance(teacher, Classifier):
-        raise CheckSkipped(
-            "the teacher is a black-box oracle; the transfer audit needs its weights"
-        )
-    data = ctx.data
-    audit = audit_transfer(
+    student = None if cfg.teacher is None else ctx.model
+    try:
+        if student is None:
+            teacher = ctx.model
+        else:
+            require_student(student)  # before loading the teacher
+            teacher = load_model(
+                ctx.resolve(cfg.teacher),  # type: ignore[arg-type]
+                factory=cfg.teacher_factory,
+                spec=student.spec,
+                device=ctx.device,
+                allow=ctx.allow_imports,
+            )
+        require_teacher(teacher, trains=student is None)
+    except ParameterError as exc:
+        raise CheckSkipped(str(exc)) from None
+    run_transfer(
         teacher,
-        student,
-        data.x,
-        data.y,
-        eps=cfg.eps,
-        max_samples=cfg.max_samples,
+        ctx.data,
+        cfg,
+        report=ctx.report,
+        student=student,
         seed=ctx.seed,
+        subject=str(ctx.model_source),
         progress=ctx.progress,
     )
-    transfer_report(audit, report=ctx.report, subject=str(ctx.model_source))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from mlwarden.core.contract import Capability
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
@@ -178,7 +179,10 @@ class TriggerSearch:
     """
 
     name = "trigger_search"
+    title = "trigger search"  # in messages: "Neural Cleanse needs gradients; ..."
     task = "trigger search"
+    requirements: tuple[Capability, ...] = (Capability.GRADIENTS,)
+    """What the model must offer (`mlwarden.core.contract`): the search backpropagates."""
     size_name = "trigger size"
     default_lr = 0.1
     default_init_cost = 1e-3

@@ -4,10 +4,10 @@ Chen, Carvalho, Baracaldo, Ludwig, Edwards, Lee, Molloy and Srivastava, "Detecti
 Backdoor Attacks on Deep Neural Networks by Activation Clustering", AAAI SafeAI 2019.
 Per class: reduce the last hidden layer's activations to 10 dimensions (the paper
 uses ICA; we use PCA, which on small models isolated the poison far better in our
-runs and is deterministic), split them with 2-means, and call the class poisoned when the
-smaller cluster is below ``size_threshold`` of the class (the paper's relative-size criterion, 0.35)
-*and* the split is well separated (silhouette score above ``silhouette_threshold``).
-The smaller cluster of a poisoned class is reported as suspicious.
+runs and is deterministic), split them with 2-means, and call the class poisoned when
+the smaller cluster is below ``size_threshold`` of the class (the paper's relative-size
+criterion, 0.35) *and* the split is well separated (silhouette score above
+``silhouette_threshold``). The smaller cluster of a poisoned class is reported as suspicious.
 
 scikit-learn does the PCA, k-means and silhouette. The relative-size rule assumes the
 poison is under ``size_threshold`` of its class: when an attacker floods a class (more
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlwarden.core.contract import Capability
 from mlwarden.core.errors import ParameterError
 from mlwarden.defenses.detection._features import class_representations
 
@@ -31,6 +32,9 @@ class ActivationClustering:
     """Per-class 2-means on ICA-reduced activations; flags the small cluster of a split class."""
 
     name = "activation_clustering"
+    title = "activation clustering"
+    requirements: tuple[Capability, ...] = (Capability.FEATURES,)
+    """What the model must offer (`mlwarden.core.contract`): penultimate activations."""
 
     def __init__(
         self,
@@ -49,8 +53,7 @@ class ActivationClustering:
         self.seed = seed
 
     def fit(self, classifier: Any, x: torch.Tensor, y: torch.Tensor) -> ActivationClustering:
-        """Cluster each class; sets ``suspicious_`` (N,), ``poisoned_classes_`` and per-class
-        stats."""
+        """Cluster each class; sets ``suspicious_`` (N,), ``poisoned_classes_``, class stats."""
         if self.n_components <= 0:
             raise ParameterError(f"n_components must be positive, got {self.n_components}")
         if not 0.0 < self.size_threshold < 0.5:

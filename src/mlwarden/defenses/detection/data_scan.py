@@ -1,19 +1,88 @@
-"""Data-level detection: run activation clustering and/or spectral signatures and report
-suspects."""
+"""Data-level detection: run activation clustering and/or spectral signatures and report suspects.
+
+`DataScanSettings` and `run_data_scan` are what ``mlwarden backdoor scan-data`` adapts
+its flags to. There is no audit check for it: the audit data is clean evaluation data,
+while this scan needs the (possibly poisoned) training set.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlwarden.core.contract import note_assumptions
 from mlwarden.core.errors import ParameterError
 from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.defenses.detection.activation_clustering import ActivationClustering
+from mlwarden.defenses.detection.model_scan import require_detectors
 from mlwarden.defenses.detection.spectral_signatures import SpectralSignatures
 
-METHODS = ("activation_clustering", "spectral_signatures", "both")
+if TYPE_CHECKING:
+    from mlwarden.io.dataset import Dataset
+
+DATA_DETECTORS: dict[str, type[Any]] = {
+    ActivationClustering.name: ActivationClustering,
+    SpectralSignatures.name: SpectralSignatures,
+}
+METHODS = (*DATA_DETECTORS, "both")
+
+
+class DataScanSettings(BaseModel):
+    """Settings of the training-data scan (``mlwarden backdoor scan-data``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("both", description=f"{', '.join(METHODS[:-1])} or both")
+    eps: float = Field(
+        0.1, gt=0, lt=1, description="upper bound on the poisoning rate (spectral signatures)"
+    )
+    layer: str | None = Field(
+        None, description="layer whose activations are analysed (default: the feature layer)"
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        if value not in METHODS:
+            raise ValueError(f"must be one of {', '.join(METHODS)}, got '{value}'")
+        return value
+
+    @property
+    def detectors(self) -> list[type[Any]]:
+        """The detector classes ``method`` selects."""
+        if self.method == "both":
+            return list(DATA_DETECTORS.values())
+        return [DATA_DETECTORS[self.method]]
+
+
+def run_data_scan(
+    model: Any,
+    data: Dataset,
+    settings: DataScanSettings,
+    *,
+    report: Report,
+    seed: int = 0,
+    subject: str = "data",
+    check: str = "backdoor-data",
+) -> dict[str, Any]:
+    """Check the model against the detectors' needs, scan ``data`` and write the suspects
+    into ``report``; returns the fitted detectors by name."""
+    classifier = require_detectors(model, settings.detectors)
+    note_assumptions(report, classifier, check)
+    results = scan_data(
+        classifier,
+        data.x,
+        data.y,
+        method=settings.method,
+        eps=settings.eps,
+        layer=settings.layer,
+        seed=seed,
+    )
+    data_report(results, data.class_names, report=report, check=check, subject=subject)
+    return results
 
 
 def scan_data(
@@ -87,8 +156,8 @@ def data_report(
                             "classes "
                             + ", ".join(class_names[c] for c in det.poisoned_classes_)
                             + " split into two activation clusters with a small, well-separated "
-                            "one; its samples are listed in the evidence. Inspect and remove "
-                            "them, then retrain."
+                            "one; its samples are listed in the evidence. Inspect and remove them, "
+                            "then retrain."
                         ),
                         evidence={
                             "classes": det.poisoned_classes_,
@@ -109,10 +178,10 @@ def data_report(
                     title=f"{len(idx)} training samples with the highest spectral-signature scores",
                     detail=(
                         f"the top {det.removal_factor:g} x eps = "
-                        f"{det.removal_factor * det.eps:.0%} of each class along its top "
-                        "singular direction; remove them and retrain if the poisoning bound "
-                        "holds. This method always lists samples: judge it with the activation "
-                        "clustering verdict."
+                        f"{det.removal_factor * det.eps:.0%} of each class along its top singular "
+                        "direction; remove them and retrain if the poisoning bound holds. This "
+                        "method always lists samples: judge it with the activation clustering "
+                        "verdict."
                     ),
                     evidence={"indices": idx[:max_listed].tolist(), "count": len(idx)},
                     atlas=["AML.T0020"],

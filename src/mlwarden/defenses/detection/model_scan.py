@@ -1,6 +1,8 @@
 """Model-level backdoor detection: run the reverse-engineering detectors and write a `Report`.
 
-This is what ``mlwarden backdoor detect`` and the ``backdoor`` audit check call, for
+`BackdoorSettings` and `run_backdoor_scan` are the one front door of this capability:
+``mlwarden backdoor detect`` adapts its flags to the settings, the ``backdoor`` audit
+check is configured by them (``[checks.backdoor]``), and both call the runner. It is for
 when only the model and a small clean set are at hand. Two detectors are run by
 default because each sees a different trigger family: Neural Cleanse (compact
 patches) and the minimum universal perturbation (faint full-image blends). A model is
@@ -10,11 +12,14 @@ the highest anomaly index among the flagged ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import AliasChoices, Field, field_validator
 
+from mlwarden.audit.registry import CheckConfig
+from mlwarden.core.contract import note_assumptions, require
 from mlwarden.core.errors import ParameterError
 from mlwarden.core.findings import Figure, Finding, ImageData, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
@@ -29,6 +34,80 @@ DETECTORS: dict[str, type[Any]] = {
 DEFAULT_METHODS = (NeuralCleanse.name, UniversalPerturbation.name)
 ATLAS = ["AML.T0018.000"]  # Backdoor ML Model: Poison ML Model
 OWASP = ["ML10"]  # Model Poisoning
+
+if TYPE_CHECKING:
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.io.dataset import Dataset
+
+
+class BackdoorSettings(CheckConfig):
+    """Settings of the model-level scan: ``[checks.backdoor]`` and ``mlwarden backdoor detect``."""
+
+    methods: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METHODS), min_length=1, description="detectors to run"
+    )
+    threshold: float = Field(2.0, gt=0, description="anomaly index above which a class is flagged")
+    steps: int | None = Field(
+        None, ge=1, description="optimisation steps per method (default: the detector's)"
+    )
+    samples: int = Field(
+        500,
+        ge=2,
+        validation_alias=AliasChoices("samples", "max_samples"),  # max_samples: older files
+        description="use at most this many clean samples",
+    )
+    seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in DETECTORS]
+        if unknown:
+            raise ValueError(
+                f"unknown detection method '{unknown[0]}'; choose from {', '.join(DETECTORS)}"
+            )
+        return value
+
+
+def require_detectors(model: Any, detectors: Iterable[Any]) -> Classifier:
+    """``model`` if it offers what every detector declares in ``requirements``, else the
+    contract's `ParameterError` naming the first detector it cannot serve."""
+    for detector in detectors:
+        require(model, detector.requirements, by=detector.title)
+    return model  # type: ignore[no-any-return]
+
+
+def run_backdoor_scan(
+    model: Any,
+    data: Dataset,
+    settings: BackdoorSettings,
+    *,
+    report: Report,
+    seed: int = 0,
+    subject: str = "model",
+    check: str = "backdoor",
+    progress: ProgressCallback = null_progress,
+) -> list[BackdoorScan]:
+    """Check the model against the detectors' needs, scan it with ``settings`` on the clean
+    ``data`` and write the findings, metrics, table and figures into ``report``.
+
+    ``seed`` is the caller's (``--seed``, the audit's) unless ``settings.seed`` is set.
+    """
+    classifier = require_detectors(model, (DETECTORS[m] for m in settings.methods))
+    note_assumptions(report, classifier, check)
+    scans = scan_model(
+        classifier,
+        data.x,
+        data.y,
+        methods=settings.methods,
+        threshold=settings.threshold,
+        steps=settings.steps,
+        max_samples=settings.samples,
+        seed=seed if settings.seed is None else settings.seed,
+        progress=progress,
+    )
+    backdoor_report(scans, classifier.spec.class_names, report=report, check=check, subject=subject)
+    return scans
 
 
 def make_detector(method: str, **params: Any) -> Any:
@@ -162,12 +241,12 @@ def backdoor_report(
                 Figure(
                     id=f"backdoor-{scan.method}-{kind}",
                     kind="images",
-                    title=f"{scan.method.replace('_', ' ').title()}: reverse-engineered "
-                    f"{kind} per class",
+                    title=f"{scan.method.replace('_', ' ').title()}: reverse-engineered {kind} "
+                    "per class",
                     images=images,
-                    caption=f"The {kind} that sends clean inputs to each class, labelled "
-                    "'class anomaly-index' (* = flagged); a backdoor's target needs an "
-                    f"anomalously small one ({scan.size_name}).",
+                    caption=f"The {kind} that sends clean inputs to each class, labelled 'class "
+                    "anomaly-index' (* = flagged); a backdoor's target needs an anomalously small "
+                    f"one ({scan.size_name}).",
                 )
             )
     if detected:

@@ -76,6 +76,7 @@ class NeuralCleanse(TriggerSearch):
     """
 
     name = "neural_cleanse"
+    title = "Neural Cleanse"
     task = "neural cleanse"
     size_name = "mask L1 norm"
     default_lr = 0.1

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mlwarden.core.contract import Capability
 from mlwarden.core.errors import ParameterError
 from mlwarden.defenses.detection._features import class_representations
 
@@ -22,6 +23,9 @@ class SpectralSignatures:
     """Score and flag suspicious training samples; ``eps`` is the assumed poison rate bound."""
 
     name = "spectral_signatures"
+    title = "spectral signatures"
+    requirements: tuple[Capability, ...] = (Capability.FEATURES,)
+    """What the model must offer (`mlwarden.core.contract`): penultimate activations."""
 
     def __init__(
         self,
@@ -36,8 +40,7 @@ class SpectralSignatures:
         self.batch_size = batch_size
 
     def fit(self, classifier: Any, x: torch.Tensor, y: torch.Tensor) -> SpectralSignatures:
-        """Compute ``scores_`` (N,) and ``suspicious_`` (N,) booleans for the training set
-        ``(x, y)``."""
+        """Compute ``scores_`` (N,) and ``suspicious_`` (N,) booleans for the training set."""
         if not 0.0 < self.eps < 1.0:
             raise ParameterError(f"eps must be in (0, 1), got {self.eps}")
         if self.removal_factor <= 0:

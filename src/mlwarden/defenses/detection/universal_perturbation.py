@@ -47,10 +47,10 @@ class AdditiveTriggers(TriggerFamily):
 
 
 class UniversalPerturbation(TriggerSearch):
-    """Model-level detector for blended / additive triggers (flag at anomaly index >
-    ``threshold``)."""
+    """Model-level detector for blended / additive triggers (flags anomaly index > threshold)."""
 
     name = "universal_perturbation"
+    title = "the universal-perturbation scan"
     task = "universal perturbation"
     size_name = "perturbation L2 norm"
     default_lr = 0.02
