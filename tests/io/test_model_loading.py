@@ -229,6 +229,35 @@ def test_plain_pt2_gives_shape_and_classes_and_bounds_are_assumed(
     assert load_model(path, spec=digits_cnn.spec, device="cpu").spec_assumptions == ()
 
 
+def test_what_was_assumed_survives_training_and_saving(
+    digits_cnn: Classifier, tmp_path: Path, test_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """A student of a plain export is saved with its assumption, not with the bounds as fact."""
+    from mlwarden.core.training import trainable_copy
+    from mlwarden.io import save_weights
+
+    x, _ = test_batch
+    batch = ({0: torch.export.Dim("batch")},)
+    plain = _plain_pt2(digits_cnn.module, x[:4], tmp_path / "t.pt2", dynamic_shapes=batch)
+    teacher = load_model(plain, device="cpu")
+    student = trainable_copy(teacher)
+    assert student.spec_assumptions == (bounds_assumption(),)
+    for saved_path in (
+        save_pt2(student, tmp_path / "student.pt2"),
+        save_weights(student, tmp_path / "student.safetensors"),
+    ):
+        factory = FACTORY if saved_path.suffix == ".safetensors" else None
+        again = load_model(saved_path, factory=factory, device="cpu")
+        assert again.spec_assumptions == (bounds_assumption(),), saved_path.name
+        told = load_model(
+            saved_path, factory=factory, spec=SpecOverride(bounds=(0.0, 1.0)), device="cpu"
+        )
+        assert told.spec_assumptions == (), saved_path.name
+    # a model whose spec was known saves nothing assumed
+    known = load_model(save_pt2(digits_cnn, tmp_path / "known.pt2"), device="cpu")
+    assert known.spec_assumptions == ()
+
+
 def test_plain_pt2_with_a_dynamic_input_size_needs_the_shape(tmp_path: Path) -> None:
     module = torch.nn.Sequential(
         torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(4, 3)

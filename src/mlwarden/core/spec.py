@@ -202,6 +202,7 @@ def complete_spec(
     stored: InputSpec | None = None,
     shape: tuple[int | None, ...] | None = None,
     num_classes: int | None = None,
+    stored_assumed: tuple[str, ...] = (),
 ) -> tuple[InputSpec, tuple[str, ...]]:
     """The spec of the model file ``source`` and what had to be assumed to complete it.
 
@@ -209,7 +210,9 @@ def complete_spec(
     else from the spec stored in the file, else from its graph: ``shape`` (non-batch input
     sizes, ``None`` for a dynamic one) and ``num_classes`` (the output size; class names
     become ``"0" .. "C-1"``). Bounds that nobody states are `DEFAULT_BOUNDS` and listed in
-    the assumptions, so reports can say so. A spec that contradicts the graph is refused.
+    the assumptions, so reports can say so. ``stored_assumed`` are the assumptions the file
+    itself records (a student saved from a model whose bounds were assumed): they hold until
+    the user states the bounds. A spec that contradicts the graph is refused.
     """
     assumed: list[str] = []
     if isinstance(given, InputSpec):
@@ -239,6 +242,8 @@ def complete_spec(
         if "bounds" not in fields:
             fields["bounds"] = DEFAULT_BOUNDS
             assumed.append(bounds_assumption())
+        elif given is None or "bounds" not in given.given():
+            assumed.extend(note for note in stored_assumed if note not in assumed)
         try:
             spec = InputSpec(**fields)
         except ValidationError as exc:

@@ -130,6 +130,9 @@ def trainable_copy(classifier: Any, name: str | None = None) -> Classifier:
         raise ModelLoadError("the teacher model has no parameters to fine-tune")
     for p in params:
         p.requires_grad_(True)
-    return Classifier(module, classifier.spec, name=name or f"{classifier.name}-student").to(
-        classifier.device
-    )
+    return Classifier(
+        module,
+        classifier.spec,
+        name=name or f"{classifier.name}-student",
+        spec_assumptions=classifier.spec_assumptions,  # a student inherits what was assumed
+    ).to(classifier.device)

@@ -22,6 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +30,12 @@ from torch import nn
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import InputError, ParameterError, first_line, require
 from mlwarden.core.spec import InputSpec
-from mlwarden.io.models import SPEC_EXTRA, SPEC_METADATA_KEY
+from mlwarden.io.models import (
+    ASSUMED_EXTRA,
+    ASSUMED_METADATA_KEY,
+    SPEC_EXTRA,
+    SPEC_METADATA_KEY,
+)
 
 ONNX_OUTPUT_KEY = "mlwarden.output"
 """ONNX metadata: ``logits`` or ``probabilities`` (what the graph's output holds)."""
@@ -57,7 +63,7 @@ def save_pt2(
         example = example.expand(2, *example.shape[1:]).clone()
     dynamic_shapes = None
     if dynamic_batch:
-        dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},)
+        dynamic_shapes = _batch_dynamic_shapes(classifier.module)
     with classifier.evaluating(), _quiet():
         try:
             program = torch.export.export(
@@ -69,9 +75,34 @@ def save_pt2(
                 f"torch.export could not export '{classifier.name}': {first_line(exc)}",
                 hint=hint,
             ) from exc
+    extra = {SPEC_EXTRA: spec.model_dump_json(), **_assumed(classifier, ASSUMED_EXTRA)}
     with _atomic(path) as tmp:
-        torch.export.save(program, str(tmp), extra_files={SPEC_EXTRA: spec.model_dump_json()})
+        torch.export.save(program, str(tmp), extra_files=extra)
     return path
+
+
+def _batch_dynamic_shapes(module: nn.Module) -> tuple[Any, ...]:
+    """A dynamic batch axis for ``module``'s one input, in the structure export expects.
+
+    A module rebuilt from a ``.pt2`` program (a student of a loaded teacher) is an
+    unflattened graph whose ``forward(*args, **kwargs)`` receives the batch inside the
+    ``args`` tuple, so its shapes nest one level deeper than a plain ``forward(x)``'s.
+    """
+    import inspect
+
+    batch = {0: torch.export.Dim("batch", min=1)}
+    params = list(inspect.signature(module.forward).parameters.values())
+    if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+        return ((batch,),)
+    return (batch,)
+
+
+def _assumed(model: object, key: str) -> dict[str, str]:
+    """``{key: JSON list}`` of what ``model``'s spec assumed, so a reload still says so."""
+    import json
+
+    notes = tuple(getattr(model, "spec_assumptions", ()) or ())
+    return {key: json.dumps(list(notes))} if notes else {}
 
 
 def save_weights(module: nn.Module, path: str | Path, *, spec: InputSpec | None = None) -> Path:
@@ -83,12 +114,14 @@ def save_weights(module: nn.Module, path: str | Path, *, spec: InputSpec | None 
     from safetensors.torch import save_file
 
     path = _suffix(path, ".safetensors")
+    assumed: dict[str, str] = {}
     if isinstance(module, Classifier):
-        spec = spec or module.spec
+        if spec is None:
+            spec, assumed = module.spec, _assumed(module, ASSUMED_METADATA_KEY)
         module = module.module
     # Clones break storage sharing (tied weights), which safetensors refuses to save.
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    metadata = {SPEC_METADATA_KEY: spec.model_dump_json()} if spec is not None else None
+    metadata = {SPEC_METADATA_KEY: spec.model_dump_json(), **assumed} if spec is not None else None
     with _atomic(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -137,6 +170,7 @@ def export_onnx(classifier: Classifier, path: str | Path, *, opset: int | None =
             (SPEC_METADATA_KEY, spec.model_dump_json()),
             (ONNX_OUTPUT_KEY, "logits"),
             (ONNX_NORMALIZATION_KEY, "in-graph"),
+            *_assumed(classifier, ASSUMED_METADATA_KEY).items(),
         ):
             prop = model.metadata_props.add()
             prop.key, prop.value = key, value

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import types
 import warnings
@@ -43,6 +44,13 @@ if TYPE_CHECKING:
 SPEC_EXTRA = "mlwarden/spec.json"
 """Name of the extra file inside a ``.pt2`` archive that holds the `InputSpec` as JSON."""
 SPEC_METADATA_KEY = "mlwarden.spec"
+ASSUMED_EXTRA = "mlwarden/spec_assumed.json"
+"""Extra file of a ``.pt2`` archive listing what its stored spec assumed (a JSON list)."""
+ASSUMED_METADATA_KEY = "mlwarden.spec_assumed"
+"""The same list in ``.safetensors`` headers and ONNX ``metadata_props``.
+
+Without it, a student trained from a model whose bounds were assumed would be saved with
+those bounds as if they were known, and the next load would report nothing assumed."""
 """Metadata key of the `InputSpec` in ``.safetensors`` headers and ONNX ``metadata_props``."""
 
 WEIGHT_SUFFIXES = (".safetensors", *(s for s in PICKLE_SUFFIXES if s not in (".pkl", ".pickle")))
@@ -155,7 +163,7 @@ def load_pt2(
     from mlwarden.core.device import resolve_device
 
     path = Path(path)
-    extra = {SPEC_EXTRA: ""}
+    extra = {SPEC_EXTRA: "", ASSUMED_EXTRA: ""}
     try:
         with _quiet_torch_export():
             program = torch.export.load(str(path), extra_files=extra)
@@ -174,6 +182,7 @@ def load_pt2(
         stored=stored,
         shape=_program_input_shape(input_node),
         num_classes=_program_num_classes(program),
+        stored_assumed=assumed_from_json(extra.get(ASSUMED_EXTRA) or "", path),
     )
     batch_range = _batch_range(program, input_node)
     target = resolve_device(device)
@@ -379,7 +388,9 @@ def load_weights(
 
     path = Path(path)
     state, stored_spec = read_state_dict(path, allow=allow)
-    full, assumed = complete_spec(spec, source=path.name, stored=stored_spec)
+    full, assumed = complete_spec(
+        spec, source=path.name, stored=stored_spec, stored_assumed=_safetensors_assumed(path)
+    )
     module = build_from_factory(factory)
     state = _match_state_dict(module, state, path)
     try:
@@ -483,6 +494,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], InputSpec | 
     return tensors, (_spec_from_json(stored, path) if stored else None)
 
 
+def _safetensors_assumed(path: Path) -> tuple[str, ...]:
+    """What the spec in a (readable) safetensors header assumed; only its header is read."""
+    if path.suffix.lower() != ".safetensors":
+        return ()
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        metadata = fh.metadata() or {}
+    return assumed_from_json(metadata.get(ASSUMED_METADATA_KEY) or "", path)
+
+
 def _state_dict_from_checkpoint(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and not _all_tensors(obj):
         for key in _CHECKPOINT_KEYS:
@@ -543,6 +565,19 @@ def _match_state_dict(
 
 
 # -- helpers -------------------------------------------------------------------------------
+def assumed_from_json(text: str, path: Path) -> tuple[str, ...]:
+    """The assumptions a model file records with its spec (`ASSUMED_EXTRA`); none if absent."""
+    if not text:
+        return ()
+    try:
+        notes = json.loads(text)
+    except ValueError:
+        notes = None
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ModelLoadError(f"the spec assumptions stored in '{path.name}' are not a JSON list")
+    return tuple(notes)
+
+
 def _spec_from_json(text: str, path: Path) -> InputSpec:
     """The spec mlwarden stored in a model file; a broken one is the file's error."""
     try:
@@ -581,6 +616,8 @@ __all__ = [
     "ExportedClassifier",
     "MODEL_SUFFIXES",
     "SPEC_EXTRA",
+    "ASSUMED_EXTRA",
+    "ASSUMED_METADATA_KEY",
     "SPEC_METADATA_KEY",
     "build_from_factory",
     "from_module",

@@ -26,8 +26,8 @@ from mlwarden.core.errors import (
 )
 from mlwarden.core.oracle import Oracle, OracleOutput
 from mlwarden.core.spec import InputSpec, SpecInput, complete_spec
+from mlwarden.io.models import ASSUMED_METADATA_KEY, SPEC_METADATA_KEY, assumed_from_json
 
-SPEC_KEY = "mlwarden.spec"
 OUTPUT_KEY = "mlwarden.output"
 NORMALIZATION_KEY = "mlwarden.normalization"
 _NP_TYPES = {
@@ -97,9 +97,10 @@ class OnnxOracle(Oracle):
         spec, assumed = complete_spec(
             spec,
             source=self.path.name,
-            stored=self._stored_spec(meta.get(SPEC_KEY)),
+            stored=self._stored_spec(meta.get(SPEC_METADATA_KEY)),
             shape=dims[1:] if dims else None,
             num_classes=out_dims[-1] if len(out_dims) >= 2 else None,
+            stored_assumed=assumed_from_json(meta.get(ASSUMED_METADATA_KEY) or "", self.path),
         )
         super().__init__(spec, output, budget)
         self.name = self.path.name

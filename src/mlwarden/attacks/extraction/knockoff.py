@@ -198,7 +198,10 @@ class KnockoffExtraction:
         targets = answers.long() if oracle.output == "labels" else answers.float()
         fit(module, x, targets, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
             seed=self.seed)
-        return Classifier(module, spec, name="knockoff-copy")
+        # The copy works in the victim's input space, with whatever was assumed about it.
+        return Classifier(
+            module, spec, name="knockoff-copy", spec_assumptions=oracle.spec_assumptions
+        )
 
     @staticmethod
     def _score(copy: Classifier, eval_x, eval_labels, eval_y) -> tuple[float, float | None]:  # type: ignore[no-untyped-def]
