@@ -128,13 +128,15 @@ def release(
         return Released()
     if level == "probabilities":
         return Released(probabilities=p)
+    # Rounded values come back in float64, where a value rounded to d places is the double
+    # nearest that decimal and prints as written (float32 0.99 prints as 0.9900000095...).
     if level == "rounded":
-        return Released(probabilities=round_probabilities(p, decimals))
+        return Released(probabilities=round_probabilities(p.double(), decimals))
     if level == "perturbed":
         return Released(probabilities=reverse_sigmoid(p, beta, gamma))
     if level == "top_k":
         values, indices = top_k(p, k)
-        return Released(top_k=(round_probabilities(values, TOP_K_DECIMALS), indices))
+        return Released(top_k=(round_probabilities(values.double(), TOP_K_DECIMALS), indices))
     raise ParameterError(f"output level must be one of {', '.join(LEVELS)}; got '{level}'")
 
 
