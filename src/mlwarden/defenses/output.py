@@ -47,30 +47,33 @@ def top_k(p: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def round_probabilities(p: torch.Tensor, decimals: int) -> torch.Tensor:
     """Round to ``decimals`` places, and keep the original argmax the unique top-1.
 
-    Rounding is monotone, so it can change the argmax only by creating a tie with an
-    entry that comes earlier in the row (``argmax`` takes the first maximum). Such rows
-    move one grid step, whichever the true values allow within one step: the label's
-    entry up when rounding took it down, else the tied earlier entries down (they were
-    rounded up). Every value stays on the grid and within one step of ``p``.
+    Rounding is monotone, so it can change the top-1 only by tying the label with another
+    entry (which ``argmax`` may then prefer). Such rows move one grid step, whichever the
+    true values allow within one step: the label's entry up when rounding took it down,
+    else the tied entries down (rounding took them up). Every value stays on the grid and
+    within one step of ``p``.
     """
     _check_probs(p)
     if not 0 <= decimals <= 6:
         raise ParameterError(f"decimals must be in [0, 6], got {decimals}")
     q = torch.round(p, decimals=decimals)
+    if p.shape[1] < 2:
+        return q
     want = p.argmax(dim=1)
-    got = q.argmax(dim=1)
-    if torch.equal(got, want):
+    values, idx = q.topk(2, dim=1)
+    bad = (idx[:, 0] != want) | (values[:, 0] <= values[:, 1])
+    if not bool(bad.any()):
         return q
     step = 10.0 ** -decimals
-    rows = torch.nonzero(got != want).flatten()
+    rows = torch.nonzero(bad).flatten()
     label = want[rows]
     top = q[rows, label]
     up = p[rows, label] > top  # the label's entry was rounded down: raise it
     q[rows[up], label[up]] += step
-    down = rows[~up]  # else lower the tied entries before the label (rounded up)
+    down = rows[~up]  # else lower the entries tied with it (they were rounded up)
     if len(down):
         cols = torch.arange(q.shape[1])
-        tied = (q[down] == top[~up, None]) & (cols[None, :] < want[down, None])
+        tied = (q[down] == top[~up, None]) & (cols[None, :] != want[down, None])
         q[down] -= step * tied
     return torch.round(q, decimals=decimals)  # back onto the grid after the step
 
