@@ -93,3 +93,18 @@ def test_fit_validator_bad_options(tmp_path: Path, digits_cnn, args):
                                    "--factory", "mlwarden.models:SmallCNN", "--data", "digits",
                                    "--out", str(tmp_path / "v.safetensors"), *args])
     assert res.exit_code != 0
+
+
+def test_fit_validator_refuses_a_black_box_model_before_reading_data(tmp_path: Path, digits_cnn):
+    from mlwarden.core.errors import ParameterError
+    from mlwarden.io.export import export_onnx
+
+    pytest.importorskip("onnxruntime")
+    onnx_file = export_onnx(digits_cnn, tmp_path / "cnn.onnx")
+    res = CliRunner().invoke(app, ["gateway", "fit-validator", "--model", str(onnx_file),
+                                   "--data", str(tmp_path / "never-read.npz"),
+                                   "--out", str(tmp_path / "v.safetensors")])
+    assert isinstance(res.exception, ParameterError)
+    message = str(res.exception)
+    assert "an OOD validator needs hidden features" in message and "score oracle" in message
+    assert not (tmp_path / "v.safetensors").exists()

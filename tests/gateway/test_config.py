@@ -60,3 +60,24 @@ def test_serve_config_errors(tmp_path: Path, text: str, needle: str) -> None:
         load_serve_config(cfg)
     with pytest.raises(ConfigError, match="does not exist"):
         load_serve_config(tmp_path / "missing.toml")
+
+
+def test_serve_reads_the_same_file_as_the_audit(tmp_path: Path) -> None:
+    """One mlwarden.toml: [spec] and [audit] are valid next to [model] and [gateway], the
+    [spec] table is the one serve hands to the loader, and typos elsewhere are errors too."""
+    from mlwarden.config import resolve_spec
+
+    cfg = tmp_path / "mlwarden.toml"
+    cfg.write_text(
+        '[model]\npath = "model.pt2"\ndevice = "cpu"\n\n'
+        '[spec]\nshape = [1, 8, 8]\nbounds = [0.0, 16.0]\n'
+        'class_names = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]\n\n'
+        '[audit]\nfail_on = "medium"\n\n[gateway]\nport = 9000\n'
+    )
+    model, gw = load_serve_config(cfg)
+    assert model.path == tmp_path / "model.pt2" and model.device == "cpu" and gw.port == 9000
+    spec = resolve_spec(None, cfg)
+    assert spec is not None and spec.bounds == (0.0, 16.0) and spec.shape == (1, 8, 8)
+    cfg.write_text('[model]\npath = "model.pt2"\n[spce]\nshape = [2]\n')
+    with pytest.raises(ConfigError, match="spce: unknown key"):
+        load_serve_config(cfg)

@@ -42,30 +42,27 @@ def fit_validator(
 ) -> None:
     """Fit on training data; the threshold rejects about FRR of in-distribution inputs."""
     from mlwarden.config import resolve_spec
-    from mlwarden.core.classifier import Classifier
-    from mlwarden.core.errors import InputError, ParameterError
+    from mlwarden.core.contract import require
+    from mlwarden.core.errors import ParameterError
     from mlwarden.defenses.detection.ood import EnergyDetector, MahalanobisDetector, save_detector
     from mlwarden.gateway.monitoring import calibrate_knn_threshold
+    from mlwarden.gateway.runner import VALIDATOR_NEEDS
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
 
+    if method not in ("mahalanobis", "energy"):  # before loading anything
+        raise ParameterError(f"--method must be 'mahalanobis' or 'energy', got '{method}'")
     classifier = load_model(
         model, factory=factory, spec=resolve_spec(spec, config), allow=tuple(allow)
     )
-    if not isinstance(classifier, Classifier):
-        raise InputError(
-            f"'{model}' is a black-box model (ONNX): an OOD validator needs "
-            "features or logits; serve it without a validator"
-        )
+    require(classifier, VALIDATOR_NEEDS, by="an OOD validator",
+            hint="serve it without a validator")
     dataset = load_data(data, spec=classifier.spec)
+    detector: MahalanobisDetector | EnergyDetector
     if method == "mahalanobis":
-        detector: MahalanobisDetector | EnergyDetector = MahalanobisDetector(
-            layer=layer, false_rejection_rate=frr, seed=seed
-        )
-    elif method == "energy":
-        detector = EnergyDetector(false_rejection_rate=frr, seed=seed)
+        detector = MahalanobisDetector(layer=layer, false_rejection_rate=frr, seed=seed)
     else:
-        raise ParameterError(f"--method must be 'mahalanobis' or 'energy', got '{method}'")
+        detector = EnergyDetector(false_rejection_rate=frr, seed=seed)
     detector.fit(classifier, dataset.x, dataset.y)
     threshold = calibrate_knn_threshold(dataset.x, knn_k, knn_quantile)
     save_detector(detector, out, {"query_attack_threshold": threshold, "query_attack_k": knn_k})

@@ -33,7 +33,8 @@ def serve_command(
     model_cfg, gateway = load_serve_config(config)
     # --spec, else the [spec] table of the same file the model and gateway come from
     model = load_model(
-        model_cfg.path, factory=model_cfg.factory, spec=resolve_spec(spec, config)
+        model_cfg.path, factory=model_cfg.factory, spec=resolve_spec(spec, config),
+        device=model_cfg.device,
     )
     app = create_app(model, gateway)
     serve(

@@ -6,6 +6,8 @@ reordering or inserting a line breaks the chain at that line, which `verify_chai
 (``mlwarden audit-log verify``). Several processes may append to one file: an exclusive
 ``flock`` around each append re-reads the tail when another writer moved it. Raw inputs
 are never written unless configured; the SHA-256 of the input bytes always is.
+`AuditTrail` is the log step of the gateway: the one place that says which fields each
+decision (``start``, ``predict``, ``refuse``, ``alert``, ``stop``) records.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.core.errors import InputError
+
+if TYPE_CHECKING:
+    from mlwarden.gateway.monitoring import Alert
+    from mlwarden.gateway.validation import Flag
 
 GENESIS = "0" * 64
 
@@ -160,6 +166,48 @@ class AuditLog:
 
 _STOP = object()
 log = logging.getLogger("mlwarden.gateway.audit")
+
+
+class AuditTrail:
+    """The log step: the gateway's decisions as audit entries, each naming the model.
+
+    ``log`` None (audit disabled) makes every call a no-op. ``include_inputs`` adds the raw
+    inputs (rounded to 6 places) to ``predict`` entries; they are off by default because
+    the log would then hold the clients' data.
+    """
+
+    def __init__(self, log: AuditLog | None, model: str, *, include_inputs: bool = False) -> None:
+        self.log = log
+        self.model = model
+        self.include_inputs = include_inputs
+
+    def event(self, event: str, **fields: Any) -> None:
+        if self.log is not None:
+            self.log.append(event, model=self.model, **fields)
+
+    def refused(self, *, key: str | None, address: str, status: int, reason: str, detail: str,
+                input_sha256: str | None) -> None:
+        self.event("refuse", key=key, address=address, status=status, reason=reason,
+                   detail=detail, input_sha256=input_sha256)
+
+    def alert(self, alert: Alert, action: str, *, key: str | None, address: str | None) -> None:
+        self.event("alert", key=key, address=address, detector=alert.detector,
+                   detail=alert.detail, queries=alert.queries, action=action)
+
+    def predicted(self, *, key: str | None, address: str, inputs: Any, input_sha256: str,
+                  labels: list[int], flags: list[Flag], output: str) -> None:
+        """A served ``predict``: ``inputs`` is the (N, ...) array the model saw."""
+        if self.log is None:
+            return
+        extra = {"inputs": inputs.round(6).tolist()} if self.include_inputs else {}
+        self.event("predict", key=key, address=address, status=200, inputs_count=len(inputs),
+                   input_sha256=input_sha256, labels=labels,
+                   flags=[{"check": f.check, "samples": f.samples} for f in flags],
+                   output=output, **extra)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 @dataclass(frozen=True)

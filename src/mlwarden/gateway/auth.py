@@ -18,6 +18,7 @@ import os
 import secrets
 import string
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from mlwarden.core.errors import ConfigError, InputError
 from mlwarden.gateway.config import SCOPES, KeyEntry, OutputLevel
+from mlwarden.gateway.errors import forbidden, unauthorized
 
 KEY_MARK = "mlw"
 _ALPHABET = string.ascii_letters + string.digits
@@ -140,6 +142,53 @@ class KeyStore:
         return Principal(entry.prefix, entry.name, frozenset(entry.scopes), entry.output)
 
 
+# -- the request's credentials ---------------------------------------------------------
+
+API_KEY_HEADER = "x-api-key"
+
+
+def api_key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The key a request presents: ``X-API-Key``, else ``Authorization: Bearer <key>``.
+
+    ``headers`` has lower-case names (ASGI's, or Starlette's case-insensitive mapping).
+    Another scheme (``Basic ...``) presents no key.
+    """
+    key = headers.get(API_KEY_HEADER)
+    if key is None:
+        auth = headers.get("authorization")
+        if auth is not None:
+            kind, _, value = auth.partition(" ")
+            key = value.strip() if kind.lower() == "bearer" else None
+    return key
+
+
+class Authenticator:
+    """The authenticate step: the principal of a request's key, or the refusal.
+
+    With auth disabled every request is anonymous (None). A missing, unknown, wrong or
+    revoked key is one identical 401; a valid key without ``scope`` is a 403.
+    """
+
+    def __init__(self, keys: KeyStore, enabled: bool = True) -> None:
+        self.keys = keys
+        self.enabled = enabled
+
+    def __call__(self, headers: Mapping[str, str], scope: str) -> Principal | None:
+        if not self.enabled:
+            return None
+        principal = self.keys.authenticate(api_key_from_headers(headers))
+        if principal is None:
+            raise unauthorized()
+        if scope not in principal.scopes:
+            raise forbidden(f"this key lacks the '{scope}' scope")
+        return principal
+
+
+def client_id(principal: Principal | None, address: str) -> str:
+    """Whom rate flags and monitors track: the key's prefix, or the address without auth."""
+    return principal.prefix if principal is not None else f"addr:{address}"
+
+
 # -- the key file ----------------------------------------------------------------------
 
 
@@ -201,11 +250,15 @@ def revoke_key(path: Path, prefix_or_name: str) -> KeyEntry:
 
 
 __all__ = [
+    "API_KEY_HEADER",
     "SCOPES",
+    "Authenticator",
     "KeyStore",
     "NewKey",
     "Principal",
     "add_key",
+    "api_key_from_headers",
+    "client_id",
     "generate_key",
     "hash_secret",
     "read_key_file",

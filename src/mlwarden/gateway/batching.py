@@ -8,6 +8,8 @@ company that is already on its way: the app announces each request as it starts 
 it (`DynamicBatcher.expect`), and the batcher runs as soon as no announced request is
 still being read. A fixed timer instead leaves the CPU idle whenever the server has
 nothing left to parse, and adds its whole wait to every request at low load.
+
+`BatchWorker` is what the gateway's batcher runs: the batch step of every request in it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+
+from mlwarden.defenses.output import labels_only
+
+if TYPE_CHECKING:
+    from mlwarden.defenses.output import Released
+    from mlwarden.gateway.monitoring import Alert, MonitorBank
 
 Outputs = Any
 BatchFn = Callable[[torch.Tensor, list[tuple[Any, int]]], list[Any]]
@@ -190,3 +199,98 @@ class DynamicBatcher:
             if rest:
                 await self._dispatch(loop, rest)
         self._executor.shutdown(wait=True)
+
+
+# -- the gateway's batch step -------------------------------------------------------------
+
+
+class Ticket(NamedTuple):
+    """What a request submits with its inputs: whose they are and what it may see."""
+
+    client: str
+    output: str  # an output level of `mlwarden.defenses.output.release`
+
+
+@dataclass
+class BatchAnswer:
+    """What the batch worker hands back to one request, as Python lists."""
+
+    labels: list[int]
+    probabilities: list[list[float]] | None  # at the request's output level; None if hidden
+    top_k: tuple[list[list[float]], list[list[int]]] | None  # (values, labels) per sample
+    ood: list[bool] | None  # the OOD validator's flag per sample, when one runs
+    alerts: list[Alert]  # alerts this request raised (first request of its client in the batch)
+    group_alerts: list[Alert]  # alerts of its client's whole group in the batch
+
+
+class BatchWorker:
+    """Forward pass, OOD verdicts, attack monitors and output hardening for a whole batch.
+
+    Runs in the batcher's worker (thread); returns one `BatchAnswer` per request, in
+    arrival order. Everything is done once per batch, not once per request: the monitors
+    per client, the hardening per output level, and the conversion to Python lists, which
+    a dozen small tensor operations per request would otherwise cost.
+
+    ``model``: (N, ...) -> (probabilities, OOD scores or None), e.g. `ModelRunner`;
+    ``ood_threshold``: scores above it are out of distribution; ``harden``: (probabilities,
+    level) -> `Released`, e.g. `mlwarden.defenses.output.release` with the settings bound.
+    """
+
+    def __init__(
+        self, model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+        monitors: MonitorBank, harden: Callable[[torch.Tensor, str], Released], *,
+        ood_threshold: float | None = None,
+    ) -> None:
+        self.model = model
+        self.monitors = monitors
+        self.harden = harden
+        self.ood_threshold = ood_threshold
+
+    def __call__(self, x: torch.Tensor, items: list[tuple[Ticket, int]]) -> list[BatchAnswer]:
+        probs, scores = self.model(x)
+        labels = labels_only(probs)
+        flagged = (scores > self.ood_threshold
+                   if scores is not None and self.ood_threshold is not None else None)
+        label_list = labels.tolist()
+        flag_list = flagged.tolist() if flagged is not None else None
+        alerts_of = self.monitors.observe_batch(x, labels, flagged,
+                                                [(t.client, n) for t, n in items])
+        released = self._release(probs, items)
+        out, start, seen = [], 0, set()
+        for (ticket, n), (rows, top) in zip(items, released, strict=True):
+            end = start + n
+            group = alerts_of[ticket.client]
+            first = ticket.client not in seen
+            seen.add(ticket.client)
+            out.append(BatchAnswer(
+                labels=label_list[start:end], probabilities=rows, top_k=top,
+                ood=flag_list[start:end] if flag_list is not None else None,
+                alerts=group if first else [], group_alerts=group))
+            start = end
+        return out
+
+    def _release(self, probs: torch.Tensor, items: list[tuple[Ticket, int]]) -> list[Any]:
+        """(probability rows, top-k rows) per request: one `harden` call per output level."""
+        levels = {t.output for t, _ in items}
+        out: list[Any] = [None] * len(items)
+        starts, start = [], 0
+        for _, n in items:
+            starts.append(start)
+            start += n
+        for level in levels:
+            mine = [i for i, (t, _) in enumerate(items) if t.output == level]
+            if len(levels) == 1:
+                sub = probs
+            else:
+                rows = [r for i in mine for r in range(starts[i], starts[i] + items[i][1])]
+                sub = probs[torch.tensor(rows)]
+            rel = self.harden(sub, level)
+            p_rows = rel.probabilities.tolist() if rel.probabilities is not None else None
+            top = (rel.top_k[0].tolist(), rel.top_k[1].tolist()) if rel.top_k is not None else None
+            at = 0
+            for i in mine:
+                end = at + items[i][1]
+                out[i] = (p_rows[at:end] if p_rows is not None else None,
+                          (top[0][at:end], top[1][at:end]) if top is not None else None)
+                at = end
+        return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -209,13 +210,6 @@ class GatewayConfig(_Section):
             raise ConfigError(_format_errors(exc, where)) from None
 
 
-class ModelSection(_Section):
-    """``[model]``: the file to serve and, for weights files, the factory that builds it."""
-
-    path: Path
-    factory: str | None = None
-
-
 def _format_errors(exc: ValidationError, where: str) -> str:
     parts = []
     for err in exc.errors():
@@ -227,29 +221,40 @@ def _format_errors(exc: ValidationError, where: str) -> str:
     return "invalid configuration: " + "; ".join(parts)
 
 
-def load_serve_config(path: Path) -> tuple[ModelSection, GatewayConfig]:
-    """Read ``[model]`` and ``[gateway]`` from a toml file.
+@dataclass(frozen=True)
+class ServeModel:
+    """What ``mlwarden serve`` loads: the ``[model]`` table with its path made absolute."""
 
-    Stand-in for the lead's ``mlwarden.config`` loader: one function to replace.
-    Relative paths in the file are resolved against the file's directory.
+    path: Path
+    factory: str | None = None
+    device: str = "auto"
+
+
+def load_serve_config(path: Path) -> tuple[ServeModel, GatewayConfig]:
+    """Read ``[model]`` and ``[gateway]`` of an ``mlwarden.toml`` for ``mlwarden serve``.
+
+    The file is validated as a whole by `mlwarden.config.parse_config` (the same file the
+    audit reads; its ``[spec]`` table is `mlwarden.config.resolve_spec`'s), then
+    ``[gateway]`` against `GatewayConfig`. Relative paths in the file are resolved against
+    the file's directory.
     """
+    from mlwarden.config import parse_config
+
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file '{path}' does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file '{path}' is not valid TOML: {exc}") from None
-    if "model" not in data:
+    cfg = parse_config(data, base_dir=path.resolve().parent, where=path.name)
+    if cfg.model is None:
         raise ConfigError(f"config file '{path}' has no [model] section with 'path'")
-    try:
-        model = ModelSection.model_validate(data["model"])
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, "model")) from None
-    gateway = GatewayConfig.from_dict(data.get("gateway", {}))
+    gateway = GatewayConfig.from_dict(cfg.gateway or {})
     base = path.parent
-    if not model.path.is_absolute():
-        model = model.model_copy(update={"path": base / model.path})
+    model = ServeModel(base / cfg.model.path, cfg.model.factory, cfg.model.device)
     auth, val, audit = gateway.auth, gateway.validation, gateway.audit_log
     if auth.key_file is not None and not auth.key_file.is_absolute():
         auth.key_file = base / auth.key_file

@@ -43,3 +43,13 @@ def invalid_input(message: str) -> GatewayError:
 
 def too_large(limit: int) -> GatewayError:
     return GatewayError(413, "too_large", f"request body exceeds the limit of {limit} bytes")
+
+
+def blocked() -> GatewayError:
+    """The answer to a client an attack monitor blocked, on this request and later ones."""
+    return GatewayError(403, "blocked",
+                        "this client is blocked after an attack alert; contact the operator")
+
+
+def rate_limited(message: str, headers: dict[str, str]) -> GatewayError:
+    return GatewayError(429, "rate_limited", message, headers)

@@ -17,18 +17,31 @@
   (HopSkipJump, boundary attack) query long runs of near-identical inputs and trip it.
 
 Both work on the flattened input and keep bounded state per client; `MonitorBank` holds
-one pair per client with least-recently-used eviction.
+one pair per client with least-recently-used eviction and feeds them a batch at a time.
+`MonitorActions` is the monitor step of a request: it records the alerts its batch raised
+and throttles or blocks the client as configured.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.gateway.errors import blocked
+
+if TYPE_CHECKING:
+    from mlwarden.gateway.audit_log import AuditTrail
+    from mlwarden.gateway.config import MonitoringConfig
+    from mlwarden.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("mlwarden.gateway")
 
 
 @dataclass(frozen=True)
@@ -297,5 +310,75 @@ class MonitorBank:
                                     f"{qa.threshold:.3g} of earlier ones", qa.queries_))
         return alerts
 
+    def observe_batch(
+        self, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None,
+        requests: Sequence[tuple[str, int]],
+    ) -> dict[str, list[Alert]]:
+        """Feed a batch of several requests: ``requests`` is (client, rows) per request, in
+        the batch's row order. One `observe` per client with its rows in arrival order, so
+        the k-NN search over a client's history costs one matrix product, not one per
+        request. The alerts raised, per client."""
+        rows_of: dict[str, list[int]] = {}
+        start = 0
+        for client, n in requests:
+            rows_of.setdefault(client, []).extend(range(start, start + n))
+            start += n
+        if len(rows_of) == 1:  # the whole batch is one client's: no gather needed
+            (client,) = rows_of
+            return {client: self.observe(client, x, labels, ood)}
+        alerts: dict[str, list[Alert]] = {}
+        for client, rows in rows_of.items():
+            idx = torch.tensor(rows)
+            alerts[client] = self.observe(client, x[idx], labels[idx],
+                                          ood[idx] if ood is not None else None)
+        return alerts
+
     def reset(self, client: str) -> None:
         self._clients.pop(client, None)
+
+
+class MonitorActions:
+    """The monitor step: act on the alerts a request's batch raised for its client.
+
+    Each alert is kept in ``raised``, logged, counted, audited, and, per its detector's
+    ``action``, throttles or blocks the client through ``flag`` (the shared client flags).
+    A block answers 403 to every request of the client in that batch, not only the one
+    that carried the alert.
+    """
+
+    def __init__(
+        self, config: MonitoringConfig, flag: Callable[[str, str, int], Awaitable[None]], *,
+        audit: AuditTrail | None = None, metrics: GatewayMetrics | None = None,
+        raised: list[Alert] | None = None,
+    ) -> None:
+        self.config = config
+        self.flag = flag
+        self.audit = audit
+        self.metrics = metrics
+        self.raised = raised if raised is not None else []
+
+    def action(self, alert: Alert) -> str:
+        """``log``, ``throttle`` or ``block``: what the alert's detector is configured to do."""
+        return str(getattr(self.config, alert.detector).action)
+
+    async def __call__(self, alerts: list[Alert], group_alerts: list[Alert], client: str,
+                       key: str | None = None, address: str | None = None) -> None:
+        """Record and act on ``alerts`` (raised by this request); 403 if ``client`` is blocked
+        by them or by ``group_alerts`` (those of all its requests in the batch)."""
+        is_blocked = False
+        for alert in alerts:
+            action = self.action(alert)
+            self.raised.append(alert)
+            if self.metrics is not None:
+                self.metrics.alerts.labels(alert.detector).inc()
+            log.warning("attack alert %s for %s after %d queries: %s", alert.detector,
+                        alert.client, alert.queries, alert.detail)
+            if self.audit is not None:
+                self.audit.alert(alert, action, key=key, address=address)
+            if action == "block":
+                await self.flag("blocked", client, self.config.block_seconds)
+                is_blocked = True
+            elif action == "throttle":
+                await self.flag("throttled", client, self.config.block_seconds)
+        if is_blocked or any(self.action(a) == "block" for a in group_alerts):
+            raise blocked()

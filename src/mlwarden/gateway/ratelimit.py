@@ -13,7 +13,8 @@ Costs are counted in *inputs*, not requests: a batch of 50 spends 50, because mo
 extraction is measured in queried samples.
 
 `ClientFlags` holds the monitors' verdicts (blocked or throttled clients) in the same
-storage, so an alert raised on one replica holds on all of them.
+storage, so an alert raised on one replica holds on all of them. `RateGate` is the limit
+step of a request: it asks both and turns their answers into refusals.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mlwarden.core.errors import ConfigError, require
 from mlwarden.gateway.config import RateLimitConfig
+from mlwarden.gateway.errors import GatewayError, blocked, rate_limited
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -252,3 +257,58 @@ class ClientFlags:
         else:
             with self._lock:
                 self._local.pop(name, None)
+
+
+class RateGate:
+    """The limit step of a request: client flags, the input budget, the brute-force guard.
+
+    Redis calls block, so with a remote storage each runs in a worker thread and the event
+    loop keeps serving; the in-memory storage answers in microseconds and runs inline.
+    """
+
+    def __init__(self, limiter: RateLimiter, flags: ClientFlags) -> None:
+        self.limiter = limiter
+        self.flags = flags
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.limiter.is_remote:
+            import anyio
+
+            return await anyio.to_thread.run_sync(lambda: fn(*args))
+        return fn(*args)
+
+    async def failed_auth(self, address: str) -> None:
+        """Spend one from the address budget for a failed authentication (brute-force guard);
+        429 once the address has none left."""
+        guard = await self._call(self.limiter.check, None, address, 1)
+        if not guard.allowed:
+            raise rate_limited("too many requests from this address", guard.headers)
+
+    async def admit(self, client: str) -> bool:
+        """403 for a blocked client; otherwise whether it is throttled."""
+        is_blocked, throttled = await self._call(self.flags.blocked_throttled, client)
+        if is_blocked:
+            raise blocked()
+        return throttled
+
+    async def spend(self, key: str | None, address: str, inputs: int,
+                    throttled: bool = False) -> dict[str, str]:
+        """Spend ``inputs`` on every limit of the key and the address; the RateLimit headers
+        of the answer, or a 422 (a batch no window can hold) or 429 (retry later)."""
+        decision = await self._call(self.limiter.check, key, address, inputs, throttled)
+        if decision.too_large:
+            raise GatewayError(422, "batch_exceeds_rate_limit",
+                               f"a batch of {inputs} inputs exceeds the '{decision.scope}' limit "
+                               f"of {decision.limit} inputs; send smaller batches")
+        if not decision.allowed:
+            raise rate_limited(f"rate limit '{decision.scope}' of {decision.limit} inputs per "
+                               f"window exceeded; retry after {decision.headers['Retry-After']} s",
+                               decision.headers)
+        return decision.headers
+
+    async def flag(self, kind: str, client: str, seconds: int) -> None:
+        """Mark ``client`` ``blocked`` or ``throttled`` for ``seconds``, on every replica."""
+        await self._call(self.flags.set, kind, client, seconds)
+
+    async def ping(self) -> bool:
+        return await self._call(self.limiter.ping)

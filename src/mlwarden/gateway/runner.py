@@ -4,12 +4,34 @@ costs no second pass and no time on the event loop."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from mlwarden.core.classifier import Classifier
-from mlwarden.core.oracle import Oracle
+from mlwarden.core.contract import Capability, ModelKind, describe, kind_of, missing, offers
+from mlwarden.core.errors import ConfigError
 from mlwarden.defenses.detection.ood import EnergyDetector, MahalanobisDetector
+
+if TYPE_CHECKING:
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.core.oracle import Oracle
+
+VALIDATOR_NEEDS = (Capability.FEATURES,)
+"""What an OOD validator needs of the model: its hidden features (Mahalanobis) or logits
+(energy), which only a white-box classifier exposes."""
+
+
+def check_validator(model: Classifier | Oracle) -> None:
+    """`ConfigError` unless ``model`` can feed an OOD validator; call it before fitting or
+    loading one."""
+    lacking = missing(model, VALIDATOR_NEEDS)
+    if lacking:
+        raise ConfigError(
+            f"gateway.validation.validator: an OOD validator needs "
+            f"{', '.join(c.value for c in lacking)}; {describe(model)}, a black-box model "
+            "(e.g. ONNX) that exposes none; remove the validator"
+        )
 
 
 class ModelRunner:
@@ -17,24 +39,24 @@ class ModelRunner:
 
     def __init__(self, model: Classifier | Oracle,
                  validator: MahalanobisDetector | EnergyDetector | None = None) -> None:
+        if validator is not None:
+            check_validator(model)
         self.model = model
         self.validator = validator
-        feature_layer = validator.layer_ if isinstance(validator, MahalanobisDetector) else None
-        self.feature_layer = feature_layer if isinstance(model, Classifier) else None
+        kind = kind_of(model)
+        self.white_box = kind is ModelKind.CLASSIFIER
+        self.labels_only = Capability.SCORES not in offers(model)
+        self.feature_layer = (validator.layer_ if isinstance(validator, MahalanobisDetector)
+                              else None)
         self._target: nn.Module | None = None
         if self.feature_layer is not None:
-            assert isinstance(model, Classifier)
-            self._target = model.module.get_submodule(self.feature_layer)
-
-    @property
-    def has_logits(self) -> bool:
-        return isinstance(self.model, Classifier)
+            self._target = model.module.get_submodule(self.feature_layer)  # type: ignore[union-attr]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
-        if not isinstance(model, Classifier):
+        if not self.white_box:
             out = model(x)
-            if model.output == "labels":
+            if self.labels_only:
                 probs = torch.nn.functional.one_hot(out, model.num_classes).float()
             else:
                 probs = out
@@ -46,7 +68,7 @@ class ModelRunner:
                 lambda _m, _i, out: captured.append(out.detach())
             )
         try:
-            logits = model.logits(x, batch_size=None)
+            logits = model.logits(x, batch_size=None)  # type: ignore[union-attr]
         finally:
             if handle is not None:
                 handle.remove()

@@ -1,21 +1,24 @@
 """Request validation against the model's `InputSpec`: size, JSON, shape, finiteness, bounds.
 
-Parsing is our own (``orjson`` or ``json``, then NumPy) rather than a pydantic body model:
-a batch of images is thousands of numbers, and one vectorised conversion is both faster
-and able to say exactly which sample is wrong. Every failure is a `GatewayError` with
-status 400/413/422.
+Two steps of a request live here. *Parse*: `read_body` (size limit, declared or streamed)
+and `parse_body` (JSON). *Validate*: `parse_inputs` (shape, finiteness, bounds) before the
+model, and `ood_flag` on the OOD validator's verdict after it. Parsing is our own
+(``orjson`` or ``json``, then NumPy) rather than a pydantic body model: a batch of images
+is thousands of numbers, and one vectorised conversion is both faster and able to say
+exactly which sample is wrong. Every failure is a `GatewayError` with status 400/413/422.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mlwarden.core.spec import InputSpec
-from mlwarden.gateway.errors import bad_request, invalid_input
+from mlwarden.gateway.errors import GatewayError, bad_request, invalid_input, too_large
 
 try:  # three times faster than json on bodies of numbers; part of the serve extra
     import orjson as _orjson
@@ -25,8 +28,52 @@ except ImportError:  # pragma: no cover - a serve install without it still works
 
 @dataclass
 class ParsedBatch:
+    """The inputs as one float32 array; ``out_of_bounds``: samples clipped into the bounds."""
+
     x: np.ndarray
     out_of_bounds: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A check that found something and let the request through.
+
+    ``action`` ``flag`` shows it to the client in the response; ``log`` only writes it to
+    the audit trail and the metrics.
+    """
+
+    check: str
+    samples: list[int]
+    detail: str
+    action: str
+
+    @property
+    def visible(self) -> bool:
+        return self.action == "flag"
+
+    def public(self) -> dict[str, Any]:
+        """The response's form: check, samples, detail."""
+        return {"check": self.check, "samples": self.samples, "detail": self.detail}
+
+
+async def read_body(headers: Mapping[str, str], chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes:
+    from ``Content-Length`` before reading, or while streaming when there is none."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise too_large(limit)
+        except ValueError:
+            raise bad_request("Content-Length is not a number") from None
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _where(bad: np.ndarray, limit: int = 5) -> str:
@@ -116,6 +163,25 @@ def parse_inputs(payload: Any, spec: InputSpec, max_batch: int,
         out_of_bounds = np.flatnonzero(outside).tolist()
         np.clip(x, low, high, out=x)
     return ParsedBatch(x, out_of_bounds)
+
+
+def bounds_flag(batch: ParsedBatch, action: str) -> Flag | None:
+    """The flag for samples `parse_inputs` clipped (``bounds`` set to ``flag`` or ``log``)."""
+    if not batch.out_of_bounds:
+        return None
+    return Flag("bounds", batch.out_of_bounds, "values clipped into the input bounds", action)
+
+
+def ood_flag(ood: list[bool] | None, threshold: float, action: str) -> Flag | None:
+    """The OOD check on the validator's verdict per sample: 422 with ``reject``, else a flag."""
+    if ood is None or not any(ood):
+        return None
+    idx = [i for i, flagged in enumerate(ood) if flagged]
+    detail = f"out-of-distribution score above the calibrated threshold {threshold:.4g}"
+    if action == "reject":
+        raise GatewayError(422, "out_of_distribution",
+                           f"sample(s) {idx[:5]} are out of distribution: {detail}")
+    return Flag("ood", idx, detail, action)
 
 
 def request_schema(spec: InputSpec, max_batch: int) -> dict[str, Any]:
