@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.pickle_reader import PickleTrace, read_pickle
 from mlwarden.supplychain.policy import ImportClass
 
-__all__ = ["judge_trace", "scan_pickle_stream", "starts_pickle"]
+__all__ = [
+    "first_unimportable",
+    "importable",
+    "judge_trace",
+    "scan_pickle_stream",
+    "starts_pickle",
+]
 
 # Opcodes a protocol 0/1 pickle may start with (no PROTO opcode): marks, containers,
 # globals, scalars. Used only to decide whether trailing bytes are another pickle.
 _P0_STARTS = frozenset(b"(]}).cNIJKLFSVXTUGpqgh")
+
+
+_IMPORTABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def importable(module: str, name: str) -> bool:
+    """Whether ``find_class`` could import this global: both parts dotted identifiers
+    (anything else makes ``__import__``/``getattr`` fail before the pickle acts)."""
+    return bool(_IMPORTABLE.fullmatch(module) and _IMPORTABLE.fullmatch(name))
+
+
+def first_unimportable(trace: PickleTrace) -> int | None:
+    """Offset of the first global that cannot be imported (where pickle.load stops)."""
+    for g in trace.imports:
+        if not importable(g.module, g.name):
+            return g.offset
+    return None
 
 
 def starts_pickle(buf: Any, pos: int, end: int) -> bool:

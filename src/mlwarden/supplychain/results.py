@@ -70,7 +70,7 @@ RULES: dict[str, Rule] = {
         _r("MLW-SCAN-030", "safetensors header is invalid", _H, _UNR),
         _r("MLW-SCAN-031", "NumPy file is invalid", _H, _UNR),
         _r("MLW-SCAN-034", "Tensor data holds another container or a pickle", _H, _SUS),
-        _r("MLW-SCAN-032", "NumPy object array holds a pickle", _L, _SAFE),
+        _r("MLW-SCAN-032", "NumPy object array: loading it needs allow_pickle=True", _M, _SUS),
         _r("MLW-SCAN-033", "Legacy PyTorch file layout does not match its storages", _H, _UNR),
         _r("MLW-SCAN-040", "ONNX external data path escapes the model folder", _C, _UNS),
         _r("MLW-SCAN-041", "ONNX model uses a custom operator domain", _M, _SUS),

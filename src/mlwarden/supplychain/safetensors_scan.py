@@ -174,7 +174,7 @@ def check_hidden_payloads(
     another loader given the same file, does. Checks the start of every tensor, and the
     file itself as ``torch.load`` reads a non-zip file (a pickle from byte 0)."""
     from mlwarden.supplychain.pickle_reader import read_pickle
-    from mlwarden.supplychain.pickle_scan import judge_trace, starts_pickle
+    from mlwarden.supplychain.pickle_scan import importable, judge_trace, starts_pickle
 
     first = read_pickle(buf, 0, len(buf), ctx.limits.pickle)
     if first.imports or first.calls:
@@ -189,7 +189,8 @@ def check_hidden_payloads(
         what = next((w for magic, w in _HIDDEN_MAGICS if head.startswith(magic)), None)
         if what is None and starts_pickle(buf, begin, end) and head[:1] == b"\x80":
             trace = read_pickle(buf, begin, end, ctx.limits.pickle)
-            if trace.imports or trace.calls:
+            real = [g for g in trace.imports if importable(g.module, g.name)]
+            if real and (trace.calls or trace.complete):  # not random float bytes
                 what = "a pickle"
                 judge_trace(trace, ctx, member)
         if what is not None:

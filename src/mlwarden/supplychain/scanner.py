@@ -14,7 +14,6 @@ import json
 import lzma
 import mmap
 import os
-import re
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,7 +32,12 @@ from mlwarden.supplychain.keras_scan import (
 from mlwarden.supplychain.numpy_scan import NPY_MAGIC, scan_npy
 from mlwarden.supplychain.onnx_scan import scan_onnx
 from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
-from mlwarden.supplychain.pickle_scan import judge_trace, scan_pickle_stream, starts_pickle
+from mlwarden.supplychain.pickle_scan import (
+    first_unimportable,
+    judge_trace,
+    scan_pickle_stream,
+    starts_pickle,
+)
 from mlwarden.supplychain.policy import Policy
 from mlwarden.supplychain.results import FileScan, ScanResult, Verdict, verdict_of
 from mlwarden.supplychain.safetensors_scan import (
@@ -260,7 +264,7 @@ def _try_pickle(buf: Any, ctx: ScanContext, member: str | None) -> str | None:
     """
     size = len(buf)
     first = read_pickle(buf, 0, size, ctx.limits.pickle)
-    stop = _first_unimportable(first)
+    stop = first_unimportable(first)
     if stop is not None and not first.complete and _is_text_stream(buf):
         # text that opens like a GLOBAL ("class X(Module):" in TorchScript code):
         # pickle.load would fail importing that name, so only what comes before counts
@@ -278,17 +282,6 @@ def _try_pickle(buf: Any, ctx: ScanContext, member: str | None) -> str | None:
         if first.end < size and _is_text_stream(buf):
             return None
     return _scan_raw_pickle(buf, ctx, member, first)
-
-
-_IMPORTABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-
-
-def _first_unimportable(trace: Any) -> int | None:
-    """Offset of the first global whose module or name is not a dotted identifier."""
-    for g in trace.imports:
-        if not (_IMPORTABLE.fullmatch(g.module) and _IMPORTABLE.fullmatch(g.name)):
-            return g.offset
-    return None
 
 
 def _head8(buf: Any) -> bytes:
@@ -482,9 +475,8 @@ def _expand(buf: Any, start: int, dec: Any, limits: ScanLimits, out: bytearray) 
             data: Any = view[i : i + _CHUNK]
             consumed += len(data)
             while True:
-                room = limits.max_member_bytes + 1 - len(out)
-                if len(out) > (16 << 20):
-                    room = min(room, int(consumed * limits.max_compression_ratio) + 1 - len(out))
+                allowed = max(16 << 20, int(consumed * limits.max_compression_ratio))
+                room = min(limits.max_member_bytes, allowed) + 1 - len(out)
                 if room <= 0:
                     return "bomb", end
                 out += dec.decompress(data, room)

@@ -11,6 +11,7 @@ entries as in "A better zip bomb", Fifield 2019).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -21,7 +22,12 @@ from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.keras_scan import scan_keras_config
 from mlwarden.supplychain.numpy_scan import NPY_MAGIC
 from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
-from mlwarden.supplychain.pickle_scan import judge_trace, scan_pickle_stream, starts_pickle
+from mlwarden.supplychain.pickle_scan import (
+    importable,
+    judge_trace,
+    scan_pickle_stream,
+    starts_pickle,
+)
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4s5H3I2H")
@@ -408,8 +414,10 @@ def _scan_member(
             "torch.export/AOTInductor loaders run",
             member=name,
         )
-    if kind == "torch-export-pt2" and rel.startswith("data/constants/") and base.startswith(
-        ("custom_obj_", "opaque_obj_")
+    if (
+        kind == "torch-export-pt2"
+        and rel.startswith("data/constants/")
+        and base.startswith(("custom_obj_", "opaque_obj_"))
     ):
         ctx.add(
             "MLW-SCAN-052",
@@ -474,6 +482,8 @@ def _scan_member(
             member=name,
         )
         return
+    if ctx.torchscript and "/code/" in info.filename and base.endswith(".py"):
+        check_torchscript_code(bytes(data), ctx, name)
     if info.filename in loader_reads or base.lower().endswith((".pkl", ".pickle")):
         scan_pickle_stream(data, ctx, member=name)  # the pickle the loader unpickles
     elif raw:
@@ -481,7 +491,10 @@ def _scan_member(
         # here is reported (the file carries code the loader does not need)
         if head[:1] and head[0] in OPCODES:
             trace = read_pickle(data, 0, len(data), limits.pickle)
-            if trace.imports or trace.calls or trace.extensions or trace.dynamic_imports:
+            # random tensor bytes often parse as a few opcodes (EXT1, LONG1...); only a
+            # real import that is then called, or a whole pickle, is a hidden payload
+            real = [g for g in trace.imports if importable(g.module, g.name)]
+            if real and (trace.calls or trace.complete):
                 ctx.add(
                     "MLW-SCAN-013",
                     "a tensor-data member holds a pickle that imports or calls",
@@ -500,6 +513,27 @@ def _scan_member(
             ctx.depth -= 1
     elif kind == "keras" and base == "config.json":
         scan_keras_config(bytes(data), ctx, name)
+
+
+# TorchScript code can call any registered operator; these reach files, processes or
+# native libraries (torch.ops.load_library, from_file, save, custom op namespaces)
+_TS_RISKY = re.compile(
+    rb"torch\.ops\.(?!aten\.|prim\.|quantized\.|_caffe2\.)[A-Za-z_]\w*\.|"
+    rb"\bload_library\b|\bfrom_file\b|\btorch\.save\b|\btorch\.load\b|"
+    rb"\b_load_for_mobile\b|\bopen\(|__import__|\bsubprocess\b|\bos\.system\b"
+)
+
+
+def check_torchscript_code(code: bytes, ctx: ScanContext, member: str) -> None:
+    """Operators in a TorchScript code member that reach beyond tensor math."""
+    hits = sorted({m.group(0).decode("utf-8", "replace") for m in _TS_RISKY.finditer(code)})
+    if hits:
+        ctx.add(
+            "MLW-SCAN-055",
+            f"TorchScript code calls {', '.join(hits[:5])}: torch.jit.load runs it",
+            member=member,
+            calls=hits[:20],
+        )
 
 
 _NATIVE_MAGICS = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
