@@ -128,30 +128,36 @@ def scan_keras_config(raw: bytes, ctx: ScanContext, member: str | None) -> None:
 
 _JSON_START = re.compile(rb"\{\s*\"")
 _MAX_H5_JSON = 64 << 20
+_NUL = re.compile(rb"\x00")
+
+
+_MAX_CANDIDATES = 100_000
 
 
 def _h5_json_documents(buf: Any) -> list[Any]:
     """Every JSON object stored as a string in the file (attributes ``model_config``,
     ``training_config``...), parsed with ``json.JSONDecoder.raw_decode`` from each
-    ``{"`` in the bytes. HDF5 keeps a compact or dense attribute's value contiguous,
-    so h5py is not needed to read it."""
+    ``{"`` in the bytes up to the NUL that ends the string. HDF5 keeps a compact or
+    dense attribute's value contiguous, so h5py is not needed to read it. The file is
+    searched in place (``re`` reads an mmap without copying it)."""
     docs: list[Any] = []
     decoder = json.JSONDecoder()
-    data = bytes(buf[: min(len(buf), 1 << 31)])
-    pos = 0
-    while len(docs) < 64:
-        m = _JSON_START.search(data, pos)
+    pos, tries = 0, 0
+    while len(docs) < 64 and tries < _MAX_CANDIDATES:
+        m = _JSON_START.search(buf, pos)
         if m is None:
             break
-        end = data.find(b"\x00", m.start(), m.start() + _MAX_H5_JSON)
-        chunk = data[m.start() : end if end >= 0 else m.start() + _MAX_H5_JSON]
+        tries += 1
+        start = m.start()
+        nul = _NUL.search(buf, start, start + _MAX_H5_JSON)
+        end = nul.start() if nul is not None else min(len(buf), start + _MAX_H5_JSON)
         try:
-            doc, used = decoder.raw_decode(chunk.decode("utf-8", "replace"))
+            doc, used = decoder.raw_decode(bytes(buf[start:end]).decode("utf-8"))
         except (ValueError, RecursionError):
-            pos = m.start() + 1
+            pos = start + 1
             continue
         docs.append(doc)
-        pos = m.start() + max(used, 1)
+        pos = start + max(used, 1)
     return docs
 
 
@@ -166,7 +172,7 @@ def scan_hdf5(buf: Any, ctx: ScanContext) -> bool:
     docs = [d for d in _h5_json_documents(buf) if is_keras_config(d)]
     for doc in docs:
         walk_keras_config(doc, ctx, None)
-    mentions = buf.find(b"model_config") >= 0
+    mentions = re.search(rb"model_config", buf) is not None
     if mentions and not docs:
         ctx.add(
             "MLW-SCAN-061",

@@ -38,7 +38,7 @@ from mlwarden.supplychain.pickle_scan import (
     scan_pickle_stream,
     starts_pickle,
 )
-from mlwarden.supplychain.policy import Policy
+from mlwarden.supplychain.policy import ImportClass, Policy
 from mlwarden.supplychain.results import FileScan, ScanResult, Verdict, verdict_of
 from mlwarden.supplychain.safetensors_scan import (
     check_hidden_payloads,
@@ -265,6 +265,17 @@ def _try_pickle(buf: Any, ctx: ScanContext, member: str | None) -> str | None:
     size = len(buf)
     first = read_pickle(buf, 0, size, ctx.limits.pickle)
     stop = first_unimportable(first)
+    if (
+        not first.complete
+        and not (first.calls or first.extensions or first.dynamic_imports)
+        and not any(
+            ctx.policy.classify(g.module, g.name) is ImportClass.DANGEROUS for g in first.imports
+        )
+        and _is_text_stream(buf)
+    ):
+        # text such as a vocabulary that opens with "c" + two words reads as a GLOBAL of
+        # an unknown module and then breaks: pickle.load would call nothing
+        return None
     if stop is not None and not first.complete and _is_text_stream(buf):
         # text that opens like a GLOBAL ("class X(Module):" in TorchScript code):
         # pickle.load would fail importing that name, so only what comes before counts
