@@ -894,6 +894,25 @@ def build_corpus_v2(root: Path) -> dict[str, str]:
     return kinds
 
 
+def sentencepiece_model(pieces: list[str]) -> bytes:
+    """A SentencePiece ModelProto (sentencepiece_model.proto) written by hand."""
+
+    def field(num: int, payload: bytes) -> bytes:
+        n, out = len(payload), b""
+        while True:
+            out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+            n >>= 7
+            if not n:
+                break
+        return bytes([num << 3 | 2]) + out + payload
+
+    body = b""
+    for i, piece in enumerate(pieces):
+        entry = field(1, piece.encode()) + b"\x15" + struct.pack("<f", -float(i)) + b"\x18\x01"
+        body += field(1, entry)
+    return body + field(2, b"\x08\x01") + field(3, field(1, b"nmt_nfkc"))
+
+
 def _tar_members(data: bytes) -> list[tuple[str, bytes]]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]

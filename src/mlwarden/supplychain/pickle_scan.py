@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
@@ -22,19 +21,23 @@ __all__ = [
 _P0_STARTS = frozenset(b"(]}).cNIJKLFSVXTUGpqgh")
 
 
-_IMPORTABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+def _dotted(text: str) -> bool:
+    """A dotted Python identifier (Unicode letters included, as ``str.isidentifier``)."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
 def importable(module: str, name: str) -> bool:
     """Whether ``find_class`` could import this global: both parts dotted identifiers
     (anything else makes ``__import__``/``getattr`` fail before the pickle acts)."""
-    return bool(_IMPORTABLE.fullmatch(module) and _IMPORTABLE.fullmatch(name))
+    return _dotted(module) and _dotted(name)
 
 
 def first_unimportable(trace: PickleTrace) -> int | None:
-    """Offset of the first global that cannot be imported (where pickle.load stops)."""
+    """Offset of the first global whose *module* cannot be imported: ``find_class``
+    calls ``__import__(module)`` first, so only a module that is not a dotted
+    identifier stops pickle.load before any import runs."""
     for g in trace.imports:
-        if not importable(g.module, g.name):
+        if not _dotted(g.module):
             return g.offset
     return None
 

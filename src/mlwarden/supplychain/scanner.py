@@ -14,6 +14,7 @@ import json
 import lzma
 import mmap
 import os
+import re
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -38,13 +39,14 @@ from mlwarden.supplychain.pickle_scan import (
     scan_pickle_stream,
     starts_pickle,
 )
-from mlwarden.supplychain.policy import ImportClass, Policy
+from mlwarden.supplychain.policy import Policy
 from mlwarden.supplychain.results import FileScan, ScanResult, Verdict, verdict_of
 from mlwarden.supplychain.safetensors_scan import (
     check_hidden_payloads,
     looks_like_safetensors,
     scan_safetensors,
 )
+from mlwarden.supplychain.sentencepiece_scan import is_sentencepiece
 from mlwarden.supplychain.template_scan import check_template
 from mlwarden.supplychain.torch_legacy import LEGACY_MAGIC, scan_legacy_sequential, scan_legacy_tar
 from mlwarden.supplychain.zip_scan import _CHUNK, ZIP_MAGIC, _BufferFile, scan_zip
@@ -211,6 +213,9 @@ def _dispatch(
             ctx.findings.extend(probe.findings)
             ctx.members += probe.members
             return "onnx"
+    if head[:1] == b"\x0a" and is_sentencepiece(buf):
+        ctx.members += 1
+        return "sentencepiece"
     text = scan_text(buf, ctx, name, member)
     if text is not None:
         return text
@@ -265,17 +270,6 @@ def _try_pickle(buf: Any, ctx: ScanContext, member: str | None) -> str | None:
     size = len(buf)
     first = read_pickle(buf, 0, size, ctx.limits.pickle)
     stop = first_unimportable(first)
-    if (
-        not first.complete
-        and not (first.calls or first.extensions or first.dynamic_imports)
-        and not any(
-            ctx.policy.classify(g.module, g.name) is ImportClass.DANGEROUS for g in first.imports
-        )
-        and _is_text_stream(buf)
-    ):
-        # text such as a vocabulary that opens with "c" + two words reads as a GLOBAL of
-        # an unknown module and then breaks: pickle.load would call nothing
-        return None
     if stop is not None and not first.complete and _is_text_stream(buf):
         # text that opens like a GLOBAL ("class X(Module):" in TorchScript code):
         # pickle.load would fail importing that name, so only what comes before counts
@@ -511,27 +505,28 @@ def _expand(buf: Any, start: int, dec: Any, limits: ScanLimits, out: bytearray) 
     return ("trailing" if end < len(view) else "ok"), end
 
 
+_PROTO_MARK = re.compile(rb"\x80[\x02-\x05]")
+
+
 def _scan_embedded(buf: Any, ctx: ScanContext, member: str | None, start: int = 0) -> bool:
-    """Look for pickles at PROTO markers; True (with findings) when one imports or calls."""
+    """Look for pickles at PROTO markers; True (with findings) when one imports or calls.
+
+    Searched in place with ``re`` (an mmap or a memoryview is never copied)."""
     size = len(buf)
-    if not hasattr(buf, "find"):
-        buf = bytes(buf)
-    probes = 0
-    for proto in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-        pos = buf.find(proto, start)
-        while pos >= 0 and probes < _MAX_PROBES:
-            probes += 1
-            trace = read_pickle(buf, pos, size, ctx.limits.pickle)
-            if trace.end > 0 and (trace.imports or trace.calls):
-                ctx.add(
-                    "MLW-SCAN-012",
-                    "the file holds a pickle that a loader could run",
-                    member=member,
-                    offset=pos,
-                )
-                judge_trace(trace, ctx, member)
-                return True
-            pos = buf.find(proto, pos + 1)
+    for probes, m in enumerate(_PROTO_MARK.finditer(buf, start)):
+        if probes >= _MAX_PROBES:
+            break
+        pos = m.start()
+        trace = read_pickle(buf, pos, size, ctx.limits.pickle)
+        if trace.end > 0 and (trace.imports or trace.calls):
+            ctx.add(
+                "MLW-SCAN-012",
+                "the file holds a pickle that a loader could run",
+                member=member,
+                offset=pos,
+            )
+            judge_trace(trace, ctx, member)
+            return True
     return False
 
 
