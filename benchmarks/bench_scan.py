@@ -80,10 +80,17 @@ def tools(peers: Path) -> list[Tool]:
 
 
 def run(tool: Tool, path: Path, timeout: float = 120.0) -> str:
-    """The outcome of one process on ``path``: clean, flagged, error:<rc> or timeout."""
+    """The outcome of one process on ``path``: clean, flagged, error:<rc> or timeout.
+
+    Runs in the file's folder: fickling writes ``safety_results.json`` into its cwd."""
     try:
         rc = subprocess.run(
-            tool.argv(path), capture_output=True, env=_ENV, timeout=timeout, check=False
+            tool.argv(path),
+            capture_output=True,
+            env=_ENV,
+            timeout=timeout,
+            check=False,
+            cwd=path.parent,
         ).returncode
     except subprocess.TimeoutExpired:
         return "timeout"
@@ -94,7 +101,11 @@ def run_measured(tool: Tool, path: Path) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of one process, from ``os.wait4`` (per-child rusage)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        tool.argv(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_ENV
+        tool.argv(path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_ENV,
+        cwd=path.parent,
     )
     _pid, _status, usage = os.wait4(proc.pid, 0)  # reaps it, with this child's rusage
     proc.returncode = os.waitstatus_to_exitcode(_status)

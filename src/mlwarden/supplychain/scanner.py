@@ -1,9 +1,10 @@
 """`scan_file` and `scan_path`: find each file's format by its bytes and check it.
 
-Formats are recognised by magic bytes, never by the file name alone (a PyTorch zip
-named ``model.bin`` is still a zip); names only break ties between formats that have
-no magic (ONNX). Files are memory-mapped, so tensor data that is skipped is never
-read. Nothing here imports torch.
+Formats are recognised by content, never by the file name (a PyTorch zip named
+``model.bin`` is still a zip, a pickle named ``.npy`` still a pickle); a name only
+decides whether a ``.onnx`` file must parse as ONNX. The scan fails closed: content no
+scanner identified and parsed is ``unreadable``, never ``safe``. Files are
+memory-mapped, so tensor data that is skipped is never read. Nothing here imports torch.
 """
 
 from __future__ import annotations
