@@ -589,6 +589,7 @@ def build_corpus_v2(root: Path) -> dict[str, str]:
     joblib.dump(rec, root / "mal/joblib_record_object.joblib")
     kinds["mal/joblib_record_object.joblib"] = "malicious"
     put("mal/zlib_pickle.bin", __import__("zlib").compress(evil2), "malicious")
+    put("mal/joblib_elsize_lie.joblib", joblib_elsize_lie(canary), "malicious")
     # gzip.GzipFile reads concatenated members as one stream: a pickle split across two
     # members looks truncated and harmless to a single-member reader.
     half = len(evil2) // 2
@@ -892,6 +893,29 @@ def build_corpus_v2(root: Path) -> dict[str, str]:
         "benign",
     )
     return kinds
+
+
+def joblib_elsize_lie(canary: str) -> bytes:
+    """A joblib file whose float64 dtype state claims elsize 40. numpy ignores elsize for
+    non-flexible dtypes (checked: dtype('f8') keeps itemsize 8), so joblib reads the 16
+    array bytes and then runs the opcodes we insert after them; a scanner that trusts
+    the state's elsize skips 80 bytes, over the payload. Constructed from
+    joblib.numpy_pickle.NumpyArrayWrapper.read_array and numpy's arraydescr_setstate."""
+    arr = np.arange(2.0)
+    buf = io.BytesIO()
+    import joblib
+
+    joblib.dump({"w": arr, "z": 0}, buf, protocol=2)
+    data = buf.getvalue()
+    state = b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
+    at = data.index(arr.tobytes()) + 16
+    payload = b"cbuiltins\nopen\n(" + _uni0(canary) + _uni0("w") + b"tR0"
+    payload += b"N0" * ((-len(payload)) % 2)
+    elsize = (16 + len(payload)) // 2
+    assert (16 + len(payload)) % 2 == 0 and elsize * 2 == 16 + len(payload)
+    lied = state.replace(b"NNNJ\xff\xff\xff\xff", b"NNNJ" + struct.pack("<i", elsize), 1)
+    data = data.replace(state, lied, 1)
+    return data[:at] + payload + data[at:]
 
 
 def sentencepiece_model(pieces: list[str]) -> bytes:

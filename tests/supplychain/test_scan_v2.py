@@ -19,6 +19,7 @@ from scan_corpus import (
     _torch_zip_with_pickle,
     evil_pickle,
     gguf_file,
+    joblib_elsize_lie,
     strip_proto,
 )
 
@@ -177,6 +178,10 @@ def _gzip_split(canary: str, path: Path) -> None:
     path.write_bytes(gzip.compress(raw[: len(raw) // 2]) + gzip.compress(raw[len(raw) // 2 :]))
 
 
+def _elsize_lie(canary: str, path: Path) -> None:
+    path.write_bytes(joblib_elsize_lie(canary))
+
+
 def _no_proto(canary: str, path: Path) -> None:
     path.write_bytes(strip_proto(evil_pickle(canary, 4)))
 
@@ -188,6 +193,7 @@ def _no_proto(canary: str, path: Path) -> None:
         (_joblib_record, "import joblib,sys; joblib.load(sys.argv[1])"),
         (_gzip_split, "import gzip,pickle,sys; pickle.load(gzip.open(sys.argv[1]))"),
         (_no_proto, "import pickle,sys; pickle.load(open(sys.argv[1],'rb'))"),
+        (_elsize_lie, "import joblib,sys; joblib.load(sys.argv[1])"),
     ],
 )
 def test_the_new_payloads_are_live(tmp_path: Path, build, loader: str) -> None:

@@ -647,14 +647,22 @@ class _Reader:
         if not isinstance(spelled, str):
             self.fail("joblib array wrapper with an unreadable dtype", at)
         # numpy pickles a dtype as dtype(spelled, align, copy) plus a BUILD state tuple
-        # (version, byteorder, subarray, names, fields, itemsize, alignment, flags);
-        # joblib's read_array asks dtype.hasobject, which is flag bit 0 (NPY_ITEM_REFCOUNT)
-        # for record dtypes whose spelling ('V16') says nothing about objects.
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags
+        # [, metadata]). arraydescr_setstate trusts the state: flag bit 0
+        # (NPY_ITEM_REFCOUNT) is dtype.hasobject, which joblib's read_array asks, for
+        # every dtype; elsize replaces the item size of flexible dtypes (S, U, V and
+        # records) only. Checked against numpy: 'f8' keeps 8 whatever elsize says.
         dstate = dtype.state if isinstance(dtype, Instance) else None
-        flags = dstate[-1] if isinstance(dstate, tuple) and len(dstate) >= 8 else None
-        if spelled.lstrip("<>=|").startswith("V") and not isinstance(flags, int):
-            self.fail("joblib record array whose dtype state is unreadable", at)
-        if "O" in spelled or (isinstance(flags, int) and flags & 1):
+        kind = spelled.lstrip("<>=|")[:1]
+        if dstate is not None and not (isinstance(dstate, tuple) and len(dstate) in (8, 9)):
+            self.fail("joblib array whose dtype state is not numpy's", at)
+        flags = dstate[7] if dstate is not None else 0
+        elsize = dstate[5] if dstate is not None else -1
+        if not isinstance(flags, int) or not isinstance(elsize, int):
+            self.fail("joblib array whose dtype state is unreadable", at)
+        if kind == "V" and dstate is None:
+            self.fail("joblib record array whose dtype state is missing", at)
+        if "O" in spelled or flags & 1:
             inner = read_pickle(self.buf, self.pos, self.end, self.limits)
             tr = self.trace
             tr.imports += inner.imports
@@ -669,9 +677,8 @@ class _Reader:
             self.pos = inner.end
             return
         itemsize = dtype_itemsize(spelled)
-        if isinstance(dstate, tuple) and len(dstate) >= 8 and isinstance(dstate[5], int):
-            if dstate[5] > 0:  # the elsize of a record or a flexible dtype
-                itemsize = dstate[5]
+        if kind in "SUVa" and elsize > 0:  # a flexible dtype: numpy takes the state's
+            itemsize = elsize
         if itemsize is None:
             self.fail(f"joblib array with an unsupported dtype '{spelled}'", at)
         count = 1
