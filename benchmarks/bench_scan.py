@@ -11,7 +11,7 @@ Run (from the repository root, with mlwarden importable):
 
     python benchmarks/bench_scan.py [--peers /work/venv-peers/bin] [--size-mb 400] [--jobs 2]
 
-Prints (1) whole-process wall time and peak memory (max RSS of the process) on a 1 KB
+Prints (1) whole-process wall time and peak memory (max RSS, from GNU time) on a 1 KB
 pickle and on a big PyTorch checkpoint, and (2) the self-built corpus
 (tests/supplychain/scan_corpus.py: v1 and the v2 advisory techniques) through every
 tool: malicious files flagged, benign files passed, and the files each tool got wrong.
@@ -31,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -98,18 +97,18 @@ def run(tool: Tool, path: Path, timeout: float = 120.0) -> str:
 
 
 def run_measured(tool: Tool, path: Path) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one process, from ``os.wait4`` (per-child rusage)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        tool.argv(path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    """Wall time and peak RSS (KiB) of one process, as GNU time reports them (its child
+    is forked from a small process, so the RSS is the tool's own)."""
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %M", *tool.argv(path)],
+        capture_output=True,
         env=_ENV,
+        check=False,
         cwd=path.parent,
+        text=True,
     )
-    _pid, _status, usage = os.wait4(proc.pid, 0)  # reaps it, with this child's rusage
-    proc.returncode = os.waitstatus_to_exitcode(_status)
-    return time.perf_counter() - t0, usage.ru_maxrss
+    secs, rss = proc.stderr.strip().splitlines()[-1].split()
+    return float(secs), int(rss)
 
 
 def _load_corpus() -> tuple[Callable[[Path], dict[str, str]], Callable[[Path], dict[str, str]]]:
