@@ -12,7 +12,6 @@ file is accounted for.
 from __future__ import annotations
 
 import struct
-import tarfile
 from collections.abc import Callable
 from typing import Any
 
@@ -217,6 +216,8 @@ def scan_legacy_tar(
 ) -> str:
     """A tar file: the legacy torch layout when its members say so, else each member
     scanned by its content (``on_nested``), one container level deeper."""
+    import tarfile  # only for tar files: keeps the scanner's start-up small
+
     try:
         tar = tarfile.open(fileobj=fileobj, mode="r:")
         members = tar.getmembers()
