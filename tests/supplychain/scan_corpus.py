@@ -910,7 +910,8 @@ def joblib_elsize_lie(canary: str) -> bytes:
     state = b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
     at = data.index(arr.tobytes()) + 16
     payload = b"cbuiltins\nopen\n(" + _uni0(canary) + _uni0("w") + b"tR0"
-    payload += b"N0" * ((-len(payload)) % 2)
+    if len(payload) % 2:  # an even length: two array items of `elsize` bytes cover it
+        payload += b"K\x000"  # BININT1 0, POP: three bytes that do nothing
     elsize = (16 + len(payload)) // 2
     assert (16 + len(payload)) % 2 == 0 and elsize * 2 == 16 + len(payload)
     lied = state.replace(b"NNNJ\xff\xff\xff\xff", b"NNNJ" + struct.pack("<i", elsize), 1)
