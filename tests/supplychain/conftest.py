@@ -12,3 +12,12 @@ from scan_corpus import build_corpus
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("scan-corpus")
     return root, build_corpus(root)
+
+
+@pytest.fixture(scope="session")
+def corpus_v2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """Bypass techniques from public advisories and benign files real users have."""
+    from scan_corpus import build_corpus_v2
+
+    root = tmp_path_factory.mktemp("scan-corpus-v2")
+    return root, build_corpus_v2(root)

@@ -143,8 +143,14 @@ def scan_command(
     with progress_bars() as progress:
         from mlwarden.supplychain import ScanLimits
 
+        # the SHA-256 is one full read of every file: only pins, lock checks and the
+        # machine-readable outputs (which record it) pay for it
         result = scan_path(
-            paths, allow=allow_all, progress=progress, limits=ScanLimits(verify_data_crc=deep)
+            paths,
+            allow=allow_all,
+            progress=progress,
+            limits=ScanLimits(verify_data_crc=deep),
+            digest=pin is not None or verify is not None or fmt != "text",
         )
     if verify is not None:
         verify_lock(result, verify)

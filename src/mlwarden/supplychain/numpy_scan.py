@@ -83,7 +83,8 @@ def scan_npy(buf: Any, ctx: ScanContext, member: str | None = None) -> None:
     if has_obj:
         ctx.add(
             "MLW-SCAN-032",
-            "object array: loading it needs allow_pickle=True; its pickle was checked",
+            "object array: numpy.load refuses it unless allow_pickle=True, which lets any "
+            "pickle run; its pickle was checked",
             member=member,
             offset=data_start,
         )

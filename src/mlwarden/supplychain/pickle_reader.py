@@ -28,6 +28,7 @@ __all__ = [
     "PickleTrace",
     "read_pickle",
     "looks_like_pickle",
+    "OPCODES",
 ]
 
 
@@ -82,11 +83,25 @@ class Opaque:
 class Instance(Opaque):
     """The result of calling or instantiating something: remembers what produced it."""
 
-    __slots__ = ("call",)
+    __slots__ = ("call", "state")
 
     def __init__(self, call: Call) -> None:
         super().__init__("instance")
         self.call = call
+        self.state: Any = None  # what a BUILD gave it (a numpy dtype's field layout)
+
+    def made_from(self) -> str | None:
+        """The class this instance is of: the callee, or the class that protocol 0/1's
+        ``copyreg._reconstructor(cls, base, state)`` rebuilds."""
+        callee = self.call.callee
+        if callee is None:
+            return None
+        if callee.dotted in _RECONSTRUCTORS:
+            args = self.call.args
+            if args and isinstance(args[0], Global):
+                return args[0].dotted
+            return None
+        return callee.dotted
 
 
 class _Dict(dict):  # a tracked dict: a plain dict that also counts as "ours"
@@ -94,6 +109,7 @@ class _Dict(dict):  # a tracked dict: a plain dict that also counts as "ours"
 
 
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+_RECONSTRUCTORS = frozenset({"copyreg._reconstructor", "copy_reg._reconstructor"})
 _FLOAT = Opaque("float")
 _BLOB = Opaque("bytes")
 _LONGSTR = Opaque("long-string")
@@ -229,6 +245,7 @@ _OPCODE_NAMES: dict[int, str] = {
     0x98: "READONLY_BUFFER",
 }
 
+OPCODES = frozenset(_OPCODE_NAMES)  # every byte that ``pickle.load`` accepts as an opcode
 _U2 = struct.Struct("<H")
 _U4 = struct.Struct("<I")
 _I4 = struct.Struct("<i")
@@ -284,6 +301,13 @@ class _Reader:
                     break
                 window *= 4
         if nl < 0:
+            if stop == self.end and self.end - self.pos >= 2:
+                # at the end of the data both unpicklers take the partial line and drop
+                # its last byte as if it were the newline (pickle.py: readline()[:-1];
+                # _pickle.c: _Unpickler_Readline, then len - 1): the import still runs
+                text = bytes(self.buf[self.pos : self.end - 1])
+                self.pos = self.end
+                return text
             self.fail("truncated pickle: a text argument has no newline")
         text = bytes(self.buf[self.pos : nl])
         self.pos = nl + 1
@@ -411,12 +435,11 @@ class _Reader:
                 target = self.stack[-1]
                 if isinstance(target, Global):  # setting attributes on an imported object
                     tr.builds_on_globals.append(Call(target, at, "BUILD"))
-                elif (
-                    isinstance(target, Instance)
-                    and target.call.callee is not None
-                    and target.call.callee.dotted == _JOBLIB_WRAPPER
-                ):
-                    self._skip_joblib_array(state, at)
+                elif isinstance(target, Instance):
+                    if target.made_from() == _JOBLIB_WRAPPER:
+                        self._skip_joblib_array(state, at)
+                    else:
+                        target.state = state
             elif op == 0x63:  # GLOBAL
                 module = self.line().decode("utf-8", "replace")
                 name = self.line().decode("utf-8", "replace")
@@ -490,8 +513,9 @@ class _Reader:
             elif op == 0x69:  # INST
                 module = self.line().decode("utf-8", "replace")
                 name = self.line().decode("utf-8", "replace")
-                args = tuple(self.pop_mark())
+                # pickle.py's load_inst imports (find_class) before it pops the MARK
                 g = self.make_global(module, name, at, "INST")
+                args = tuple(self.pop_mark())
                 self.stack.append(self.call(g, args, at, "INST"))
             elif op == 0x6F:  # OBJ
                 items = self.pop_mark()
@@ -622,7 +646,23 @@ class _Reader:
             spelled = dtype.call.args[0]
         if not isinstance(spelled, str):
             self.fail("joblib array wrapper with an unreadable dtype", at)
-        if "O" in spelled:
+        # numpy pickles a dtype as dtype(spelled, align, copy) plus a BUILD state tuple
+        # (version, byteorder, subarray, names, fields, elsize, alignment, flags
+        # [, metadata]). arraydescr_setstate trusts the state: flag bit 0
+        # (NPY_ITEM_REFCOUNT) is dtype.hasobject, which joblib's read_array asks, for
+        # every dtype; elsize replaces the item size of flexible dtypes (S, U, V and
+        # records) only. Checked against numpy: 'f8' keeps 8 whatever elsize says.
+        dstate = dtype.state if isinstance(dtype, Instance) else None
+        kind = spelled.lstrip("<>=|")[:1]
+        if dstate is not None and not (isinstance(dstate, tuple) and len(dstate) in (8, 9)):
+            self.fail("joblib array whose dtype state is not numpy's", at)
+        flags = dstate[7] if dstate is not None else 0
+        elsize = dstate[5] if dstate is not None else -1
+        if not isinstance(flags, int) or not isinstance(elsize, int):
+            self.fail("joblib array whose dtype state is unreadable", at)
+        if kind == "V" and dstate is None:
+            self.fail("joblib record array whose dtype state is missing", at)
+        if "O" in spelled or flags & 1:
             inner = read_pickle(self.buf, self.pos, self.end, self.limits)
             tr = self.trace
             tr.imports += inner.imports
@@ -637,12 +677,15 @@ class _Reader:
             self.pos = inner.end
             return
         itemsize = dtype_itemsize(spelled)
+        if kind in "SUVa" and elsize > 0:  # a flexible dtype: numpy takes the state's
+            itemsize = elsize
         if itemsize is None:
             self.fail(f"joblib array with an unsupported dtype '{spelled}'", at)
         count = 1
         for d in shape:
             count *= d
         if state.get("numpy_array_alignment_bytes") is not None:
+            # joblib reads one length byte, then that many padding bytes
             pad = self.buf[self.take(1)]
             self.take(pad)
         self.take(count * itemsize)

@@ -8,11 +8,38 @@ from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.pickle_reader import PickleTrace, read_pickle
 from mlwarden.supplychain.policy import ImportClass
 
-__all__ = ["judge_trace", "scan_pickle_stream", "starts_pickle"]
+__all__ = [
+    "first_unimportable",
+    "importable",
+    "judge_trace",
+    "scan_pickle_stream",
+    "starts_pickle",
+]
 
 # Opcodes a protocol 0/1 pickle may start with (no PROTO opcode): marks, containers,
 # globals, scalars. Used only to decide whether trailing bytes are another pickle.
 _P0_STARTS = frozenset(b"(]}).cNIJKLFSVXTUGpqgh")
+
+
+def _dotted(text: str) -> bool:
+    """A dotted Python identifier (Unicode letters included, as ``str.isidentifier``)."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def importable(module: str, name: str) -> bool:
+    """Whether ``find_class`` could import this global: both parts dotted identifiers
+    (anything else makes ``__import__``/``getattr`` fail before the pickle acts)."""
+    return _dotted(module) and _dotted(name)
+
+
+def first_unimportable(trace: PickleTrace) -> int | None:
+    """Offset of the first global whose *module* cannot be imported: ``find_class``
+    calls ``__import__(module)`` first, so only a module that is not a dotted
+    identifier stops pickle.load before any import runs."""
+    for g in trace.imports:
+        if not _dotted(g.module):
+            return g.offset
+    return None
 
 
 def starts_pickle(buf: Any, pos: int, end: int) -> bool:

@@ -315,6 +315,7 @@ DANGEROUS_IMPORTS: dict[str, frozenset[str]] = {
     "selectors": _ANY,
     "asyncio": _ANY,
     "multiprocessing": _ANY,
+    "torch.utils.collect_env": _ANY,  # run(): a shell command (modelscan issue #338)
     "threading": _ANY,
     "_thread": _ANY,
     "signal": _ANY,

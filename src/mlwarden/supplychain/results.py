@@ -65,9 +65,12 @@ RULES: dict[str, Rule] = {
         _r("MLW-SCAN-020", "Zip archive is inconsistent or corrupt", _H, _UNR),
         _r("MLW-SCAN-021", "Zip member is too large to expand (possible zip bomb)", _H, _UNR),
         _r("MLW-SCAN-022", "Zip archive hides data outside its central directory", _H, _UNR),
+        _r("MLW-SCAN-023", "Archive members that a loader's name lookup confuses", _H, _SUS),
+        _r("MLW-SCAN-024", "File is also a readable archive (a polyglot)", _H, _SUS),
         _r("MLW-SCAN-030", "safetensors header is invalid", _H, _UNR),
         _r("MLW-SCAN-031", "NumPy file is invalid", _H, _UNR),
-        _r("MLW-SCAN-032", "NumPy object array holds a pickle", _L, _SAFE),
+        _r("MLW-SCAN-034", "Tensor data holds another container or a pickle", _H, _SUS),
+        _r("MLW-SCAN-032", "NumPy object array: loading it needs allow_pickle=True", _M, _SUS),
         _r("MLW-SCAN-033", "Legacy PyTorch file layout does not match its storages", _H, _UNR),
         _r("MLW-SCAN-040", "ONNX external data path escapes the model folder", _C, _UNS),
         _r("MLW-SCAN-041", "ONNX model uses a custom operator domain", _M, _SUS),
@@ -79,16 +82,35 @@ RULES: dict[str, Rule] = {
         _r("MLW-SCAN-051", "Keras model references custom (non-Keras) objects", _M, _SUS),
         _r("MLW-SCAN-052", "torch.export archive contains native code", _C, _UNS),
         _r("MLW-SCAN-053", "TorchScript archive: its code runs on load", _M, _SUS),
+        _r("MLW-SCAN-054", "Archive member is native executable code", _C, _UNS),
+        _r("MLW-SCAN-056", "Keras config imports a known-dangerous callable", _C, _UNS),
+        _r(
+            "MLW-SCAN-055",
+            "TorchScript code calls operators that reach files or processes",
+            _C,
+            _UNS,
+        ),
         _r("MLW-SCAN-060", "File cannot be read", _H, _UNR),
-        _r("MLW-SCAN-061", "Unrecognised binary format (not parsed)", _L, _SAFE),
+        _r("MLW-SCAN-061", "Unrecognised format (not parsed; fails closed)", _M, _UNR),
         _r("MLW-SCAN-062", "Compressed stream expands beyond the limit", _H, _UNR),
+        _r("MLW-SCAN-063", "Data file parsed as text or JSON", _I, _SAFE),
         _r("MLW-SCAN-070", "Pinned file changed", _H, _SUS),
         _r("MLW-SCAN-071", "File not in the lock file appeared", _H, _SUS),
         _r("MLW-SCAN-072", "Pinned file is missing", _H, _SUS),
+        _r("MLW-SCAN-080", "GGUF file is malformed", _H, _UNR),
+        _r("MLW-SCAN-081", "Chat template uses Jinja constructs that can run code", _C, _UNS),
+        _r("MLW-SCAN-082", "Chat template present (rendered by the loader)", _I, _SAFE),
     )
 }
 
-_ATTACK_RULES = {"MLW-SCAN-00", "MLW-SCAN-01", "MLW-SCAN-04", "MLW-SCAN-05", "MLW-SCAN-07"}
+_ATTACK_RULES = {
+    "MLW-SCAN-00",
+    "MLW-SCAN-01",
+    "MLW-SCAN-04",
+    "MLW-SCAN-05",
+    "MLW-SCAN-07",
+    "MLW-SCAN-08",
+}
 
 
 def make_finding(rule_id: str, location: str, detail: str, **evidence: Any) -> Finding:

@@ -53,38 +53,41 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def scan_safetensors(buf: Any, ctx: ScanContext, member: str | None = None) -> None:
+def scan_safetensors(
+    buf: Any, ctx: ScanContext, member: str | None = None
+) -> list[tuple[int, int, str]]:
+    """Validate the header; return the tensors' (begin, end, name) as file offsets."""
     ctx.members += 1
     size = len(buf)
     bad = lambda msg, **ev: ctx.add("MLW-SCAN-030", msg, member=member, **ev)  # noqa: E731
     if size < 8:
         bad("file is shorter than the 8-byte header length")
-        return
+        return []
     n = struct.unpack_from("<Q", buf)[0]
     if n > ctx.limits.max_safetensors_header:
         bad(
             f"header claims {n} bytes, above the {ctx.limits.max_safetensors_header}-byte limit",
             header_bytes=n,
         )
-        return
+        return []
     if 8 + n > size:
         bad(
             f"header claims {n} bytes but the file has only {size - 8} after the length",
             header_bytes=n,
         )
-        return
+        return []
     raw = bytes(buf[8 : 8 + n])
     if not raw.startswith(b"{"):
         bad("header does not start with '{'")
-        return
+        return []
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         bad(f"header is not valid JSON: {str(exc)[:120]}")
-        return
+        return []
     if not isinstance(header, dict):
         bad("header is not a JSON object")
-        return
+        return []
     meta = header.pop("__metadata__", None)
     if meta is not None and (
         not isinstance(meta, dict)
@@ -147,3 +150,54 @@ def scan_safetensors(buf: Any, ctx: ScanContext, member: str | None = None) -> N
             f"{data_len - cursor} bytes after the last tensor are not described by the header",
             trailing_bytes=data_len - cursor,
         )
+    return [(8 + n + b, 8 + n + e, name) for b, e, name in spans if 8 + n + e <= size]
+
+
+# formats that another loader could open from inside tensor bytes
+_HIDDEN_MAGICS = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x93NUMPY", "a NumPy array"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"GGUF", "a GGUF file"),
+    (b"\x1f\x8b\x08", "a gzip stream"),
+    (b"\xfd7zXZ\x00", "an xz stream"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+)
+
+
+def check_hidden_payloads(
+    buf: Any, spans: list[tuple[int, int, str]], ctx: ScanContext, member: str | None
+) -> None:
+    """A valid header can frame tensor bytes that are really another container (or a
+    pickle): the safetensors loader never runs them, but a tool that carves them out, or
+    another loader given the same file, does. Checks the start of every tensor, and the
+    file itself as ``torch.load`` reads a non-zip file (a pickle from byte 0)."""
+    from mlwarden.supplychain.pickle_reader import read_pickle
+    from mlwarden.supplychain.pickle_scan import importable, judge_trace, starts_pickle
+
+    first = read_pickle(buf, 0, len(buf), ctx.limits.pickle)
+    if first.imports or first.calls:
+        ctx.add(
+            "MLW-SCAN-034",
+            "the file also reads as a pickle from byte 0, which torch.load would run",
+            member=member,
+        )
+        judge_trace(first, ctx, member)
+    for begin, end, name in spans:
+        head = bytes(buf[begin : begin + 8])
+        what = next((w for magic, w in _HIDDEN_MAGICS if head.startswith(magic)), None)
+        if what is None and starts_pickle(buf, begin, end) and head[:1] == b"\x80":
+            trace = read_pickle(buf, begin, end, ctx.limits.pickle)
+            real = [g for g in trace.imports if importable(g.module, g.name)]
+            if real and (trace.calls or trace.complete):  # not random float bytes
+                what = "a pickle"
+                judge_trace(trace, ctx, member)
+        if what is not None:
+            ctx.add(
+                "MLW-SCAN-034",
+                f"the bytes of tensor '{name}' are {what}",
+                member=member,
+                offset=begin,
+                tensor=name,
+            )

@@ -12,7 +12,7 @@ file is accounted for.
 from __future__ import annotations
 
 import struct
-import tarfile
+from collections.abc import Callable
 from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
@@ -208,16 +208,32 @@ def _tensors(buf: Any, ctx: ScanContext, member: str) -> None:
         )
 
 
-def scan_legacy_tar(buf: Any, ctx: ScanContext, fileobj: Any) -> str:
-    """A tar file: the legacy torch layout when its members say so, else each member."""
+def scan_legacy_tar(
+    buf: Any,
+    ctx: ScanContext,
+    fileobj: Any,
+    on_nested: Callable[[Any, ScanContext, str], None] | None = None,
+) -> str:
+    """A tar file: the legacy torch layout when its members say so, else each member
+    scanned by its content (``on_nested``), one container level deeper."""
+    import tarfile  # only for tar files: keeps the scanner's start-up small
+
     try:
         tar = tarfile.open(fileobj=fileobj, mode="r:")
         members = tar.getmembers()
     except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
         ctx.add("MLW-SCAN-060", f"not a readable tar archive: {exc}")
         return "tar"
-    names = {m.name for m in members}
-    is_torch = {"pickle", "storages", "tensors"} <= names
+    names = [m.name for m in members]
+    is_torch = {"pickle", "storages", "tensors"} <= set(names)
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        # tarfile.getmember (what torch's _legacy_load uses) returns the last copy
+        ctx.add(
+            "MLW-SCAN-023",
+            f"tar member {name!r} appears more than once: tarfile reads the last one, "
+            "other tools the first",
+            member=name,
+        )
     for m in members:
         if not m.isfile():
             continue
@@ -233,6 +249,15 @@ def scan_legacy_tar(buf: Any, ctx: ScanContext, fileobj: Any) -> str:
             _tensors(data, ctx, m.name)
         elif is_torch and m.name in ("pickle", "sys_info"):
             scan_pickle_stream(data, ctx, member=m.name)
+        elif on_nested is not None and data:
+            if ctx.depth >= ctx.limits.max_nesting:
+                ctx.add("MLW-SCAN-062", "archives nested too deeply; not expanded", member=m.name)
+                continue
+            ctx.depth += 1
+            try:
+                on_nested(data, ctx, m.name)
+            finally:
+                ctx.depth -= 1
         elif starts_pickle(data, 0, len(data)):
             trace = read_pickle(data, 0, len(data), ctx.limits.pickle)
             if trace.imports or trace.calls or m.name.endswith((".pkl", ".pt", ".pth", ".bin")):

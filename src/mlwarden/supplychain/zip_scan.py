@@ -11,6 +11,7 @@ entries as in "A better zip bomb", Fifield 2019).
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zipfile
 import zlib
@@ -19,9 +20,14 @@ from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.keras_scan import scan_keras_config
-from mlwarden.supplychain.numpy_scan import NPY_MAGIC, scan_npy
-from mlwarden.supplychain.pickle_reader import looks_like_pickle, read_pickle
-from mlwarden.supplychain.pickle_scan import judge_trace, scan_pickle_stream, starts_pickle
+from mlwarden.supplychain.numpy_scan import NPY_MAGIC
+from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
+from mlwarden.supplychain.pickle_scan import (
+    importable,
+    judge_trace,
+    scan_pickle_stream,
+    starts_pickle,
+)
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4s5H3I2H")
@@ -68,8 +74,37 @@ class _BufferFile(io.RawIOBase):
         return len(data)
 
 
+def torch_prefix(names: list[str]) -> str | None:
+    """The folder every record of a torch zip is looked up in: the part of the *first*
+    central-directory name before its first '/' (``PyTorchStreamReader::init`` in
+    caffe2/serialize/inline_container.cc, which ``torch.serialization._load`` reads
+    through ``zip_file.get_record``); None when that name has no folder (torch refuses)."""
+    if not names or "/" not in names[0]:
+        return None
+    return names[0].split("/", 1)[0]
+
+
+def torch_records(names: list[str]) -> dict[str, list[str]]:
+    """For each record name torch looks up (``data.pkl``, ``constants.pkl``), the members
+    that ``getRecord`` could return: miniz's ``mz_zip_reader_locate_file`` is called with
+    flags 0, i.e. it compares names case-insensitively (a binary search over the sorted
+    central directory, so which of two such members wins is not defined)."""
+    prefix = torch_prefix(names)
+    if prefix is None:
+        return {}
+    out: dict[str, list[str]] = {}
+    for record in ("data.pkl", "constants.pkl"):
+        want = f"{prefix}/{record}".lower()
+        hits = [n for n in names if n.lower() == want]
+        if hits:
+            out[record] = hits
+    return out
+
+
 def classify_zip(names: list[str]) -> str:
-    """Name the kind of zip from its members (magic bytes found it, names refine it)."""
+    """Name the kind of zip from its members (magic bytes found it, names refine it);
+    names compare case-insensitively, as torch's record lookup does."""
+    names = [n.lower() for n in names]
     bases = {n.rsplit("/", 1)[-1] for n in names}
     if any(n.endswith("archive_format") for n in names) or any(
         "/models/" in n and n.endswith(".json") for n in names
@@ -79,8 +114,8 @@ def classify_zip(names: list[str]) -> str:
         return "torchscript"
     if "data.pkl" in bases:
         return "pytorch-zip"
-    if "config.json" in bases and "metadata.json" in bases:
-        return "keras"
+    if "config.json" in names and ("metadata.json" in names or "model.weights.h5" in names):
+        return "keras"  # Keras 3 reads config.json at the root, metadata.json optional
     if names and all(n.endswith(".npy") for n in names):
         return "npz"
     return "zip"
@@ -126,6 +161,26 @@ def scan_zip(
                 "disagree about which one they read",
                 member=prefix + name,
             )
+        folded: dict[str, list[str]] = {}
+        for n in set(names):
+            folded.setdefault(n.lower(), []).append(n)
+        for group in sorted(g for g in folded.values() if len(g) > 1):
+            ctx.add(
+                "MLW-SCAN-023",
+                f"members {sorted(group)!r} differ only in case: torch's case-insensitive "
+                "record lookup may read any of them, other tools read each",
+                member=prefix + group[0],
+            )
+        records = torch_records(names)
+        for record, hits in records.items():
+            exact = f"{torch_prefix(names)}/{record}"
+            if exact not in hits:
+                ctx.add(
+                    "MLW-SCAN-023",
+                    f"torch.load reads {hits[0]!r} as {exact!r} (case-insensitive lookup)",
+                    member=prefix + hits[0],
+                )
+        loader_reads = {n for hits in records.values() for n in hits}
         _check_layout(buf, zf, infos, ctx, prefix, member)
         outer_ts = ctx.torchscript
         if kind == "torchscript":
@@ -141,7 +196,7 @@ def scan_zip(
             ctx.torchscript = True
         try:
             for info in infos:
-                _scan_member(buf, zf, info, kind, ctx, prefix, on_nested)
+                _scan_member(buf, zf, info, kind, ctx, prefix, on_nested, loader_reads)
         finally:
             ctx.torchscript = outer_ts
     return kind
@@ -342,6 +397,7 @@ def _scan_member(
     ctx: ScanContext,
     prefix: str,
     on_nested: Callable[[Any, ScanContext, str], None] | None,
+    loader_reads: set[str],
 ) -> None:
     name = prefix + info.filename
     if info.is_dir():
@@ -358,6 +414,18 @@ def _scan_member(
             "torch.export/AOTInductor loaders run",
             member=name,
         )
+    if (
+        kind == "torch-export-pt2"
+        and rel.startswith("data/constants/")
+        and base.startswith(("custom_obj_", "opaque_obj_"))
+    ):
+        ctx.add(
+            "MLW-SCAN-052",
+            "opaque object (custom_obj/opaque_obj constant) that torch.export.load "
+            "unpickles without restrictions",
+            member=name,
+        )
+    raw = _raw_data(kind, info.filename)
     stored = info.compress_type == zipfile.ZIP_STORED
     data: Any
     if stored:
@@ -371,11 +439,11 @@ def _scan_member(
         if info.compress_size != info.file_size:
             ctx.add("MLW-SCAN-020", "stored member's sizes differ", member=name)
             return
-        head = bytes(data[:8])
-        parsed = _parsed_member(base, head) or info.file_size <= _SMALL_MEMBER
-        # Raw tensor bytes are never parsed by a loader as code; their CRC is checked in
-        # deep mode only, so a multi-GB checkpoint is not read end to end by default.
-        if (parsed or limits.verify_data_crc) and zlib.crc32(data) != info.CRC:
+        # Raw tensor bytes are never parsed by a loader; their CRC is checked in deep
+        # mode only, so a multi-GB checkpoint is not read end to end by default.
+        if (not raw or limits.verify_data_crc or info.file_size <= _SMALL_MEMBER) and zlib.crc32(
+            data
+        ) != info.CRC:
             ctx.add(
                 "MLW-SCAN-020",
                 "CRC-32 of the member data does not match (corrupt or tampered)",
@@ -395,8 +463,7 @@ def _scan_member(
                 compressed=info.compress_size,
             )
             return
-        needs_content = base.endswith(_PARSED_SUFFIXES) or _peek(zf, info)
-        if not needs_content:
+        if raw and not _peek(zf, info):
             if limits.verify_data_crc or info.file_size <= _SMALL_MEMBER:
                 err = _crc_stream(zf, info)
                 if err:
@@ -407,51 +474,107 @@ def _scan_member(
             ctx.add("MLW-SCAN-020", f"member cannot be expanded: {err}", member=name)
             return
     head = bytes(data[:8])
-    if base.endswith((".pkl", ".pickle")):
-        scan_pickle_stream(data, ctx, member=name)
-    elif head.startswith(NPY_MAGIC):
-        scan_npy(data, ctx, member=name)
-    elif head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
-        if ctx.depth >= limits.max_nesting:
+    if head.startswith(_NATIVE_MAGICS) or _is_pe(data):
+        ctx.add(
+            "MLW-SCAN-054",
+            "member is a native executable or shared library (judged by its bytes): "
+            "loaders that load compiled code (AOTInductor, custom ops) run it",
+            member=name,
+        )
+        return
+    if ctx.torchscript and "/code/" in info.filename and base.endswith(".py"):
+        check_torchscript_code(bytes(data), ctx, name)
+    if info.filename in loader_reads or base.lower().endswith((".pkl", ".pickle")):
+        scan_pickle_stream(data, ctx, member=name)  # the pickle the loader unpickles
+    elif raw:
+        # tensor bytes: a loader copies them, never parses them, but a pickle hidden
+        # here is reported (the file carries code the loader does not need)
+        if head[:1] and head[0] in OPCODES:
+            trace = read_pickle(data, 0, len(data), limits.pickle)
+            # random tensor bytes often parse as a few opcodes (EXT1, LONG1...); only a
+            # real import that is then called, or a whole pickle, is a hidden payload
+            real = [g for g in trace.imports if importable(g.module, g.name)]
+            if real and (trace.calls or trace.complete):
+                ctx.add(
+                    "MLW-SCAN-013",
+                    "a tensor-data member holds a pickle that imports or calls",
+                    member=name,
+                )
+                judge_trace(trace, ctx, name)
+    elif on_nested is not None:
+        # every other member is identified by its content, exactly like a file
+        if head.startswith((ZIP_MAGIC, b"PK\x05\x06")) and ctx.depth >= limits.max_nesting:
             ctx.add("MLW-SCAN-021", "archives nested too deeply; not expanded", member=name)
-        elif on_nested is not None:
-            ctx.depth += 1
-            try:
-                on_nested(bytes(data), ctx, name)
-            finally:
-                ctx.depth -= 1
-    elif looks_like_pickle(head) or (head[:1] in (b"(", b"]", b"}", b"c") and base.endswith(".pt")):
-        # a pickle in a member no loader is known to read (tensor bytes can start like
-        # one by chance): judge it when it imports or calls anything
-        trace = read_pickle(data, 0, len(data), limits.pickle)
-        if trace.imports or trace.calls or trace.extensions or trace.dynamic_imports:
-            judge_trace(trace, ctx, name)
+            return
+        ctx.depth += 1
+        try:
+            on_nested(bytes(data) if len(data) <= (256 << 20) else data, ctx, name)
+        finally:
+            ctx.depth -= 1
     elif kind == "keras" and base == "config.json":
         scan_keras_config(bytes(data), ctx, name)
 
 
-_PARSED_SUFFIXES = (".pkl", ".pickle", ".npy", ".json", ".pt", ".onnx")
+# TorchScript code can call any registered operator; these reach files, processes or
+# native libraries (torch.ops.load_library, from_file, save, custom op namespaces)
+_TS_RISKY = re.compile(
+    rb"torch\.ops\.(?!aten\.|prim\.|quantized\.|_caffe2\.)[A-Za-z_]\w*\.|"
+    rb"\bload_library\b|\bfrom_file\b|\btorch\.save\b|\btorch\.load\b|"
+    rb"\b_load_for_mobile\b|\bopen\(|__import__|\bsubprocess\b|\bos\.system\b"
+)
+
+
+def check_torchscript_code(code: bytes, ctx: ScanContext, member: str) -> None:
+    """Operators in a TorchScript code member that reach beyond tensor math."""
+    hits = sorted({m.group(0).decode("utf-8", "replace") for m in _TS_RISKY.finditer(code)})
+    if hits:
+        ctx.add(
+            "MLW-SCAN-055",
+            f"TorchScript code calls {', '.join(hits[:5])}: torch.jit.load runs it",
+            member=member,
+            calls=hits[:20],
+        )
+
+
+_NATIVE_MAGICS = (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
+
+
+def _is_pe(data: Any) -> bool:
+    """A Windows PE image: ``MZ`` and a ``PE\\0\\0`` header where e_lfanew points."""
+    if len(data) < 64 or bytes(data[:2]) != b"MZ":
+        return False
+    off = struct.unpack_from("<I", data, 60)[0]
+    return off + 4 <= len(data) and bytes(data[off : off + 4]) == b"PE\x00\x00"
+
+
+def _raw_data(kind: str, filename: str) -> bool:
+    """Members a loader copies as raw bytes and never parses: torch storages
+    (``<prefix>/data/<key>``, read by ``persistent_load`` in torch.serialization._load)
+    and torch.export weights/constants (``<prefix>/data/weights|constants/<name>``)."""
+    parts = filename.split("/")
+    if kind in ("pytorch-zip", "torchscript"):
+        return len(parts) == 3 and parts[1] == "data"
+    if kind == "torch-export-pt2":
+        return (
+            len(parts) >= 4
+            and parts[1] == "data"
+            and parts[2] in ("weights", "constants")
+            and not parts[-1].endswith(".json")
+        )
+    return False
+
+
 _SMALL_MEMBER = 1 << 20
 
 
-def _parsed_member(base: str, head: bytes) -> bool:
-    """Whether the scanner (and so possibly a loader) parses this member's content."""
-    return (
-        base.endswith(_PARSED_SUFFIXES)
-        or head.startswith((NPY_MAGIC, ZIP_MAGIC))
-        or looks_like_pickle(head)
-    )
-
-
 def _peek(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
-    """Whether a compressed member's first bytes call for reading all of it."""
+    """Whether a compressed raw-data member's first bytes call for reading all of it
+    (a pickle opcode or another container's magic)."""
     try:
         with zf.open(info) as fh:
             head = fh.read(8)
     except Exception:  # noqa: BLE001 - reported when the member is expanded
         return True
-    return (
-        head.startswith((NPY_MAGIC, ZIP_MAGIC))
-        or looks_like_pickle(head)
-        or head[:1] in (b"(", b"]", b"}", b"c")
+    return head.startswith((NPY_MAGIC, ZIP_MAGIC, *_NATIVE_MAGICS, b"MZ")) or (
+        bool(head) and head[0] in OPCODES
     )
