@@ -138,3 +138,9 @@ def evasion_command(
     if output_npz is not None:
         save_adversarial(result, dataset.y, output_npz, report)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
+
+
+# `attack extraction` lives in its own module; it is part of this group.
+from mlwarden.cli.attack_extraction import extraction_command  # noqa: E402
+
+attack_app.command("extraction")(extraction_command)

@@ -16,15 +16,6 @@ from mlwarden import __version__
 from mlwarden.cli.ui import fail
 from mlwarden.core.errors import MlwardenError
 
-app = typer.Typer(
-    name="mlwarden",
-    help="Secure machine-learning models: scan, attack, defend, serve, audit.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="rich",
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -32,7 +23,6 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
@@ -41,39 +31,66 @@ def _root(
     """mlwarden: secure machine-learning models from design to production."""
 
 
-# --- command groups: one registration line each ------------------------------------
-from mlwarden.cli.attack import attack_app  # noqa: E402
-from mlwarden.cli.attack_extraction import extraction_command  # noqa: E402
-from mlwarden.cli.audit import audit_command  # noqa: E402
-from mlwarden.cli.audit_log import audit_log_app  # noqa: E402
-from mlwarden.cli.backdoor import backdoor_app  # noqa: E402
-from mlwarden.cli.demo import demo_command  # noqa: E402
-from mlwarden.cli.evaluate import evaluate_app  # noqa: E402
-from mlwarden.cli.gateway import gateway_app  # noqa: E402
-from mlwarden.cli.keys import keys_app  # noqa: E402
-from mlwarden.cli.privacy import privacy_app  # noqa: E402
-from mlwarden.cli.report import report_app  # noqa: E402
-from mlwarden.cli.risk import risk_app  # noqa: E402
-from mlwarden.cli.scan import scan_command  # noqa: E402
-from mlwarden.cli.serve import serve_command  # noqa: E402
-from mlwarden.cli.transfer import transfer_command  # noqa: E402
+# --- command groups: one line each (name, module, attribute, a group or a command) --------
+COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
+    ("risk", "mlwarden.cli.risk", "risk_app", True),
+    ("scan", "mlwarden.cli.scan", "scan_command", False),
+    ("attack", "mlwarden.cli.attack", "attack_app", True),
+    ("evaluate", "mlwarden.cli.evaluate", "evaluate_app", True),
+    ("backdoor", "mlwarden.cli.backdoor", "backdoor_app", True),
+    ("transfer", "mlwarden.cli.transfer", "transfer_command", False),
+    ("privacy", "mlwarden.cli.privacy", "privacy_app", True),
+    ("serve", "mlwarden.cli.serve", "serve_command", False),
+    ("keys", "mlwarden.cli.keys", "keys_app", True),
+    ("gateway", "mlwarden.cli.gateway", "gateway_app", True),
+    ("audit-log", "mlwarden.cli.audit_log", "audit_log_app", True),
+    ("audit", "mlwarden.cli.audit", "audit_command", False),
+    ("report", "mlwarden.cli.report", "report_app", True),
+    ("demo", "mlwarden.cli.demo", "demo_command", False),
+)
+# --- end of command groups ------------------------------------------------------------
 
-app.add_typer(risk_app, name="risk")
-app.command("scan")(scan_command)
-attack_app.command("extraction")(extraction_command)
-app.add_typer(attack_app, name="attack")
-app.add_typer(evaluate_app, name="evaluate")
-app.add_typer(backdoor_app, name="backdoor")
-app.command("transfer")(transfer_command)
-app.add_typer(privacy_app, name="privacy")
-app.command("serve")(serve_command)
-app.add_typer(keys_app, name="keys")
-app.add_typer(gateway_app, name="gateway")
-app.add_typer(audit_log_app, name="audit-log")
-app.command("audit")(audit_command)
-app.add_typer(report_app, name="report")
-app.command("demo")(demo_command)
-# --- end of command groups ----------------------------------------------------------
+
+def _register(target: typer.Typer, names: set[str] | None = None) -> typer.Typer:
+    """Add the command groups of ``names`` (all when None) to ``target``.
+
+    Importing every command module costs start-up time that ``mlwarden scan`` on one
+    small file should not pay, so `run` registers only the command it was asked for.
+    """
+    import importlib
+
+    for name, module, attribute, group in COMMANDS:
+        if names is not None and name not in names:
+            continue
+        obj = getattr(importlib.import_module(module), attribute)
+        if group:
+            target.add_typer(obj, name=name)
+        else:
+            target.command(name)(obj)
+    return target
+
+
+def build_app(names: set[str] | None = None) -> typer.Typer:
+    """The ``mlwarden`` command with the command groups of ``names`` (all when None)."""
+    root = typer.Typer(
+        name="mlwarden",
+        help="Secure machine-learning models: scan, attack, defend, serve, audit.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+        rich_markup_mode="rich",
+    )
+    root.callback()(_root)
+    return _register(root, names)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole command, built on first use (tests and docs tools import it)."""
+    if name == "app":
+        global app
+        app = build_app()
+        return app
+    raise AttributeError(name)
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -82,8 +99,11 @@ def run(argv: list[str] | None = None) -> None:
     Typer's standalone mode already prints usage errors and exits 2; what escapes
     it is ours to format.
     """
+    args = sys.argv[1:] if argv is None else list(argv)
+    first = next((arg for arg in args if not arg.startswith("-")), None)
+    known = {name for name, *_ in COMMANDS}
     try:
-        app(args=argv, prog_name="mlwarden")
+        build_app({first} if first in known else None)(args=args, prog_name="mlwarden")
     except MlwardenError as exc:
         fail(str(exc))
         sys.exit(exc.exit_code)
