@@ -206,6 +206,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from mlwarden.gateway.admin import install_admin_routes
     from mlwarden.gateway.errors import GatewayError
     from mlwarden.gateway.pipeline import error_response, internal_error
     from mlwarden.gateway.schemas import ErrorResponse, Health, PredictResponse
@@ -252,6 +253,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         return await pipeline.respond(request.headers, address, request.stream())
 
     app.add_middleware(PredictFastPath, respond=pipeline.respond)
+    install_admin_routes(app, state, pipeline)
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -471,8 +471,9 @@ def verify_chain(path: Path, keyring: AuditKeyring | None = None, *,
                 return broken(number, f"'seq' is {entry['seq']}, expected {number} (line "
                               "removed, inserted or reordered)")
             if entry_hash(entry, keyring) != entry["hash"]:
-                what = "its authentication code" if keyring is not None else "its hash"
-                return broken(number, f"content does not match {what} (edited)")
+                what = ("its authentication code (edited, or signed by another key under "
+                        "that id)" if keyring is not None else "its hash (edited)")
+                return broken(number, f"content does not match {what}")
             prev = entry["hash"]
             count += 1
             if kid is not None:

@@ -1,0 +1,40 @@
+"""Admin routes behind the ``admin`` scope: the blocks and throttles of this gateway.
+
+With ``memory://`` storage the monitors' flags live in the gateway process, so
+``mlwarden gateway blocks list|lift`` reaches them here; with Redis the CLI works on the
+storage directly and these routes answer the same. Every call is audited (a lift names
+the key that lifted), refusals like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request
+
+if TYPE_CHECKING:
+    from mlwarden.gateway.app import GatewayState
+    from mlwarden.gateway.pipeline import PredictPipeline
+
+
+def install_admin_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline) -> None:
+    """``GET /v1/admin/blocks`` and ``DELETE /v1/admin/blocks/{client}``."""
+
+    def address(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    @app.get("/v1/admin/blocks", summary="Blocked and throttled clients (scope admin)")
+    async def list_blocks(request: Request) -> dict[str, object]:
+        await pipeline.guard(request.headers, address(request), "admin", "/v1/admin/blocks")
+        return {"blocks": [asdict(b) for b in state.flags.blocks()]}
+
+    @app.delete("/v1/admin/blocks/{client}", summary="Lift a client's blocks (scope admin)")
+    async def lift_block(client: str, request: Request) -> dict[str, object]:
+        who = await pipeline.guard(request.headers, address(request), "admin",
+                                   "/v1/admin/blocks")
+        lifted = state.flags.lift(client)
+        state.monitors.reset(client)  # its evidence so far was acted on; it starts over
+        state.trail.event("lift", key=who.prefix if who is not None else None,
+                          address=address(request), client=client, lifted=lifted)
+        return {"client": client, "lifted": lifted}
