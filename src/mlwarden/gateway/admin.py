@@ -9,13 +9,17 @@ the key that lifted), refusals like any other.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import FastAPI, Request
+from fastapi import Path as PathParam
 
 if TYPE_CHECKING:
     from mlwarden.gateway.app import GatewayState
     from mlwarden.gateway.pipeline import PredictPipeline
+
+# what `blocks list` shows: a key's prefix, or the address of a failed_auth block
+CLIENT_PATTERN = r"^([A-Za-z0-9]{4,32}|addr:[0-9A-Za-z.:_%-]{1,64})$"
 
 
 def install_admin_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline) -> None:
@@ -30,7 +34,8 @@ def install_admin_routes(app: FastAPI, state: GatewayState, pipeline: PredictPip
         return {"blocks": [asdict(b) for b in state.flags.blocks()]}
 
     @app.delete("/v1/admin/blocks/{client}", summary="Lift a client's blocks (scope admin)")
-    async def lift_block(client: str, request: Request) -> dict[str, object]:
+    async def lift_block(client: Annotated[str, PathParam(pattern=CLIENT_PATTERN)],
+                         request: Request) -> dict[str, object]:
         who = await pipeline.guard(request.headers, address(request), "admin",
                                    "/v1/admin/blocks")
         lifted = state.flags.lift(client)

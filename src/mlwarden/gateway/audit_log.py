@@ -122,7 +122,7 @@ class AuditKeyring:
         return None
 
     def seal(self, body: bytes, kid: str) -> str:
-        return hmac.new(self.keys[kid], body, hashlib.sha256).hexdigest()
+        return hmac.digest(self.keys[kid], body, "sha256").hex()
 
 
 def keygen(path: Path, kid: str | None = None) -> str:

@@ -12,9 +12,12 @@ per limit (test, hit, stats), which measurably capped the gateway's throughput.
 Costs are counted in *inputs*, not requests: a batch of 50 spends 50, because model
 extraction is measured in queried samples.
 
-`ClientFlags` holds the monitors' verdicts (blocked or throttled clients) in the same
-storage, so an alert raised on one replica holds on all of them. `RateGate` is the limit
-step of a request: it asks both and turns their answers into refusals.
+`ClientFlags` holds the monitors' verdicts (blocked or throttled clients, each with its
+reason) in the same storage, so an alert raised on one replica holds on all of them, and
+``mlwarden gateway blocks list|lift`` finds them there (in Redis; in memory through the
+gateway's admin routes, `gateway.admin`). `RateGate` is the limit step of a request: it
+asks both and turns their answers into refusals, and counts failed authentications per
+address towards the ``failed_auth`` alert.
 """
 
 from __future__ import annotations
