@@ -164,3 +164,47 @@ def test_a_blocked_key_is_lifted_with_the_command_memory(gateway_config, start_g
                and e["key"] == key.entry.prefix for e in entries)
     # probing again after the lift needs fresh evidence, and is caught again
     _block_by_probing(client, srv.url, key, digits_split)
+
+
+def test_repeat_filter_forgets_beyond_its_window_and_alerts_start_over(digits_split):
+    from mlwarden.gateway.monitoring import MonitorBank, RepeatFilter
+
+    rows = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    f = RepeatFilter(window=2)
+    assert f.novel(torch.cat([rows[:2], rows[:1]])) == [0, 1]  # a repeat inside one batch
+    assert f.novel(rows[:2]) == []
+    assert f.novel(rows[2:]) == [0]  # the third distinct row pushes the first out
+    assert f.novel(rows[:1]) == [0]  # forgotten, so novel again
+    assert f.novel(rows[2:]) == []  # still remembered
+    assert RepeatFilter(window=0).novel(torch.cat([rows, rows])) == list(range(6))
+    bank = MonitorBank(extraction={"max_ood_rate": 0.2, "ood_min_samples": 20},
+                       query_attack=None)
+    x = torch.rand(60, 4, generator=torch.Generator().manual_seed(1))
+    zeros, ood = torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.bool)
+    assert [a.detector for a in bank.observe("c", x[:20], zeros, ood)] == ["extraction"]
+    # the detector started over: the next alert needs 20 new out-of-distribution queries
+    assert bank.observe("c", x[20:39], zeros[:19], ood[:19]) == []
+    assert [a.queries for a in bank.observe("c", x[39:40], zeros[:1], ood[:1])] == [20]
+
+
+@pytest.mark.redis
+def test_flags_in_redis_keep_reasons_count_failures_and_lift(redis_url):
+    import redis
+
+    from mlwarden.gateway.ratelimit import ClientFlags
+
+    redis.Redis.from_url(redis_url).flushall()
+    flags = ClientFlags(redis_url, "unit")
+    flags.set("blocked", "KeyA1234", 60, "query_attack: 25 queries")
+    flags.set("throttled", "KeyA1234", 30, "extraction: W=0.8")
+    flags.set("blocked", "addr:10.0.0.1", 10, "failed_auth: 50")
+    listed = flags.blocks()
+    assert [(b.kind, b.client) for b in listed] == [
+        ("blocked", "KeyA1234"), ("throttled", "KeyA1234"), ("blocked", "addr:10.0.0.1")]
+    assert listed[0].reason == "query_attack: 25 queries" and 55 <= listed[0].seconds_left <= 60
+    assert flags.blocked_throttled("KeyB5678", "10.0.0.1") == (True, False)  # its address
+    assert flags.blocked_throttled("KeyA1234", "10.0.0.2") == (True, True)
+    assert ClientFlags(redis_url, "other").blocks() == []  # another gateway's prefix
+    assert flags.lift("KeyA1234") == ["blocked", "throttled"] and flags.lift("KeyA1234") == []
+    assert [flags.count("failed_auth", "addr:x", 60) for _ in range(3)] == [1, 2, 3]
+    assert redis.Redis.from_url(redis_url).ttl("unit:count:failed_auth:addr:x") > 0
