@@ -208,3 +208,12 @@ def test_flags_in_redis_keep_reasons_count_failures_and_lift(redis_url):
     assert flags.lift("KeyA1234") == ["blocked", "throttled"] and flags.lift("KeyA1234") == []
     assert [flags.count("failed_auth", "addr:x", 60) for _ in range(3)] == [1, 2, 3]
     assert redis.Redis.from_url(redis_url).ttl("unit:count:failed_auth:addr:x") > 0
+
+
+def test_admin_routes_refuse_without_auth(gateway_config, start_gateway, client):
+    srv = start_gateway(gateway_config(auth={"enabled": False}))
+    r = client.get(f"{srv.url}/v1/admin/blocks")
+    assert r.status_code == 403 and "need [gateway.auth] enabled" in r.json()["error"]["message"]
+    assert client.delete(f"{srv.url}/v1/admin/blocks/addr:127.0.0.1").status_code == 403
+    bad = client.delete(f"{srv.url}/v1/admin/blocks/no%20such%20client")
+    assert bad.status_code == 422
