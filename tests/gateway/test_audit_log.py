@@ -74,10 +74,10 @@ def test_cli_verify_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
     path = tmp_path / "audit.jsonl"
     _write(path, 6)
-    ok = runner.invoke(app, ["audit-log", "verify", str(path)])
-    assert ok.exit_code == 0 and "6 entries" in ok.stdout
+    ok = runner.invoke(app, ["audit-log", "verify", str(path), "--unkeyed"])
+    assert ok.exit_code == 0 and "6 entries" in ok.stdout and "NOT authenticated" in ok.stdout
     _tamper(path, "edit")
-    bad = runner.invoke(app, ["audit-log", "verify", str(path)])
+    bad = runner.invoke(app, ["audit-log", "verify", str(path), "--unkeyed"])
     assert bad.exit_code == 1 and "line 4" in bad.output
     missing = runner.invoke(app, ["audit-log", "verify", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code != 0

@@ -70,3 +70,113 @@ def fit_validator(
         f"wrote {out}: {method} threshold {detector.threshold_:.4g} "
         f"(FRR {frr:g} on a held-out split), query-attack k-NN threshold {threshold:.4g}"
     )
+
+
+# -- blocks ---------------------------------------------------------------------------------
+
+blocks_app = typer.Typer(
+    help="List and lift the blocks and throttles the attack monitors set.", no_args_is_help=True
+)
+gateway_app.add_typer(blocks_app, name="blocks")
+
+ADMIN_KEY_ENV = "MLWARDEN_ADMIN_KEY"
+_BlocksConfig = typer.Option(
+    Path("mlwarden.toml"), "--config", "-c",
+    help="The gateway's mlwarden.toml: its [gateway.rate_limit] storage holds the blocks.",
+)
+_Storage = typer.Option(
+    None, "--storage", help="redis://host:port to use instead of the config's storage."
+)
+_Url = typer.Option(
+    None, "--url", help="Gateway URL for memory:// storage (default: the config's host:port)."
+)
+
+
+class _Blocks:
+    """Where the blocks of a gateway live: its Redis, or (memory://) the gateway process
+    itself, reached through its admin routes with an ``admin`` key from $MLWARDEN_ADMIN_KEY."""
+
+    def __init__(self, config: Path, storage: str | None, url: str | None) -> None:
+        from mlwarden.core.errors import ConfigError
+        from mlwarden.gateway.config import GatewayConfig, load_serve_config
+
+        if not config.exists() and storage is None and url is None:
+            raise ConfigError(f"config file '{config}' does not exist; give --config, "
+                              "--storage redis://... or --url")
+        gateway = load_serve_config(config)[1] if config.exists() else GatewayConfig()
+        self.storage = storage or gateway.rate_limit.storage
+        self.prefix = gateway.rate_limit.key_prefix
+        self.url = url or f"http://{gateway.host}:{gateway.port}"
+        self.remote = self.storage.startswith(("redis://", "rediss://"))
+
+    def _http(self, method: str, path: str) -> object:
+        import os
+
+        import httpx
+
+        from mlwarden.core.errors import InputError
+
+        key = os.environ.get(ADMIN_KEY_ENV)
+        if not key:
+            raise InputError(
+                f"blocks in memory:// storage live in the gateway process: set {ADMIN_KEY_ENV} "
+                "to a key with the 'admin' scope (`mlwarden keys create --scope admin`), or "
+                "use redis:// storage")
+        try:
+            r = httpx.request(method, f"{self.url.rstrip('/')}{path}",
+                              headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        except httpx.HTTPError as exc:
+            raise InputError(f"cannot reach the gateway at {self.url}: {exc}") from None
+        if r.status_code != 200:
+            try:
+                message = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = r.text[:200]
+            raise InputError(f"the gateway answered {r.status_code}: {message}")
+        return r.json()
+
+    def list(self) -> list[dict[str, object]]:
+        from dataclasses import asdict
+
+        from mlwarden.gateway.ratelimit import ClientFlags
+
+        if self.remote:
+            return [asdict(b) for b in ClientFlags(self.storage, self.prefix).blocks()]
+        return self._http("GET", "/v1/admin/blocks")["blocks"]  # type: ignore[index, no-any-return]
+
+    def lift(self, client: str) -> list[str]:
+        from urllib.parse import quote
+
+        from mlwarden.gateway.ratelimit import ClientFlags
+
+        if self.remote:
+            return ClientFlags(self.storage, self.prefix).lift(client)
+        answer = self._http("DELETE", f"/v1/admin/blocks/{quote(client, safe='')}")
+        return list(answer["lifted"])  # type: ignore[index]
+
+
+@blocks_app.command("list")
+def blocks_list(config: Path = _BlocksConfig, storage: str | None = _Storage,
+                url: str | None = _Url) -> None:
+    """Blocked and throttled clients (key prefixes, or addr:<address>), with time left."""
+    blocks = _Blocks(config, storage, url).list()
+    if not blocks:
+        typer.echo("no blocked or throttled clients")
+        return
+    for b in blocks:
+        typer.echo(f"{b['kind']:<9} {b['client']:<24} {b['seconds_left']:>7} s left  "
+                   f"since {b['since'] or '?'}  {b['reason']}")
+
+
+@blocks_app.command("lift")
+def blocks_lift(
+    client: str = typer.Argument(..., help="Key prefix, or addr:<address>, as `list` shows."),
+    config: Path = _BlocksConfig, storage: str | None = _Storage, url: str | None = _Url,
+) -> None:
+    """Lift every block and throttle of one client; it is answered again at once."""
+    from mlwarden.core.errors import InputError
+
+    lifted = _Blocks(config, storage, url).lift(client)
+    if not lifted:
+        raise InputError(f"'{client}' is neither blocked nor throttled")
+    typer.echo(f"lifted {' and '.join(lifted)} for {client}")

@@ -78,7 +78,7 @@ def create_app(
 
     from mlwarden.defenses.detection.ood import load_detector
     from mlwarden.defenses.output import release
-    from mlwarden.gateway.audit_log import AuditLog, AuditTrail
+    from mlwarden.gateway.audit_log import AuditTrail, open_audit_log
     from mlwarden.gateway.auth import Authenticator, KeyStore
     from mlwarden.gateway.batching import BatchWorker, DynamicBatcher
     from mlwarden.gateway.config import GatewayConfig
@@ -97,7 +97,7 @@ def create_app(
     mon = config.monitoring
     monitors = MonitorBank(extraction=_extraction_settings(config),
                            query_attack=_query_attack_settings(config, extra),
-                           max_clients=mon.max_clients)
+                           max_clients=mon.max_clients, repeat_window=mon.repeat_window)
     hard = config.hardening
     harden = partial(release, k=hard.top_k, decimals=hard.decimals, beta=hard.perturb_beta,
                      gamma=hard.perturb_gamma)
@@ -116,8 +116,7 @@ def create_app(
     model_name = config.model_name or getattr(model, "name", None) or "model"
     limiter = RateLimiter(config.rate_limit, mon.throttle_rate)
     flags = ClientFlags(config.rate_limit.storage, config.rate_limit.key_prefix)
-    audit = (AuditLog(config.audit_log.path, fsync=config.audit_log.fsync)
-             if config.audit_log.enabled else None)
+    audit = open_audit_log(config.audit_log) if config.audit_log.enabled else None
     state = GatewayState(
         config=config,
         model_name=model_name,
@@ -126,7 +125,7 @@ def create_app(
         authenticate=Authenticator(key_store, config.auth.enabled),
         limiter=limiter,
         flags=flags,
-        gate=RateGate(limiter, flags),
+        gate=RateGate(limiter, flags, mon.failed_auth),
         batcher=batcher,
         metrics=metrics,
         monitors=monitors,
@@ -179,7 +178,8 @@ def create_app(
 def _extraction_settings(config: GatewayConfig) -> dict[str, object] | None:
     """`ExtractionDetector` keyword arguments, or None when the monitor is off."""
     ext = config.monitoring.extraction
-    return ext.model_dump(exclude={"enabled", "action"}) if ext.enabled else None
+    return (ext.model_dump(exclude={"enabled", "action", "block_seconds"}) if ext.enabled
+            else None)
 
 
 def _query_attack_settings(config: GatewayConfig,
@@ -206,6 +206,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
+    from mlwarden.gateway.admin import install_admin_routes
     from mlwarden.gateway.errors import GatewayError
     from mlwarden.gateway.pipeline import error_response, internal_error
     from mlwarden.gateway.schemas import ErrorResponse, Health, PredictResponse
@@ -252,6 +253,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         return await pipeline.respond(request.headers, address, request.stream())
 
     app.add_middleware(PredictFastPath, respond=pipeline.respond)
+    install_admin_routes(app, state, pipeline)
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -270,7 +272,8 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
                                                                    403: {"model": ErrorResponse}})
     async def prometheus(request: Request) -> Response:
         if not config.auth.public_metrics:
-            state.authenticate(request.headers, "metrics")
+            address = request.client.host if request.client else "unknown"
+            await pipeline.guard(request.headers, address, "metrics", "/metrics")
         data, content_type = metrics.render()
         return Response(data, media_type=content_type)
 

@@ -174,14 +174,25 @@ class Authenticator:
         self.enabled = enabled
 
     def __call__(self, headers: Mapping[str, str], scope: str) -> Principal | None:
+        principal = self.identify(headers)
+        self.authorize(principal, scope)
+        return principal
+
+    def identify(self, headers: Mapping[str, str]) -> Principal | None:
+        """Who the request's key says it is (401 when no valid key): known before the scope
+        check, so a 403 can be audited with the key that overstepped."""
         if not self.enabled:
             return None
         principal = self.keys.authenticate(api_key_from_headers(headers))
         if principal is None:
             raise unauthorized()
-        if scope not in principal.scopes:
-            raise forbidden(f"this key lacks the '{scope}' scope")
         return principal
+
+    @staticmethod
+    def authorize(principal: Principal | None, scope: str) -> None:
+        """403 unless ``principal`` holds ``scope`` (None: auth is off, everything goes)."""
+        if principal is not None and scope not in principal.scopes:
+            raise forbidden(f"this key lacks the '{scope}' scope")
 
 
 def client_id(principal: Principal | None, address: str) -> str:

@@ -135,6 +135,10 @@ class ExtractionMonitorConfig(_Section):
 
     enabled: bool = True
     action: MonitorAction = "block"
+    block_seconds: int | None = Field(
+        default=None, gt=0, description="how long its block or throttle lasts "
+        "(default: monitoring.block_seconds)"
+    )
     delta: float = Field(default=0.90, gt=0, lt=1)
     min_samples: int = Field(default=100, ge=20)
     window: int = Field(default=500, ge=20)
@@ -148,6 +152,7 @@ class QueryAttackMonitorConfig(_Section):
 
     enabled: bool = True
     action: MonitorAction = "block"
+    block_seconds: int | None = Field(default=None, gt=0)
     k: int = Field(default=10, ge=1)
     history: int = Field(default=5000, ge=10)
     threshold: float | None = Field(
@@ -157,21 +162,57 @@ class QueryAttackMonitorConfig(_Section):
     hits_to_alert: int = Field(default=25, ge=1)
 
 
+class FailedAuthMonitorConfig(_Section):
+    """Brute-force guard: ``max_failures`` failed authentications from one address within
+    ``window_seconds`` raise a ``failed_auth`` alert against the address."""
+
+    enabled: bool = True
+    action: MonitorAction = "block"
+    block_seconds: int | None = Field(default=900, gt=0)
+    max_failures: int = Field(default=50, ge=1)
+    window_seconds: int = Field(default=60, ge=1)
+
+
 class MonitoringConfig(_Section):
     extraction: ExtractionMonitorConfig = Field(default_factory=ExtractionMonitorConfig)
     query_attack: QueryAttackMonitorConfig = Field(default_factory=QueryAttackMonitorConfig)
+    failed_auth: FailedAuthMonitorConfig = Field(default_factory=FailedAuthMonitorConfig)
     throttle_rate: str = "60/minute"
     block_seconds: int = Field(default=3600, gt=0)
     max_clients: int = Field(default=10_000, ge=1)
+    repeat_window: int = Field(
+        default=5000, ge=0, description="exact repeats of a client's last N distinct queries "
+        "(retries, probes) are not fed to the monitors; 0 feeds them everything"
+    )
+
+    def block_seconds_for(self, detector: str) -> int:
+        """How long a block or throttle raised by ``detector`` lasts."""
+        own = getattr(self, detector).block_seconds
+        return int(own if own is not None else self.block_seconds)
 
     _rate = field_validator("throttle_rate")(classmethod(lambda cls, v: _check_rate(v)))
 
 
 class AuditLogConfig(_Section):
+    """The audit trail; entries are authenticated with the key from ``key_file``, else from
+    the environment variable ``key_env`` (``KEY_ID:HEX_SECRET``); never from this file."""
+
     enabled: bool = True
     path: Path = Path("mlwarden-audit.jsonl")
     include_inputs: bool = False
     fsync: bool = False
+    key_file: Path | None = Field(
+        default=None, description="audit keyring written by `mlwarden audit-log keygen`"
+    )
+    key_env: str = "MLWARDEN_AUDIT_KEY"
+    require_key: bool = Field(
+        default=False, description="refuse to start without an audit key (default: warn)"
+    )
+    head_file: Path | None = Field(
+        default=None, description="checkpoints of the chain's head, on another volume: "
+        "detects truncation up to the last checkpoint"
+    )
+    head_every: int = Field(default=1000, ge=1)
 
 
 class BatchingConfig(_Section):
@@ -262,4 +303,8 @@ def load_serve_config(path: Path) -> tuple[ServeModel, GatewayConfig]:
         val.validator = base / val.validator
     if not audit.path.is_absolute():
         audit.path = base / audit.path
+    for name in ("key_file", "head_file"):
+        value = getattr(audit, name)
+        if value is not None and not value.is_absolute():
+            setattr(audit, name, base / value)
     return model, gateway

@@ -17,9 +17,12 @@
   (HopSkipJump, boundary attack) query long runs of near-identical inputs and trip it.
 
 Both work on the flattened input and keep bounded state per client; `MonitorBank` holds
-one pair per client with least-recently-used eviction and feeds them a batch at a time.
-`MonitorActions` is the monitor step of a request: it records the alerts its batch raised
-and throttles or blocks the client as configured.
+one pair per client with least-recently-used eviction and feeds them a batch at a time,
+after `RepeatFilter` has dropped exact repeats of the client's recent queries (retries and
+fixed probes are not evidence of an attack). `MonitorActions` is the monitor step of a
+request: it records the alerts its batch raised (and the ``failed_auth`` alerts of the
+brute-force guard, `ratelimit.RateGate.failed_auth`) and throttles or blocks the client
+for the ``block_seconds`` of the monitor that raised it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -257,8 +260,53 @@ def calibrate_knn_threshold(x: torch.Tensor, k: int = 10, quantile: float = 0.00
     return max(value, 1e-6)
 
 
+class RepeatFilter:
+    """The exact repeats among a client's queries, remembered for its last ``window``
+    distinct queries (a digest of each query's bytes).
+
+    Why: a client retrying a request, or a probe sending one fixed input, repeats a query
+    exactly; that teaches an attacker nothing the first answer did not, but to the k-NN
+    monitor it is a run of zero distances (17 retries of one request got a key blocked)
+    and to PRADA a pile of identical distances. Only novel queries reach the detectors.
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._order: deque[int] = deque()
+        self._seen: set[int] = set()
+
+    def novel(self, x: torch.Tensor) -> list[int]:
+        """Rows of ``x`` not seen before (nor earlier in ``x``); remembers them.
+
+        The digest is Python's keyed hash of the row's bytes (SipHash, with a per-process
+        random key): 8 bytes per remembered query, and a collision that would hide a novel
+        query from the monitors cannot be crafted without the key."""
+        if self.window == 0:
+            return list(range(len(x)))
+        data = x.detach().flatten(1).float().cpu().contiguous().numpy().tobytes()
+        width = len(data) // max(len(x), 1)
+        keep = []
+        for i in range(len(x)):
+            digest = hash(data[i * width:(i + 1) * width])
+            if digest in self._seen:
+                continue
+            keep.append(i)
+            self._seen.add(digest)
+            self._order.append(digest)
+            if len(self._order) > self.window:
+                self._seen.discard(self._order.popleft())
+        return keep
+
+
+class _ClientState(NamedTuple):
+    extraction: ExtractionDetector | None
+    query_attack: QueryAttackDetector | None
+    repeats: RepeatFilter
+
+
 class MonitorBank:
-    """One extraction and one query-attack detector per client, LRU-bounded."""
+    """One extraction and one query-attack detector per client, LRU-bounded; exact repeats
+    of a client's recent queries (``repeat_window``) are filtered out first."""
 
     def __init__(
         self,
@@ -266,22 +314,23 @@ class MonitorBank:
         extraction: dict[str, object] | None,
         query_attack: dict[str, object] | None,
         max_clients: int = 10_000,
+        repeat_window: int = 5000,
     ) -> None:
         self.extraction = extraction
         self.query_attack = query_attack
         self.max_clients = max_clients
-        self._clients: OrderedDict[str, tuple[ExtractionDetector | None,
-                                              QueryAttackDetector | None, set[str]]] = (
-            OrderedDict()
-        )
+        self.repeat_window = repeat_window
+        self._clients: OrderedDict[str, _ClientState] = OrderedDict()
 
-    def _get(self, client: str) -> tuple[ExtractionDetector | None, QueryAttackDetector | None,
-                                         set[str]]:
+    def _fresh(self) -> tuple[ExtractionDetector | None, QueryAttackDetector | None]:
+        ext = ExtractionDetector(**self.extraction) if self.extraction is not None else None  # type: ignore[arg-type]
+        qa = QueryAttackDetector(**self.query_attack) if self.query_attack is not None else None  # type: ignore[arg-type]
+        return ext, qa
+
+    def _get(self, client: str) -> _ClientState:
         entry = self._clients.get(client)
         if entry is None:
-            ext = ExtractionDetector(**self.extraction) if self.extraction is not None else None  # type: ignore[arg-type]
-            qa = QueryAttackDetector(**self.query_attack) if self.query_attack is not None else None  # type: ignore[arg-type]
-            entry = (ext, qa, set())
+            entry = _ClientState(*self._fresh(), RepeatFilter(self.repeat_window))
             self._clients[client] = entry
             while len(self._clients) > self.max_clients:
                 self._clients.popitem(last=False)
@@ -292,22 +341,39 @@ class MonitorBank:
     def observe(
         self, client: str, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None = None
     ) -> list[Alert]:
-        """Feed a batch of one client's queries; alerts are raised once per detector."""
-        ext, qa, raised = self._get(client)
+        """Feed a batch of one client's queries (exact repeats removed first).
+
+        A detector that alerts starts over with a fresh state: the alert is raised once for
+        its evidence, and a client whose block is lifted must show new evidence to be
+        blocked again (instead of being re-blocked on the old, or never again)."""
+        state = self._get(client)
+        ext, qa = state.extraction, state.query_attack
         alerts: list[Alert] = []
+        if ext is None and qa is None:
+            return alerts
+        keep = state.repeats.novel(x)
+        if not keep:
+            return alerts
+        if len(keep) < len(x):
+            idx = torch.tensor(keep)
+            x, labels = x[idx], labels[idx]
+            ood = ood[idx] if ood is not None else None
+        fresh_ext, fresh_qa = ext, qa
         if ext is not None:
             ext.update(x, labels, ood)
-            evidence = ext.evidence() if "extraction" not in raised else None
+            evidence = ext.evidence()
             if evidence is not None:
-                raised.add("extraction")
                 alerts.append(Alert("extraction", client, evidence, ext.queries_))
+                fresh_ext = self._fresh()[0]
         if qa is not None:
             qa.update(x)
-            if "query_attack" not in raised and qa.is_attack():
-                raised.add("query_attack")
+            if qa.is_attack():
                 alerts.append(Alert("query_attack", client,
                                     f"{qa.hits_} queries within k-NN distance "
                                     f"{qa.threshold:.3g} of earlier ones", qa.queries_))
+                fresh_qa = self._fresh()[1]
+        if alerts:
+            self._clients[client] = state._replace(extraction=fresh_ext, query_attack=fresh_qa)
         return alerts
 
     def observe_batch(
@@ -347,7 +413,7 @@ class MonitorActions:
     """
 
     def __init__(
-        self, config: MonitoringConfig, flag: Callable[[str, str, int], Awaitable[None]], *,
+        self, config: MonitoringConfig, flag: Callable[[str, str, int, str], Awaitable[None]], *,
         audit: AuditTrail | None = None, metrics: GatewayMetrics | None = None,
         raised: list[Alert] | None = None,
     ) -> None:
@@ -375,10 +441,12 @@ class MonitorActions:
                         alert.client, alert.queries, alert.detail)
             if self.audit is not None:
                 self.audit.alert(alert, action, key=key, address=address)
+            seconds = self.config.block_seconds_for(alert.detector)
+            why = f"{alert.detector}: {alert.detail}"
             if action == "block":
-                await self.flag("blocked", client, self.config.block_seconds)
+                await self.flag("blocked", client, seconds, why)
                 is_blocked = True
             elif action == "throttle":
-                await self.flag("throttled", client, self.config.block_seconds)
+                await self.flag("throttled", client, seconds, why)
         if is_blocked or any(self.action(a) == "block" for a in group_alerts):
             raise blocked()

@@ -137,11 +137,7 @@ class PredictPipeline:
             return response
         except GatewayError as err:
             status = err.status
-            self.metrics.refusals.labels(err.code).inc()
-            who = call.principal
-            self.audit.refused(key=who.prefix if who else None, address=address,
-                               status=err.status, reason=err.code, detail=err.message,
-                               input_sha256=call.body_hash)
+            self.refused(err, call.principal, address, "/v1/predict", call.body_hash)
             return error_response(err)
         except Exception:
             return internal_error()
@@ -149,23 +145,53 @@ class PredictPipeline:
             call.arrival.done()  # refused before reaching the batcher: stop expecting it
             self.metrics.request_done("predict", status, time.perf_counter() - started)
 
+    # -- refusals (every one audited with the key that authenticated, if any) -------------
+
+    def refused(self, err: GatewayError, principal: Principal | None, address: str,
+                endpoint: str, body_hash: str | None = None) -> None:
+        """Count and audit a refusal on ``endpoint``."""
+        self.metrics.refusals.labels(err.code).inc()
+        self.audit.refused(key=principal.prefix if principal is not None else None,
+                           address=address, status=err.status, reason=err.code,
+                           detail=err.message, input_sha256=body_hash, endpoint=endpoint)
+
+    async def identify(self, headers: Mapping[str, str], address: str) -> Principal | None:
+        """The authenticate step's first half: the key's principal; a failure spends the
+        address's budget and counts towards its ``failed_auth`` alert (401, 403, 429)."""
+        try:
+            return self.authenticate.identify(headers)
+        except GatewayError as err:
+            if err.status == 401:
+                alerts = await self.gate.failed_auth(address)
+                await self.monitor(alerts, [], f"addr:{address}", None, address)
+            raise
+
+    async def guard(self, headers: Mapping[str, str], address: str, scope: str,
+                    endpoint: str) -> Principal | None:
+        """Authenticate a request to another endpoint (``/metrics``, the admin routes) for
+        ``scope``; a refusal is audited like a predict refusal, then raised."""
+        principal = None
+        try:
+            principal = await self.identify(headers, address)
+            self.authenticate.authorize(principal, scope)
+            return principal
+        except GatewayError as err:
+            self.refused(err, principal, address, endpoint)
+            raise
+
     async def predict(
         self, headers: Mapping[str, str], call: Call, chunks: AsyncIterator[bytes]
     ) -> Response:
         """The steps in order; each refusal is a `GatewayError`."""
         cfg, address = self.config, call.address
         # authenticate
-        try:
-            principal = self.authenticate(headers, "predict")
-        except GatewayError as err:
-            if err.status == 401:
-                await self.gate.failed_auth(address)
-            raise
+        principal = await self.identify(headers, address)
         call.principal = principal
+        self.authenticate.authorize(principal, "predict")
         key = principal.prefix if principal is not None else None
         client = client_id(principal, address)
-        # limit: the client's flags
-        throttled = await self.gate.admit(client)
+        # limit: the client's flags (and its address's, after a failed_auth alert)
+        throttled = await self.gate.admit(client, address)
         # parse
         body = await read_body(headers, chunks, cfg.validation.max_body_bytes)
         call.body_hash = hashlib.sha256(body).hexdigest()

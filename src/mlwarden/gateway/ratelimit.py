@@ -12,23 +12,31 @@ per limit (test, hit, stats), which measurably capped the gateway's throughput.
 Costs are counted in *inputs*, not requests: a batch of 50 spends 50, because model
 extraction is measured in queried samples.
 
-`ClientFlags` holds the monitors' verdicts (blocked or throttled clients) in the same
-storage, so an alert raised on one replica holds on all of them. `RateGate` is the limit
-step of a request: it asks both and turns their answers into refusals.
+`ClientFlags` holds the monitors' verdicts (blocked or throttled clients, each with its
+reason) in the same storage, so an alert raised on one replica holds on all of them, and
+``mlwarden gateway blocks list|lift`` finds them there (in Redis; in memory through the
+gateway's admin routes, `gateway.admin`). `RateGate` is the limit step of a request: it
+asks both and turns their answers into refusals, and counts failed authentications per
+address towards the ``failed_auth`` alert.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlwarden.core.errors import ConfigError, require
-from mlwarden.gateway.config import RateLimitConfig
+from mlwarden.gateway.config import FailedAuthMonitorConfig, RateLimitConfig
 from mlwarden.gateway.errors import GatewayError, blocked, rate_limited
+
+if TYPE_CHECKING:
+    from mlwarden.gateway.monitoring import Alert
 
 T = TypeVar("T")
 
@@ -209,54 +217,135 @@ class RateLimiter:
             self.gcra.reset()
 
 
+@dataclass(frozen=True)
+class Block:
+    """One blocked or throttled client, as ``mlwarden gateway blocks list`` shows it."""
+
+    kind: str
+    client: str
+    seconds_left: int
+    reason: str = ""
+    since: str = ""
+
+
 class ClientFlags:
-    """Blocked and throttled clients, with expiry, in memory or in Redis."""
+    """Blocked and throttled clients, with expiry, in memory or in Redis.
+
+    A flag's value records why and since when (JSON), so ``mlwarden gateway blocks list``
+    can say so; in Redis a flag is the key ``<key_prefix>:flags:<kind>:<client>`` with a
+    TTL, which is how the CLI finds and lifts flags that another process set.
+    """
+
+    KINDS = ("blocked", "throttled")
 
     def __init__(self, storage_uri: str, key_prefix: str = "mlwarden") -> None:
         self._prefix = f"{key_prefix}:flags"
         self._lock = threading.Lock()
-        self._local: dict[str, float] = {}
+        self._local: dict[str, tuple[float, str]] = {}
+        self._counts: dict[str, tuple[float, int]] = {}
         self._redis = None
-        if storage_uri.startswith(("redis://", "rediss://")):
+        self.is_remote = storage_uri.startswith(("redis://", "rediss://"))
+        if self.is_remote:
             redis = require("redis", "serve")
             self._redis = redis.Redis.from_url(storage_uri)  # type: ignore[attr-defined]
 
-    def set(self, kind: str, client: str, seconds: int) -> None:
+    def set(self, kind: str, client: str, seconds: int, reason: str = "") -> None:
         name = f"{self._prefix}:{kind}:{client}"
+        value = json.dumps({"reason": reason,
+                            "since": datetime.now(UTC).isoformat(timespec="seconds")})
         if self._redis is not None:
-            self._redis.set(name, "1", ex=int(seconds))
+            self._redis.set(name, value, ex=int(seconds))
         else:
             with self._lock:
-                self._local[name] = time.monotonic() + seconds
+                self._local[name] = (time.monotonic() + seconds, value)
 
     def has(self, kind: str, client: str) -> bool:
         name = f"{self._prefix}:{kind}:{client}"
         if self._redis is not None:
             return bool(self._redis.exists(name))
-        until = self._local.get(name)
-        if until is None:
+        held = self._local.get(name)
+        if held is None:
             return False
-        if until < time.monotonic():
+        if held[0] < time.monotonic():
             with self._lock:
                 self._local.pop(name, None)
             return False
         return True
 
-    def blocked_throttled(self, client: str) -> tuple[bool, bool]:
-        """Both flags of ``client`` at once: one Redis round trip per request, not two."""
+    def blocked_throttled(self, client: str, address: str | None = None) -> tuple[bool, bool]:
+        """Both flags of ``client`` at once, and whether ``address`` (``addr:<address>``) is
+        blocked: one Redis round trip per request, not three."""
+        other = f"addr:{address}" if address is not None else client
         if self._redis is None:
-            return self.has("blocked", client), self.has("throttled", client)
-        names = [f"{self._prefix}:{kind}:{client}" for kind in ("blocked", "throttled")]
-        blocked, throttled = self._redis.mget(names)
-        return blocked is not None, throttled is not None
+            is_blocked = self.has("blocked", client) or (
+                other != client and self.has("blocked", other))
+            return is_blocked, self.has("throttled", client)
+        names = [f"{self._prefix}:blocked:{client}", f"{self._prefix}:throttled:{client}",
+                 f"{self._prefix}:blocked:{other}"]
+        blocked, throttled, addr_blocked = self._redis.mget(names)
+        return blocked is not None or addr_blocked is not None, throttled is not None
 
-    def clear(self, kind: str, client: str) -> None:
+    def clear(self, kind: str, client: str) -> bool:
+        """Remove one flag; whether there was one."""
         name = f"{self._prefix}:{kind}:{client}"
         if self._redis is not None:
-            self._redis.delete(name)
+            return bool(self._redis.delete(name))
+        with self._lock:
+            held = self._local.pop(name, None)
+        return held is not None and held[0] >= time.monotonic()
+
+    def lift(self, client: str) -> list[str]:
+        """Lift every flag of ``client`` (a key prefix, or ``addr:<address>``); the kinds
+        that were set."""
+        return [kind for kind in self.KINDS if self.clear(kind, client)]
+
+    def blocks(self) -> list[Block]:
+        """Every live flag, longest-lasting first."""
+        now = time.monotonic()
+        found: list[tuple[str, float, str]] = []
+        if self._redis is not None:
+            names = list(self._redis.scan_iter(match=f"{self._prefix}:*", count=1000))
+            for name in names:
+                pipe = self._redis.pipeline()
+                pipe.get(name)
+                pipe.ttl(name)
+                value, ttl = pipe.execute()
+                if value is not None and ttl is not None and ttl > 0:
+                    found.append((name.decode(), float(ttl), value.decode()))
         else:
             with self._lock:
-                self._local.pop(name, None)
+                found = [(n, until - now, v) for n, (until, v) in self._local.items()
+                         if until >= now]
+        out = []
+        for name, left, value in found:
+            kind, _, client = name.removeprefix(self._prefix + ":").partition(":")
+            try:
+                info = json.loads(value)
+                reason, since = str(info.get("reason", "")), str(info.get("since", ""))
+            except (json.JSONDecodeError, AttributeError):  # a flag from an older gateway
+                reason, since = "", ""
+            out.append(Block(kind, client, math.ceil(left), reason, since))
+        return sorted(out, key=lambda b: -b.seconds_left)
+
+    def count(self, what: str, client: str, window: int) -> int:
+        """Add one to ``client``'s ``what`` counter in a fixed window of ``window`` seconds;
+        the count so far (e.g. failed authentications of an address)."""
+        name = f"{self._prefix.removesuffix(':flags')}:count:{what}:{client}"
+        if self._redis is not None:
+            pipe = self._redis.pipeline()
+            pipe.set(name, 0, ex=int(window), nx=True)  # the window starts with its first
+            pipe.incr(name)
+            return int(pipe.execute()[1])
+        now = time.monotonic()
+        with self._lock:
+            start, n = self._counts.get(name, (now, 0))
+            if now - start >= window:
+                start, n = now, 0
+            self._counts[name] = (start, n + 1)
+            if len(self._counts) > 100_000:  # forget finished windows
+                for k in [k for k, (t, _) in self._counts.items() if now - t >= window]:
+                    del self._counts[k]
+            return n + 1
 
 
 class RateGate:
@@ -266,9 +355,11 @@ class RateGate:
     loop keeps serving; the in-memory storage answers in microseconds and runs inline.
     """
 
-    def __init__(self, limiter: RateLimiter, flags: ClientFlags) -> None:
+    def __init__(self, limiter: RateLimiter, flags: ClientFlags,
+                 failed_auth: FailedAuthMonitorConfig | None = None) -> None:
         self.limiter = limiter
         self.flags = flags
+        self.failed_auth_config = failed_auth
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self.limiter.is_remote:
@@ -277,16 +368,32 @@ class RateGate:
             return await anyio.to_thread.run_sync(lambda: fn(*args))
         return fn(*args)
 
-    async def failed_auth(self, address: str) -> None:
-        """Spend one from the address budget for a failed authentication (brute-force guard);
-        429 once the address has none left."""
+    async def failed_auth(self, address: str) -> list[Alert]:
+        """A failed authentication from ``address`` (brute-force guard): 403 while the address
+        is blocked (whatever key it presents, so a block tells a guesser nothing), else one
+        spent from its budget (429 once none is left) and one counted against
+        ``failed_auth.max_failures``: the ``failed_auth`` alert when that is reached."""
+        client = f"addr:{address}"
+        if await self._call(self.flags.has, "blocked", client):
+            raise blocked()
         guard = await self._call(self.limiter.check, None, address, 1)
         if not guard.allowed:
             raise rate_limited("too many requests from this address", guard.headers)
+        cfg = self.failed_auth_config
+        if cfg is None or not cfg.enabled:
+            return []
+        failures = await self._call(self.flags.count, "failed_auth", client, cfg.window_seconds)
+        if failures != cfg.max_failures:  # once per window, not on every later failure
+            return []
+        from mlwarden.gateway.monitoring import Alert
 
-    async def admit(self, client: str) -> bool:
-        """403 for a blocked client; otherwise whether it is throttled."""
-        is_blocked, throttled = await self._call(self.flags.blocked_throttled, client)
+        return [Alert("failed_auth", client, f"{failures} failed authentications within "
+                      f"{cfg.window_seconds} s", failures)]
+
+    async def admit(self, client: str, address: str | None = None) -> bool:
+        """403 for a blocked client or a blocked ``address``; otherwise whether the client is
+        throttled."""
+        is_blocked, throttled = await self._call(self.flags.blocked_throttled, client, address)
         if is_blocked:
             raise blocked()
         return throttled
@@ -306,9 +413,9 @@ class RateGate:
                                decision.headers)
         return decision.headers
 
-    async def flag(self, kind: str, client: str, seconds: int) -> None:
+    async def flag(self, kind: str, client: str, seconds: int, reason: str = "") -> None:
         """Mark ``client`` ``blocked`` or ``throttled`` for ``seconds``, on every replica."""
-        await self._call(self.flags.set, kind, client, seconds)
+        await self._call(self.flags.set, kind, client, seconds, reason)
 
     async def ping(self) -> bool:
         return await self._call(self.limiter.ping)
