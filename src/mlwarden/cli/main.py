@@ -74,9 +74,7 @@ def _forward(target: typer.Typer, name: str, main: Any) -> None:
     def command(ctx: typer.Context) -> None:
         raise typer.Exit(main(list(ctx.args)))
 
-    command.__doc__ = (main.__module__ and sys.modules[main.__module__].__doc__ or "").split("\n")[
-        0
-    ]
+    command.__doc__ = getattr(sys.modules[main.__module__], "SUMMARY", "")
     command.__annotations__ = {"ctx": typer.Context, "return": None}
     target.command(
         name,

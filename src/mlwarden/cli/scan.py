@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from mlwarden.supplychain import ScanResult
 
+#: one line for ``mlwarden --help`` and ``mlwarden scan --help``
+SUMMARY = "Scan model files for code execution and malformed containers, without loading them."
 VERDICT_CHOICES = ("suspicious", "unreadable", "unsafe")
 _STYLE = {"safe": "green", "suspicious": "yellow", "unreadable": "magenta", "unsafe": "bold red"}
 
@@ -107,8 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``mlwarden scan``."""
     parser = argparse.ArgumentParser(
         prog="mlwarden scan",
-        description="Scan model files for code execution and malformed containers, "
-        "without loading them.",
+        description=SUMMARY,
     )
     parser.add_argument(
         "paths", nargs="*", type=Path, help="Files or folders to scan (folders recursively)."
