@@ -8,6 +8,7 @@ schema sets ``additionalProperties: false`` on them, so a misspelt key is invali
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -391,9 +392,9 @@ def test_fingerprints_are_stable_across_runs_and_numbers_but_not_problems() -> N
         check="evasion",
         detail="run 1",
     )
-    b = a.model_copy(update={"title": "PGD robust accuracy 14.5% at eps=0.1", "detail": "run 2"})
-    c = a.model_copy(update={"title": "FGSM robust accuracy 12.0% at eps=0.1"})
-    d = a.model_copy(update={"location": "models/other.pt"})
+    b = dataclasses.replace(a, title="PGD robust accuracy 14.5% at eps=0.1", detail="run 2")
+    c = dataclasses.replace(a, title="FGSM robust accuracy 12.0% at eps=0.1")
+    d = dataclasses.replace(a, location="models/other.pt")
     assert fingerprint(a) == fingerprint(b)
     assert len({fingerprint(a), fingerprint(c), fingerprint(d)}) == 3
     r1 = sarif_log(Report(findings=[a]))["runs"][0]["results"][0]["partialFingerprints"]

@@ -108,11 +108,16 @@ def test_lock_paths_are_relative_to_the_lock(model_dir: Path, tmp_path: Path) ->
     assert all(k.startswith("../teacher/") for k in pins)
 
 
-def test_scan_command_never_imports_torch(model_dir: Path) -> None:
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_scan_command_imports_nothing_heavy(model_dir: Path, fmt: str) -> None:
+    """Start-up is the cost of a scan of one file: no torch, and off a terminal no
+    Typer, Click, Rich or pydantic either (they cost more than the scan itself)."""
     code = (
         "import sys; from mlwarden.cli.main import run\n"
-        "try:\n    run(['scan', sys.argv[1], '-f', 'json'])\nexcept SystemExit as e:\n"
-        "    assert 'torch' not in sys.modules, 'torch imported'; sys.exit(e.code)\n"
+        f"try:\n    run(['scan', sys.argv[1], '-f', '{fmt}'])\nexcept SystemExit as e:\n"
+        "    heavy = [m for m in ('torch', 'typer', 'click', 'rich', 'pydantic')"
+        " if m in sys.modules]\n"
+        "    assert not heavy, f'imported {heavy}'; sys.exit(e.code)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(model_dir)],

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from mlwarden.core.errors import ConfigError
-from mlwarden.core.findings import Severity
+from mlwarden.core.finding import FAIL_ON_CHOICES as FAIL_ON_CHOICES
+from mlwarden.core.finding import Severity
+from mlwarden.core.finding import parse_fail_on as parse_fail_on
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -28,8 +29,6 @@ class OutputFormat(str, Enum):
     html = "html"
     md = "md"
 
-
-FAIL_ON_CHOICES = ("info", "low", "medium", "high", "critical", "never")
 
 FormatOption = typer.Option(
     OutputFormat.text, "--format", "-f", help="Report format: text, json, sarif, junit, html, md."
@@ -66,19 +65,6 @@ FailOnOption = typer.Option(
     "--fail-on",
     help="Exit 1 when a finding is at or above this severity (info..critical, or never).",
 )
-
-
-def parse_fail_on(value: str) -> Severity | None:
-    """``never`` disables failing; anything else must be a severity name."""
-    value = value.strip().lower()
-    if value == "never":
-        return None
-    try:
-        return Severity(value)
-    except ValueError:
-        raise ConfigError(
-            f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)}, got '{value}'"
-        ) from None
 
 
 def exit_code_for(report: Report, fail_on: str | Severity | None) -> int:

@@ -1,7 +1,8 @@
 """Core contracts: specs, classifiers, oracles, findings, reports, errors.
 
-Torch-free names are imported eagerly; torch-backed ones (`Classifier`,
-`Oracle`, ...) load on first access so that light commands stay fast.
+Errors, `Finding` and `Severity` are imported eagerly; pydantic models (`Report`,
+`InputSpec`, ...) and torch-backed names (`Classifier`, `Oracle`, ...) load on first
+access, so that light commands (``mlwarden scan``) stay fast.
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from mlwarden.core.errors import (
     ParameterError,
     UnsafeArtefactError,
 )
-from mlwarden.core.findings import (
-    Artefact,
-    CheckResult,
-    Figure,
-    Finding,
-    ImageData,
-    Report,
-    Series,
-    Severity,
-    Table,
-)
+from mlwarden.core.finding import Finding, Severity
 from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.core.spec import InputSpec, SpecOverride
 
 _LAZY = {
+    # pydantic models: imported on first use, so that the scanner's path starts fast
+    "Artefact": "mlwarden.core.findings",
+    "CheckResult": "mlwarden.core.findings",
+    "Figure": "mlwarden.core.findings",
+    "ImageData": "mlwarden.core.findings",
+    "Report": "mlwarden.core.findings",
+    "Series": "mlwarden.core.findings",
+    "Table": "mlwarden.core.findings",
+    "InputSpec": "mlwarden.core.spec",
+    "SpecOverride": "mlwarden.core.spec",
+    # torch-backed
     "Classifier": "mlwarden.core.classifier",
     "Oracle": "mlwarden.core.oracle",
     "ClassifierOracle": "mlwarden.core.oracle",

@@ -2,74 +2,25 @@
 
 Checks compute and fill a `Report`; renderers (`mlwarden.report`) only format it.
 Figures therefore hold *data* (series, images as nested lists), never pixels
-drawn by a check. Everything here is plain pydantic, so a report round-trips
-through JSON exactly and needs no torch.
+drawn by a check. Everything here is plain pydantic (findings are the stdlib
+dataclasses of `mlwarden.core.finding`), so a report round-trips through JSON
+exactly and needs no torch.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class Severity(str, Enum):
-    """Severity of a finding, ordered from ``info`` to ``critical``."""
-
-    INFO = "info"
-    LOW = "low"
-    MEDIUM = "medium"
-    HIGH = "high"
-    CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    def __ge__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank >= other.rank
-
-    def __gt__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank > other.rank
-
-    def __le__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank <= other.rank
-
-    def __lt__(self, other: object) -> bool:  # type: ignore[override]
-        if not isinstance(other, Severity):
-            return NotImplemented
-        return self.rank < other.rank
-
-
-_RANK = {s: i for i, s in enumerate(Severity)}
+from mlwarden.core.finding import Finding, Severity
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
-
-
-class Finding(_Model):
-    """One observation a check makes, with the threat ids it relates to."""
-
-    id: str = Field(description="stable rule id, e.g. 'MLW-EVA-001'")
-    title: str
-    severity: Severity
-    detail: str = ""
-    check: str = Field("", description="name of the check that emitted it")
-    evidence: dict[str, Any] = Field(default_factory=dict)
-    atlas: list[str] = Field(default_factory=list, description="MITRE ATLAS ids")
-    owasp: list[str] = Field(default_factory=list, description="OWASP ML Top 10 ids")
-    location: str | None = Field(None, description="file, member or endpoint concerned")
 
 
 CheckStatus = Literal["passed", "failed", "error", "skipped"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlwarden.core.findings import Finding
+from mlwarden.core.finding import Finding
 from mlwarden.supplychain.pickle_reader import PickleLimits
 from mlwarden.supplychain.policy import Policy
 from mlwarden.supplychain.results import make_finding

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlwarden.core.findings import Finding, Report, Severity, Table
+from mlwarden.core.finding import Finding, Severity
+
+if TYPE_CHECKING:
+    from mlwarden.core.findings import Report
 
 __all__ = ["Rule", "RULES", "Verdict", "FileScan", "ScanResult", "make_finding"]
 
@@ -159,7 +162,7 @@ class FileScan:
             "verdict": self.verdict.value,
             "sha256": self.sha256,
             "size": self.size,
-            "findings": [f.model_dump(mode="json", exclude_none=True) for f in self.findings],
+            "findings": [f.to_dict(exclude_none=True) for f in self.findings],
         }
 
 
@@ -192,11 +195,13 @@ class ScanResult:
         return {
             "verdict": self.verdict.value,
             "files": [f.to_dict() for f in self.files],
-            "findings": [f.model_dump(mode="json", exclude_none=True) for f in self.findings],
+            "findings": [f.to_dict(exclude_none=True) for f in self.findings],
         }
 
     def add_to_report(self, report: Report) -> Report:
         """Findings, a per-file table and ``scan.*`` metrics into ``report``."""
+        from mlwarden.core.findings import Table
+
         report.add(*self.all_findings())
         report.tables.append(
             Table(
@@ -226,4 +231,6 @@ class ScanResult:
 
     def to_report(self) -> Report:
         """A `Report` for the shared renderers (SARIF, Markdown, HTML, JUnit)."""
+        from mlwarden.core.findings import Report
+
         return self.add_to_report(Report(title="mlwarden scan"))

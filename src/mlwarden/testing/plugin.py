@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from mlwarden.core.finding import FAIL_ON_CHOICES
+
 if TYPE_CHECKING:
     from mlwarden.audit.runner import AuditOutcome
     from mlwarden.config import MlwardenConfig
 
-FAIL_ON_CHOICES = ("info", "low", "medium", "high", "critical", "never")
 _MAX_LISTED = 10
 
 
