@@ -16,7 +16,6 @@ from typing import Any
 from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.template_scan import check_template
 
-GGUF_MAGIC = b"GGUF"
 _SCALARS = {
     0: "B",
     1: "b",

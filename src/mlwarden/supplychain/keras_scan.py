@@ -14,9 +14,6 @@ from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
 _KERAS_MODULES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
 _LAMBDAS = ("Lambda", "__lambda__")
 _OP_LAMBDAS = ("TFOpLambda", "SlicingOpLambda")  # call the TF API function they name

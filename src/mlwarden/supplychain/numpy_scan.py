@@ -11,10 +11,9 @@ import struct
 from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
+from mlwarden.supplychain.magic import NPY_MAGIC
 from mlwarden.supplychain.pickle_reader import dtype_itemsize
 from mlwarden.supplychain.pickle_scan import scan_pickle_stream
-
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def _descr_itemsize(descr: Any) -> tuple[int | None, bool]:

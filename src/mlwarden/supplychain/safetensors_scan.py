@@ -38,12 +38,6 @@ DTYPE_BITS: dict[str, int] = {
 }
 
 
-def looks_like_safetensors(head: bytes, size: int) -> bool:
-    """An 8-byte little-endian header length followed by a JSON object."""
-    del size  # the length is validated by `scan_safetensors`, whatever it claims
-    return len(head) >= 9 and struct.unpack_from("<Q", head)[0] >= 2 and head[8:9] == b"{"
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:

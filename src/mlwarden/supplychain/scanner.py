@@ -24,15 +24,15 @@ from typing import Any
 from mlwarden.core.errors import InputError, ModelLoadError, UnsafeArtefactError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.supplychain.context import ScanContext, ScanLimits
-from mlwarden.supplychain.gguf_scan import GGUF_MAGIC, scan_gguf
-from mlwarden.supplychain.keras_scan import (
+from mlwarden.supplychain.magic import (
+    CHUNK,
+    GGUF_MAGIC,
     HDF5_MAGIC,
-    is_keras_config,
-    scan_hdf5,
-    walk_keras_config,
+    LEGACY_MAGIC,
+    NPY_MAGIC,
+    ZIP_MAGIC,
+    looks_like_safetensors,
 )
-from mlwarden.supplychain.numpy_scan import NPY_MAGIC, scan_npy
-from mlwarden.supplychain.onnx_scan import scan_onnx
 from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
 from mlwarden.supplychain.pickle_scan import (
     first_unimportable,
@@ -42,15 +42,9 @@ from mlwarden.supplychain.pickle_scan import (
 )
 from mlwarden.supplychain.policy import Policy
 from mlwarden.supplychain.results import FileScan, ScanResult, Verdict, verdict_of
-from mlwarden.supplychain.safetensors_scan import (
-    check_hidden_payloads,
-    looks_like_safetensors,
-    scan_safetensors,
-)
-from mlwarden.supplychain.sentencepiece_scan import is_sentencepiece
-from mlwarden.supplychain.template_scan import check_template
-from mlwarden.supplychain.torch_legacy import LEGACY_MAGIC, scan_legacy_sequential, scan_legacy_tar
-from mlwarden.supplychain.zip_scan import _CHUNK, ZIP_MAGIC, _BufferFile, scan_zip
+
+# The format parsers are imported where a file of their format is dispatched, not here:
+# a scan of one pickle should not pay for the zip, ONNX, Keras or GGUF modules.
 
 __all__ = ["ensure_scanned", "scan_file", "scan_path", "iter_files", "sha256_file"]
 
@@ -155,6 +149,8 @@ _ZIP_KINDS = ("zip", "pytorch-zip", "torchscript", "keras", "npz", "torch-export
 
 
 def _scan_zip(buf: Any, ctx: ScanContext, member: str | None) -> str:
+    from mlwarden.supplychain.zip_scan import scan_zip
+
     return scan_zip(buf, ctx, member=member, on_nested=_nested_member)
 
 
@@ -181,11 +177,17 @@ def _dispatch(
     if head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
         return _scan_zip(buf, ctx, member)
     if head.startswith(NPY_MAGIC):
+        from mlwarden.supplychain.numpy_scan import scan_npy
+
         scan_npy(buf, ctx, member)
         return "numpy"
     if any(head.startswith(HDF5_MAGIC) for head in (head, *_hdf5_heads(buf))):
+        from mlwarden.supplychain.keras_scan import scan_hdf5
+
         return "keras-h5" if scan_hdf5(buf, ctx) else "hdf5"
     if head.startswith(GGUF_MAGIC):
+        from mlwarden.supplychain.gguf_scan import scan_gguf
+
         scan_gguf(buf, ctx, member)
         return "gguf"
     compressed = _compression(head)
@@ -194,14 +196,21 @@ def _dispatch(
         if fmt is not None:
             return fmt
     if size >= 512 and _is_tar_header(head):
+        from mlwarden.supplychain.torch_legacy import scan_legacy_tar
+        from mlwarden.supplychain.zip_scan import _BufferFile
+
         return scan_legacy_tar(buf, ctx, _BufferFile(buf), on_nested=_nested_member)
     if looks_like_safetensors(head, size):
+        from mlwarden.supplychain.safetensors_scan import check_hidden_payloads, scan_safetensors
+
         check_hidden_payloads(buf, scan_safetensors(buf, ctx, member), ctx, member)
         return "safetensors"
     if head[0] in OPCODES:  # a pickle at any protocol, whatever its first opcode
         fmt = _try_pickle(buf, ctx, member)
         if fmt is not None:
             return fmt
+    from mlwarden.supplychain.onnx_scan import scan_onnx
+
     if name.lower().endswith(".onnx"):
         scan_onnx(buf, ctx, base, member)
         return "onnx"
@@ -214,6 +223,8 @@ def _dispatch(
             ctx.findings.extend(probe.findings)
             ctx.members += probe.members
             return "onnx"
+    from mlwarden.supplychain.sentencepiece_scan import is_sentencepiece
+
     if head[:1] == b"\x0a" and is_sentencepiece(buf):
         ctx.members += 1
         return "sentencepiece"
@@ -234,6 +245,8 @@ def _has_eocd(buf: Any) -> bool:
 
 def _opens_as_zip(buf: Any) -> bool:
     import zipfile
+
+    from mlwarden.supplychain.zip_scan import _BufferFile
 
     try:
         with zipfile.ZipFile(_BufferFile(buf)) as zf:
@@ -299,6 +312,8 @@ def _scan_raw_pickle(buf: Any, ctx: ScanContext, member: str | None, first: Any)
     if not first.complete:
         return "pickle"
     if first.result == LEGACY_MAGIC:
+        from mlwarden.supplychain.torch_legacy import scan_legacy_sequential
+
         scan_legacy_sequential(buf, ctx, first, member)
         return "pytorch-legacy"
     joblib = any(g.module.startswith("joblib") for g in first.imports)
@@ -326,8 +341,8 @@ def _is_text_stream(buf: Any) -> bool:
     dec = codecs.getincrementaldecoder("utf-8")()
     view = memoryview(buf)
     try:
-        for i in range(0, len(view), _CHUNK):
-            chunk = bytes(view[i : i + _CHUNK])
+        for i in range(0, len(view), CHUNK):
+            chunk = bytes(view[i : i + CHUNK])
             if b"\x00" in chunk:
                 return False
             dec.decode(chunk)
@@ -355,12 +370,17 @@ def scan_text(buf: Any, ctx: ScanContext, name: str, member: str | None) -> str 
         check_json_document(doc, ctx, member)
         return "json"
     if name.lower().endswith(".jinja"):
+        from mlwarden.supplychain.template_scan import check_template
+
         check_template(raw.decode("utf-8-sig"), ctx, member, "template")
     return "text"
 
 
 def check_json_document(doc: Any, ctx: ScanContext, member: str | None) -> None:
     """Keras model configs and chat templates inside a JSON data file."""
+    from mlwarden.supplychain.keras_scan import is_keras_config, walk_keras_config
+    from mlwarden.supplychain.template_scan import check_template
+
     if isinstance(doc, dict):
         if "chat_template" in doc:
             check_template(doc["chat_template"], ctx, member, "chat_template")
@@ -477,8 +497,8 @@ def _expand(buf: Any, start: int, dec: Any, limits: ScanLimits, out: bytearray) 
     end = len(view)
     zlib_like = hasattr(dec, "unconsumed_tail")
     try:
-        for i in range(start, len(view), _CHUNK):
-            data: Any = view[i : i + _CHUNK]
+        for i in range(start, len(view), CHUNK):
+            data: Any = view[i : i + CHUNK]
             consumed += len(data)
             while True:
                 allowed = max(16 << 20, int(consumed * limits.max_compression_ratio))
@@ -497,7 +517,7 @@ def _expand(buf: Any, start: int, dec: Any, limits: ScanLimits, out: bytearray) 
                     if dec.needs_input:
                         break
             if dec.eof:
-                end = i + len(view[i : i + _CHUNK]) - len(dec.unused_data)
+                end = i + len(view[i : i + CHUNK]) - len(dec.unused_data)
                 break
     except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
         return "corrupt", end

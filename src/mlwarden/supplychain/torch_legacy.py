@@ -19,8 +19,6 @@ from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.pickle_reader import Global, PickleTrace, read_pickle
 from mlwarden.supplychain.pickle_scan import judge_trace, scan_pickle_stream, starts_pickle
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
 _ELEMENT_SIZE = {
     "DoubleStorage": 8,
     "FloatStorage": 4,

@@ -20,7 +20,7 @@ from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
 from mlwarden.supplychain.keras_scan import scan_keras_config
-from mlwarden.supplychain.numpy_scan import NPY_MAGIC
+from mlwarden.supplychain.magic import CHUNK, NPY_MAGIC, ZIP_MAGIC
 from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
 from mlwarden.supplychain.pickle_scan import (
     importable,
@@ -29,7 +29,6 @@ from mlwarden.supplychain.pickle_scan import (
     starts_pickle,
 )
 
-ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4s5H3I2H")
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _REFUSED_FLAGS = {
@@ -38,7 +37,6 @@ _REFUSED_FLAGS = {
     0x40: "strong encryption",
     0x2000: "masked local headers",
 }
-_CHUNK = 1 << 20
 
 
 class _BufferFile(io.RawIOBase):
@@ -356,7 +354,7 @@ def _read_member(
         with zf.open(info) as fh:
             out = bytearray()
             while True:
-                chunk = fh.read(_CHUNK)
+                chunk = fh.read(CHUNK)
                 if not chunk:
                     break
                 out += chunk
@@ -382,7 +380,7 @@ def _crc_stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> str | None:
     """Expand a compressed member chunk by chunk so zipfile checks its CRC; error or None."""
     try:
         with zf.open(info) as fh:
-            while fh.read(_CHUNK):
+            while fh.read(CHUNK):
                 pass
     except Exception as exc:  # noqa: BLE001 - zipfile raises BadZipFile, lzma/bz2 their own
         return str(exc) or type(exc).__name__
