@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from mlwarden.core.findings import Report
 from mlwarden.core.progress import ProgressCallback
 
 console = Console()
@@ -51,6 +52,24 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
 
     with bars:
         yield update
+
+
+def print_verdict(report: Report) -> int:
+    """Print the report's one verdict line last (after the report paths); return its exit code.
+
+    Printed even when the summary scrolled away, so a CI log ends with what decided the
+    exit code.
+    """
+    from rich.text import Text
+
+    from mlwarden.core.verdict import report_verdict
+
+    verdict = report_verdict(report)
+    style = (
+        "bold yellow" if verdict.fail_on is None else "bold green" if verdict.passed else "bold red"
+    )
+    console.print(Text(verdict.line(), style=style))
+    return verdict.exit_code
 
 
 def fail(message: str) -> None:
