@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FAIL_ON_CHOICES, OutputFormat, parse_fail_on
+from mlwarden.cli.common import OutputFormat, parse_fail_on
+from mlwarden.core.verdict import FAIL_ON_CHOICES
 
 report_app = typer.Typer(
     help="Work with saved reports: re-render a JSON report as SARIF, JUnit, Markdown or HTML.",

@@ -43,8 +43,9 @@ def _config_allow(config: Path | None) -> list[str]:
 
 def failing(result: ScanResult, fail_on: str) -> bool:
     """Whether ``result`` fails at ``fail_on`` (a verdict, a severity, or ``never``)."""
-    from mlwarden.cli.common import FAIL_ON_CHOICES, parse_fail_on
+    from mlwarden.cli.common import parse_fail_on
     from mlwarden.core.errors import ConfigError
+    from mlwarden.core.verdict import FAIL_ON_CHOICES
     from mlwarden.supplychain import Verdict
 
     value = fail_on.strip().lower()

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mlwarden.config import MlwardenConfig
 
 from mlwarden.core.verdict import FAIL_ON_CHOICES
+
 _MAX_LISTED = 10
 
 
