@@ -19,8 +19,10 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert str(out / "report.html") in printed.replace("\n", "")
     # the terminal ends with the one verdict, and exit 0 follows it
-    last = " ".join(printed.strip().splitlines()[-1].split())
-    assert last.startswith("verdict: PASSED — all ") and "at --fail-on critical" in last
+    last = printed.strip().splitlines()[-1]
+    assert (
+        last.startswith("verdict: PASSED — all ") and "checks passed at --fail-on critical" in last
+    )
     report = json.loads((out / "report.json").read_text())
     metrics = report["metrics"]
     assert metrics["clean_accuracy"] > 0.9

@@ -68,7 +68,7 @@ def print_verdict(report: Report) -> int:
     style = (
         "bold yellow" if verdict.fail_on is None else "bold green" if verdict.passed else "bold red"
     )
-    console.print(Text(verdict.line(), style=style))
+    console.print(Text(verdict.line(), style=style), soft_wrap=True)  # one line in a CI log
     return verdict.exit_code
 
 
