@@ -27,12 +27,17 @@ err_console = Console(stderr=True)
 def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
     """Yield a `ProgressCallback` that draws one Rich bar per task name.
 
-    Bars are drawn only on a terminal (or when forced), so logs of CI runs stay clean.
+    Bars are drawn only on a terminal (or when forced); elsewhere (CI logs, pipes) the
+    progress comes as a line on stderr every ~10 s or 10% with completed/total and an
+    estimate (`LogProgress`), so a long run is never silent. ``--no-progress``: nothing.
     """
-    if not enabled or not err_console.is_terminal:
-        from mlwarden.core.progress import null_progress
+    from mlwarden.core.progress import LogProgress, null_progress
 
+    if not enabled:
         yield null_progress
+        return
+    if not err_console.is_terminal:
+        yield LogProgress(sys.stderr)
         return
     bars = Progress(
         SpinnerColumn(),
