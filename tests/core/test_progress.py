@@ -47,3 +47,12 @@ def test_slow_task_reports_by_time_and_unknown_total_by_count() -> None:
         "[mlwarden] sanity: 30/1000 (3%) elapsed 0:00:12, eta 0:06:28",
         "[mlwarden] scan: 3 elapsed 0:00:00",
     ]
+
+
+def test_a_task_started_again_gets_a_fresh_clock() -> None:
+    out, clock = io.StringIO(), FakeClock()
+    log = LogProgress(out, interval_s=10.0, step=0.5, clock=clock)
+    log("pgd", 10, 10)
+    clock.now = 100.0
+    log("pgd", 0, 10)  # a second attack under the same name
+    assert out.getvalue().splitlines()[-1] == "[mlwarden] pgd: 0/10 (0%) elapsed 0:00:00"

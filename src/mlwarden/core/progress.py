@@ -53,6 +53,8 @@ class LogProgress:
     def __call__(self, task: str, completed: int, total: int | None) -> None:
         now = self.clock()
         frac = completed / total if total else 0.0
+        if task in self._tasks and self._tasks[task][2] >= 1.0 and completed < (total or 0):
+            del self._tasks[task]  # the same task name started again (a new attack): restart
         if task not in self._tasks:
             self._tasks[task] = (now, now, frac)
             self._emit(task, completed, total, now, now)
