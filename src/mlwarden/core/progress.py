@@ -27,8 +27,10 @@ def null_progress(task: str, completed: int, total: int | None) -> None:
 class LogProgress:
     """Progress as periodic log lines, for output that is not a terminal (CI logs, pipes).
 
-    One line per task when it starts, then at most every ``interval_s`` seconds or every
-    ``step`` of the total (whichever comes first), and when it completes::
+    A task that has run ``quiet_s`` seconds gets a line, then one every ``interval_s``
+    seconds or every ``step`` of the total (whichever comes first, at most one a second),
+    and one when it completes; tasks shorter than ``quiet_s`` (one attack batch of a
+    long evaluation) stay silent, so the log shows the work that takes time::
 
         [mlwarden] pgd: 120/450 (27%) elapsed 0:00:41, eta 0:01:52
 
@@ -42,13 +44,16 @@ class LogProgress:
         *,
         interval_s: float = 10.0,
         step: float = 0.1,
+        quiet_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stream = stream
         self.interval_s = interval_s
         self.step = step
+        self.quiet_s = quiet_s
         self.clock = clock
-        self._tasks: dict[str, tuple[float, float, float]] = {}  # start, last time, last frac
+        # task -> (start, time of the last line or None, fraction at the last line)
+        self._tasks: dict[str, tuple[float, float | None, float]] = {}
 
     def __call__(self, task: str, completed: int, total: int | None) -> None:
         now = self.clock()
@@ -56,14 +61,20 @@ class LogProgress:
         if task in self._tasks and self._tasks[task][2] >= 1.0 and completed < (total or 0):
             del self._tasks[task]  # the same task name started again (a new attack): restart
         if task not in self._tasks:
-            self._tasks[task] = (now, now, frac)
-            self._emit(task, completed, total, now, now)
-            return
+            self._tasks[task] = (now, None, -1.0)
         start, last_t, last_frac = self._tasks[task]
         done = total is not None and completed >= total
-        if done and last_frac >= 1.0:
-            return  # completion was already reported
-        if done or now - last_t >= self.interval_s or (total and frac - last_frac >= self.step):
+        if now - start < self.quiet_s or (done and last_frac >= 1.0):
+            if done:
+                self._tasks[task] = (start, last_t, 1.0)  # finished quietly, or already said
+            return
+        due = (
+            last_t is None
+            or done
+            or now - last_t >= self.interval_s
+            or (bool(total) and frac - last_frac >= self.step and now - last_t >= 1.0)
+        )
+        if due:
             self._tasks[task] = (start, now, 1.0 if done else frac)
             self._emit(task, completed, total, start, now)
 
