@@ -18,6 +18,11 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert exc.value.code == 0
     printed = capsys.readouterr().out
     assert str(out / "report.html") in printed.replace("\n", "")
+    # the terminal ends with the one verdict, and exit 0 follows it
+    last = printed.strip().splitlines()[-1]
+    assert (
+        last.startswith("verdict: PASSED — all ") and "checks passed at --fail-on critical" in last
+    )
     report = json.loads((out / "report.json").read_text())
     metrics = report["metrics"]
     assert metrics["clean_accuracy"] > 0.9
@@ -25,6 +30,7 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(pgd) == 5
     by_eps = [pgd[k] for k in sorted(pgd, key=lambda k: float(k.split("@")[1]))]
     assert by_eps == sorted(by_eps, reverse=True) and by_eps[-1] < by_eps[0]
+    assert report["fail_on"] == "critical"
     statuses = {c["name"]: c["status"] for c in report["checks"]}
     assert statuses["scan"] == "passed" and statuses["accuracy"] == "passed"
     assert "risk" in statuses

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlwarden.core.errors import ConfigError
 from mlwarden.core.spec import SpecOverride
+from mlwarden.core.verdict import DEFAULT_FAIL_ON, FAIL_ON_CHOICES
 
 FORMATS = ("html", "json", "sarif", "junit", "md")
 
@@ -38,7 +39,7 @@ class DataSection(_Section):
 
 class AuditSection(_Section):
     title: str = "mlwarden audit"
-    fail_on: str = "high"
+    fail_on: str = DEFAULT_FAIL_ON
     formats: list[str] = Field(default_factory=lambda: ["html", "json", "sarif"])
     output_dir: str = "mlwarden-report"
     seed: int = 0
@@ -47,9 +48,8 @@ class AuditSection(_Section):
     @field_validator("fail_on")
     @classmethod
     def _severity(cls, v: str) -> str:
-        allowed = ("info", "low", "medium", "high", "critical", "never")
-        if v not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
+        if v not in FAIL_ON_CHOICES:
+            raise ValueError(f"must be one of {', '.join(FAIL_ON_CHOICES)}")
         return v
 
     @field_validator("formats")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mlwarden.core.findings import Report
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 CACHE_VERSION = "v1"
@@ -87,6 +88,7 @@ class DemoResult:
     reports: dict[str, Path]
     clean_accuracy: float
     trained: bool
+    report: Report
 
 
 def cache_dir() -> Path:
@@ -149,4 +151,4 @@ def run_demo(
     config_path.write_text(DEMO_TOML.format(config=config_path), encoding="utf-8")
     outcome = run_audit(load_config(config_path), progress=progress)
     acc = outcome.report.metrics.get("clean_accuracy")
-    return DemoResult(out, config_path, outcome.files, float(acc or 0.0), trained)
+    return DemoResult(out, config_path, outcome.files, float(acc or 0.0), trained, outcome.report)

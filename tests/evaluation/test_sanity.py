@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mlwarden.core import Classifier, ParameterError
+from mlwarden.core.findings import Report
 from mlwarden.evaluation import run_sanity_checks
 
 
@@ -33,6 +34,13 @@ def test_honest_model_passes(digits_cnn: Classifier, batch) -> None:
     assert not [
         f.id for f in result.findings if f.id in ("MLW-EVA-001", "MLW-EVA-002", "MLW-EVA-003")
     ]
+    # every check ends in a stated pass or fail with its reason, in the report's table too
+    judged = {name: ok for name, ok, _ in result.outcomes}
+    assert len(judged) == 4
+    assert judged["unbounded eps reaches ~0% accuracy"] and judged["accuracy falls as eps grows"]
+    table = result.to_report(Report()).tables[-1]
+    assert table.columns == ["check", "result", "reason"] and len(table.rows) == 4
+    assert all(row[1] in ("pass", "fail") and row[2] for row in table.rows)
 
 
 def test_masked_model_is_flagged(digits_cnn: Classifier, batch) -> None:
@@ -44,6 +52,9 @@ def test_masked_model_is_flagged(digits_cnn: Classifier, batch) -> None:
     assert ids & {"MLW-EVA-001", "MLW-EVA-005"}, result.metrics
     assert all(f.severity.value == "medium" for f in result.findings)
     assert "gradient masking" in result.findings[0].detail
+    failed = [name for name, ok, _ in result.outcomes if not ok]
+    assert failed and not result.passed
+    assert {"unbounded eps reaches ~0% accuracy", "black-box does not beat white-box"} & set(failed)
 
 
 def test_sanity_needs_a_positive_budget(digits_cnn: Classifier, batch) -> None:

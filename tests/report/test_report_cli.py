@@ -34,19 +34,30 @@ def test_render_to_file_takes_the_format_from_the_suffix(
 ) -> None:
     out_path = tmp_path / "out" / f"r{suffix}"
     code, _, err = _run(["report", "render", str(saved), "-o", str(out_path)], capsys)
-    assert code == 0
-    assert out_path.read_text(encoding="utf-8") == render(sample_report, fmt)
+    # the sample records no fail_on: judged at the default (high), its critical finding fails
+    assert code == 1
+    text = out_path.read_text(encoding="utf-8")
+    assert text == render(sample_report, fmt)
+    assert "FAILED" in text
     assert f"wrote {out_path}" in " ".join(err.split())
 
 
 def test_render_to_stdout_and_fail_on(saved, sample_report, capsys) -> None:
     code, out, _ = _run(["report", "render", str(saved), "--format", "sarif"], capsys)
-    assert code == 0 and json.loads(out)["version"] == "2.1.0"
+    sarif = json.loads(out)
+    assert code == 1 and sarif["version"] == "2.1.0"
+    assert sarif["runs"][0]["invocations"][0]["exitCode"] == 1
     code, out, _ = _run(["report", "render", str(saved), "-f", "text", "--fail-on", "high"], capsys)
     assert code == 1, "a critical finding is at or above high"
     assert "MLW-SUP-001" in out
-    code, _, _ = _run(["report", "render", str(saved), "-f", "json", "--fail-on", "never"], capsys)
-    assert code == 0
+    code, out, _ = _run(
+        ["report", "render", str(saved), "-f", "json", "--fail-on", "never"], capsys
+    )
+    assert code == 0 and json.loads(out)["fail_on"] == "never"
+    code, out, _ = _run(
+        ["report", "render", str(saved), "-f", "text", "--fail-on", "never"], capsys
+    )
+    assert code == 0 and "NOT ENFORCED" in out
 
 
 @pytest.mark.parametrize(
@@ -99,20 +110,33 @@ def test_real_entry_point_without_traceback(tmp_path) -> None:
 
 def test_emit_report_writes_the_format_the_file_name_asks_for(sample_report, tmp_path) -> None:
     from mlwarden.cli.common import emit_report
+    from mlwarden.core.verdict import with_fail_on
 
     assert emit_report(sample_report, "text", tmp_path / "r.html", fail_on="critical") == 1
     assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert emit_report(sample_report, "text", tmp_path / "r.out", fail_on="never") == 0
-    assert (tmp_path / "r.out").read_text(encoding="utf-8") == render(sample_report, "md")
+    never = with_fail_on(sample_report, "never")
+    assert (tmp_path / "r.out").read_text(encoding="utf-8") == render(never, "md")
     # an explicit format is kept whatever the suffix
     emit_report(sample_report, "json", tmp_path / "r.html", fail_on="never")
-    assert Report.from_json((tmp_path / "r.html").read_text(encoding="utf-8")) == sample_report
+    assert Report.from_json((tmp_path / "r.html").read_text(encoding="utf-8")) == never
 
 
 def test_max_chars_fits_markdown_and_is_refused_for_other_formats(saved, tmp_path, capsys) -> None:
     out_path = tmp_path / "comment.md"
     code, _, _ = _run(
-        ["report", "render", str(saved), "-o", str(out_path), "--max-chars", "2500"], capsys
+        [
+            "report",
+            "render",
+            str(saved),
+            "-o",
+            str(out_path),
+            "--max-chars",
+            "2500",
+            "--fail-on",
+            "never",
+        ],
+        capsys,
     )
     text = out_path.read_text(encoding="utf-8")
     assert code == 0 and len(text) <= 2500 and "MLW-SUP-001" in text

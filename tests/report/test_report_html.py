@@ -54,7 +54,12 @@ def test_header_verdict_cards_checks_and_findings(sample_html, sample_report) ->
     for value in ("models/teacher.pt2", "data/digits_test.npz", "2026-11-22T20:30:00+00:00"):
         assert value in html
     assert 'class="verdict v-critical"' in html
-    assert "6 findings, worst is critical · 3 of 6 checks failed, 1 errored, 1 skipped" in html
+    # the verdict leads the banner, in the words every format uses (mlwarden.core.verdict)
+    assert '<span class="label outcome failed">FAILED</span>' in html
+    assert (
+        "FAILED — 3 of 6 checks failed at --fail-on high; 1 of 6 could not run; 1 skipped; "
+        "6 findings, worst critical · 1 passed, 3 failed, 1 error, 1 skipped"
+    ) in html
     assert '<div class="k">Clean accuracy</div><div class="v">97.3%</div>' in html
     for status in ("passed", "failed", "error", "skipped"):
         assert f'<span class="status s-{status}">{status}</span>' in html

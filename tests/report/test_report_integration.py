@@ -44,12 +44,13 @@ def test_accuracy_check_report_renders_everywhere(digits_linear, digits_split, t
         title="digits-linear accuracy",
         subject={"model": "models/digits_linear.pt2", "data": "builtin:digits"},
     )
+    report.fail_on = "medium"  # the check's medium finding fails it, whatever status is stored
     ctx = AuditContext(report=report, _classifier=digits_linear, _data=test)
     # a threshold the model cannot meet, so that the check emits a real finding
     accuracy_check(ctx, AccuracyCheck(min_accuracy=0.999))
     report.checks.append(
         CheckResult(
-            name="accuracy", status="failed", duration_s=0.1, summary="clean accuracy below 99.9%"
+            name="accuracy", status="passed", duration_s=0.1, summary="clean accuracy below 99.9%"
         )
     )
     acc = report.metrics["clean_accuracy"]

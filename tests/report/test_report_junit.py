@@ -25,7 +25,8 @@ def test_counts_and_one_case_per_check(sample_report: Report) -> None:
     assert [c.get("name") for c in cases] == [c.name for c in sample_report.checks] + ["gateway"]
     assert all(c.get("classname") == f"mlwarden.{c.get('name')}" for c in cases)
     assert suite.get("tests") == "7"
-    assert suite.get("failures") == "4"
+    # the orphan "gateway" finding is below the default fail_on (high): its case passes
+    assert suite.get("failures") == "3"
     assert suite.get("errors") == "1"
     assert suite.get("skipped") == "1"
     assert float(suite.get("time")) == pytest.approx(
@@ -43,8 +44,12 @@ def test_counts_and_one_case_per_check(sample_report: Report) -> None:
         "supplychain": ["failure"],
         "extraction": ["error"],
         "membership": ["skipped"],
-        "gateway": ["failure"],
+        "gateway": [],
     }
+    # judged at low, the orphan fails as well: JUnit follows the report's fail_on
+    low = ET.fromstring(render(sample_report.model_copy(update={"fail_on": "low"}), "junit"))
+    gateway = [c for c in low.iter("testcase") if c.get("name") == "gateway"][0]
+    assert gateway.find("failure") is not None
 
 
 def test_failures_carry_their_findings_worst_first(sample_report) -> None:

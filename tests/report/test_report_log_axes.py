@@ -18,7 +18,9 @@ def test_headline_metrics_become_the_first_cards():
     from mlwarden.core.findings import Report
     from mlwarden.report.html import html_context
 
-    report = Report(metrics={f"noise.{i}": i for i in range(20)} | {"clean_accuracy": 0.9},
-                    headline=["clean_accuracy"])
+    report = Report(
+        metrics={f"noise.{i}": i for i in range(20)} | {"clean_accuracy": 0.9},
+        headline=["clean_accuracy"],
+    )
     cards = html_context(report)["cards"]
     assert "clean accuracy" in cards[0][0].lower()

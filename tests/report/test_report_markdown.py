@@ -19,7 +19,7 @@ def test_sections_metrics_and_checks(sample_report: Report) -> None:
         "## Artefacts",
     ):
         assert heading + "\n" in md
-    assert "**Verdict:** critical: 6 findings" in md
+    assert "**Verdict:** FAILED — 3 of 6 checks failed at --fail-on high" in md
     assert "| Clean accuracy | 97.3% |" in md
     assert "| Gradient evaluations | 45,000 |" in md
     assert "| Extraction agreement | — |" in md
@@ -81,7 +81,9 @@ def test_hostile_strings_are_escaped() -> None:
 
 def test_empty_report() -> None:
     md = render(Report(), "md")
-    assert "No findings." in md and "**Verdict:** no findings" in md
+    assert (
+        "No findings." in md and "**Verdict:** PASSED — no finding at or above --fail-on high" in md
+    )
 
 
 def test_fits_a_github_comment_by_dropping_evidence_then_mild_findings() -> None:

@@ -23,7 +23,7 @@ def _printed(report: Report, colour: bool = False) -> str:
 def test_summary_lists_subject_metrics_checks_and_findings_worst_first(sample_report) -> None:
     out = _printed(sample_report)
     assert "Audit of digits-cnn (teacher)" in out and "models/teacher.pt2" in out
-    assert "Verdict: critical: 6 findings" in out
+    assert "Verdict: FAILED — 3 of 6 checks failed at --fail-on high" in " ".join(out.split())
     assert "Clean accuracy" in out and "97.3%" in out
     assert "✗ failed" in out and "! error" in out and "- skipped" in out and "✓ passed" in out
     order = [out.index(s) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")]

@@ -16,8 +16,9 @@ from typing import Any
 from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, check_spec
 from mlwarden.config import MlwardenConfig, validate_checks
 from mlwarden.core.errors import ConfigError, MlwardenError
-from mlwarden.core.findings import CheckResult, Finding, Report, Severity
+from mlwarden.core.findings import CheckResult, CheckStatus, Finding, Report, Severity
 from mlwarden.core.progress import ProgressCallback, null_progress
+from mlwarden.core.verdict import check_status, fail_on_name, fail_threshold
 
 # Checks that run when a configuration names none.
 DEFAULT_CHECKS = ("accuracy", "scan", "evasion")
@@ -84,7 +85,8 @@ def run_audit(
         "data": config.data.source if config.data else None,
         "seed": audit.seed,
     }
-    fail_on = None if audit.fail_on == "never" else Severity(audit.fail_on)
+    fail_on = fail_threshold(audit.fail_on)
+    report.fail_on = fail_on_name(fail_on)
     selected = selected_checks(config, only)
     order = sorted(selected, key=lambda name: check_spec(name).cost)
     for done, name in enumerate(order):
@@ -93,15 +95,16 @@ def run_audit(
         ctx.check = name
         before = len(report.findings)
         start = time.perf_counter()
-        status, summary = "passed", ""
+        ran: CheckStatus = "passed"
+        summary = ""
         try:
             spec.run(ctx, selected[name])
         except CheckSkipped as exc:
-            status, summary = "skipped", str(exc)
+            ran, summary = "skipped", str(exc)
         except MlwardenError:
             raise
         except Exception as exc:  # a bug in a check must not hide the other checks
-            status, summary = "error", f"{type(exc).__name__}: {exc}"
+            ran, summary = "error", f"{type(exc).__name__}: {exc}"
             report.add(
                 Finding(
                     id="MLW-AUDIT-001",
@@ -114,8 +117,7 @@ def run_audit(
         new = report.findings[before:]
         for finding in new:
             finding.check = finding.check or name
-        if status == "passed" and fail_on is not None and any(f.severity >= fail_on for f in new):
-            status = "failed"
+        status = check_status(ran, new, fail_on)
         if status == "passed" and not summary:
             summary = f"{len(new)} finding(s)" if new else "no findings"
         elif status == "failed":
@@ -124,7 +126,7 @@ def run_audit(
         report.checks.append(
             CheckResult(
                 name=name,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 duration_s=round(time.perf_counter() - start, 3),
                 summary=summary,
             )

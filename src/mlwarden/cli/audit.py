@@ -11,7 +11,6 @@ from mlwarden.cli.common import (
     FailOnOption,
     ProgressOption,
     SpecOption,
-    exit_code_for,
     parse_fail_on,
 )
 
@@ -43,7 +42,7 @@ def audit_command(
 ) -> None:
     """Run the configured checks and write the report (HTML, JSON, SARIF, JUnit, Markdown)."""
     from mlwarden.audit.runner import run_audit
-    from mlwarden.cli.ui import console, progress_bars
+    from mlwarden.cli.ui import console, print_verdict, progress_bars
     from mlwarden.config import (
         AuditSection,
         DataSection,
@@ -111,4 +110,4 @@ def audit_command(
     print_report(outcome.report, console)
     for fmt, path in outcome.files.items():
         console.print(f"[bold]{fmt:>5}[/] report: {path}", highlight=False)
-    raise typer.Exit(exit_code_for(outcome.report, cfg.audit.fail_on))
+    raise typer.Exit(print_verdict(outcome.report))

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from mlwarden.core.finding import FAIL_ON_CHOICES as FAIL_ON_CHOICES
-from mlwarden.core.finding import Severity
-from mlwarden.core.finding import parse_fail_on as parse_fail_on
+from mlwarden.core.finding import Severity, fail_threshold
+from mlwarden.core.verdict import DEFAULT_FAIL_ON
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -61,18 +61,22 @@ DeviceOption = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.
 SeedOption = typer.Option(0, "--seed", help="Seed for every random choice.")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
 FailOnOption = typer.Option(
-    "high",
+    DEFAULT_FAIL_ON,
     "--fail-on",
-    help="Exit 1 when a finding is at or above this severity (info..critical, or never).",
+    help="Fail (exit 1) when a finding is at or above this severity (info..critical, or never).",
 )
 
 
+def parse_fail_on(value: str) -> Severity | None:
+    """``never`` disables failing; anything else must be a severity name."""
+    return fail_threshold(value)
+
+
 def exit_code_for(report: Report, fail_on: str | Severity | None) -> int:
-    """1 when any finding is at or above ``fail_on``, else 0."""
-    threshold = parse_fail_on(fail_on) if isinstance(fail_on, str) else fail_on
-    if threshold is None:
-        return 0
-    return 1 if report.at_or_above(threshold) else 0
+    """The verdict's exit code at ``fail_on``: 1 when it FAILED, else 0."""
+    from mlwarden.core.verdict import report_verdict
+
+    return report_verdict(report, fail_on).exit_code
 
 
 def emit_report(
@@ -87,10 +91,13 @@ def emit_report(
     from the file's suffix (``-o report.html`` is HTML, ``.sarif``, ``.xml``, ``.json``,
     ``.md``, ``.txt``) and is Markdown for any other suffix.
     """
+    from mlwarden.core.verdict import report_verdict, with_fail_on
     from mlwarden.report import format_for_path, render
 
     fmt = OutputFormat(fmt)
-    code = exit_code_for(report, fail_on)
+    # The rendered report states the verdict at this fail_on, and the exit code follows it.
+    report = with_fail_on(report, fail_on)
+    code = report_verdict(report).exit_code
     if fmt is OutputFormat.text:
         if output is None:
             from mlwarden.cli.ui import console

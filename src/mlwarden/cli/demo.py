@@ -14,8 +14,11 @@ def demo_command(
     retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached."),
     progress: bool = ProgressOption,
 ) -> None:
-    """Train a teacher and a student on digits (cached), audit the student, write the report."""
-    from mlwarden.cli.ui import console, progress_bars
+    """Train a teacher and a student on digits (cached), audit the student, write the report.
+
+    Ends with the audit's verdict line; the exit code follows it (1: FAILED).
+    """
+    from mlwarden.cli.ui import console, print_verdict, progress_bars
     from mlwarden.demo import run_demo
 
     console.print("[bold]mlwarden demo[/]: teacher -> student on scikit-learn digits")
@@ -28,3 +31,4 @@ def demo_command(
     console.print(
         f"re-run the audit with: mlwarden audit --config {result.config}", highlight=False
     )
+    raise typer.Exit(print_verdict(result.report))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import FAIL_ON_CHOICES, OutputFormat, exit_code_for, parse_fail_on
+from mlwarden.cli.common import OutputFormat, parse_fail_on
+from mlwarden.core.verdict import FAIL_ON_CHOICES
 
 report_app = typer.Typer(
     help="Work with saved reports: re-render a JSON report as SARIF, JUnit, Markdown or HTML.",
@@ -35,9 +36,10 @@ _OUTPUT_OPT = typer.Option(
     None, "--output", "-o", help="Write here (.html .md .sarif .xml .json) instead of stdout."
 )
 _FAIL_ON_OPT = typer.Option(
-    "never",
+    None,
     "--fail-on",
-    help=f"Exit 1 when a finding is at or above this severity ({', '.join(FAIL_ON_CHOICES)}).",
+    help=f"Judge the report at this severity ({', '.join(FAIL_ON_CHOICES)}); the rendered "
+    "verdict and the exit code follow it. Default: the fail_on the report was made with.",
 )
 _MAX_CHARS_OPT = typer.Option(
     None,
@@ -52,7 +54,7 @@ def render_command(
     report_path: Path = _REPORT_ARG,
     fmt: OutputFormat | None = _FORMAT_OPT,
     output: Path | None = _OUTPUT_OPT,
-    fail_on: str = _FAIL_ON_OPT,
+    fail_on: str | None = _FAIL_ON_OPT,
     max_chars: int | None = _MAX_CHARS_OPT,
 ) -> None:
     """Render REPORT.json as another format.
@@ -60,12 +62,16 @@ def render_command(
     Example: [bold]mlwarden report render report.json -o report.html[/]
     """
     from mlwarden.core.errors import ConfigError
+    from mlwarden.core.verdict import report_verdict, with_fail_on
     from mlwarden.report import format_for_path, print_report, render
     from mlwarden.report.reader import read_report
     from mlwarden.report.render import write_atomic
 
-    threshold = parse_fail_on(fail_on)  # a typo fails before any work is done
+    if fail_on is not None:
+        parse_fail_on(fail_on)  # a typo fails before any work is done
     report = read_report(report_path)
+    if fail_on is not None:
+        report = with_fail_on(report, fail_on)
     name = fmt.value if fmt is not None else None
     if name is None and output is not None:
         name = format_for_path(output)
@@ -77,7 +83,7 @@ def render_command(
     name = name or "text"
     if max_chars is not None and name != "md":
         raise ConfigError(f"--max-chars applies to Markdown only (--format md), not '{name}'")
-    code = exit_code_for(report, threshold)
+    code = report_verdict(report).exit_code
 
     if output is None and name == "text":
         from mlwarden.cli.ui import console

@@ -51,7 +51,7 @@ def _config_allow(config: Path | None) -> list[str]:
 def failing(result: ScanResult, fail_on: str) -> bool:
     """Whether ``result`` fails at ``fail_on`` (a verdict, a severity, or ``never``)."""
     from mlwarden.core.errors import ConfigError
-    from mlwarden.core.finding import FAIL_ON_CHOICES, parse_fail_on
+    from mlwarden.core.finding import FAIL_ON_CHOICES, fail_threshold
     from mlwarden.supplychain.results import Verdict
 
     value = fail_on.strip().lower()
@@ -61,7 +61,7 @@ def failing(result: ScanResult, fail_on: str) -> bool:
     if value not in FAIL_ON_CHOICES:
         choices = ", ".join(VERDICT_CHOICES + FAIL_ON_CHOICES)
         raise ConfigError(f"--fail-on must be one of {choices}, got '{fail_on}'")
-    severity = parse_fail_on(value)
+    severity = fail_threshold(value)
     return severity is not None and any(f.severity >= severity for f in result.all_findings())
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str]) -> int:
     prints them as one line.
     """
     from mlwarden.core.errors import ConfigError
-    from mlwarden.core.finding import parse_fail_on
+    from mlwarden.core.finding import fail_threshold
     from mlwarden.supplychain.context import ScanLimits
     from mlwarden.supplychain.lockfile import lock_roots, verify_lock, write_lock
     from mlwarden.supplychain.scanner import scan_path
@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
         paths = [Path(p) for p in lock_roots(args.verify)]
     fmt = args.fmt.strip().lower()
     if args.fail_on.strip().lower() not in VERDICT_CHOICES:
-        parse_fail_on(args.fail_on)  # a typo fails before the (possibly long) scan
+        fail_threshold(args.fail_on)  # a typo fails before the (possibly long) scan
     allow_all = [*args.allow, *_config_allow(args.config)]
 
     # the SHA-256 is one full read of every file: only pins, lock checks and the

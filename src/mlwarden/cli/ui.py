@@ -16,6 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from mlwarden.core.findings import Report
 from mlwarden.core.progress import ProgressCallback
 
 console = Console()
@@ -26,12 +27,17 @@ err_console = Console(stderr=True)
 def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
     """Yield a `ProgressCallback` that draws one Rich bar per task name.
 
-    Bars are drawn only on a terminal (or when forced), so logs of CI runs stay clean.
+    Bars are drawn only on a terminal (or when forced); elsewhere (CI logs, pipes) the
+    progress comes as a line on stderr every ~10 s or 10% with completed/total and an
+    estimate (`LogProgress`), so a long run is never silent. ``--no-progress``: nothing.
     """
-    if not enabled or not err_console.is_terminal:
-        from mlwarden.core.progress import null_progress
+    from mlwarden.core.progress import LogProgress, null_progress
 
+    if not enabled:
         yield null_progress
+        return
+    if not err_console.is_terminal:
+        yield LogProgress(sys.stderr)
         return
     bars = Progress(
         SpinnerColumn(),
@@ -51,6 +57,24 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
 
     with bars:
         yield update
+
+
+def print_verdict(report: Report) -> int:
+    """Print the report's one verdict line last (after the report paths); return its exit code.
+
+    Printed even when the summary scrolled away, so a CI log ends with what decided the
+    exit code.
+    """
+    from rich.text import Text
+
+    from mlwarden.core.verdict import report_verdict
+
+    verdict = report_verdict(report)
+    style = (
+        "bold yellow" if verdict.fail_on is None else "bold green" if verdict.passed else "bold red"
+    )
+    console.print(Text(verdict.line(), style=style), soft_wrap=True)  # one line in a CI log
+    return verdict.exit_code
 
 
 def fail(message: str) -> None:

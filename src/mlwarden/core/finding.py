@@ -57,13 +57,18 @@ _RANK = {s: i for i, s in enumerate(Severity)}
 FAIL_ON_CHOICES = (*(s.value for s in Severity), "never")
 
 
-def parse_fail_on(value: str) -> Severity | None:
-    """``never`` disables failing; anything else must be a severity name."""
-    value = value.strip().lower()
-    if value == "never":
+def fail_threshold(value: str | Severity | None) -> Severity | None:
+    """``fail_on`` as a severity; ``None`` (or ``"never"``) disables failing.
+
+    Raises `ConfigError` naming the accepted values for anything else.
+    """
+    if value is None or isinstance(value, Severity):
+        return value
+    name = str(value).strip().lower()
+    if name == "never":
         return None
     try:
-        return Severity(value)
+        return Severity(name)
     except ValueError:
         raise ConfigError(
             f"--fail-on must be one of {', '.join(FAIL_ON_CHOICES)}, got '{value}'"

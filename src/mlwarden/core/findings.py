@@ -99,6 +99,11 @@ class Report(_Model):
     findings: list[Finding] = Field(default_factory=list)
     checks: list[CheckResult] = Field(default_factory=list)
     metrics: dict[str, float | int | str | None] = Field(default_factory=dict)
+    fail_on: str | None = Field(
+        None,
+        description="severity at or above which a check fails ('never': none); "
+        "None: not recorded (read as the default, see mlwarden.core.verdict)",
+    )
     headline: list[str] = Field(
         default_factory=list, description="metric keys a reader should see first (summary cards)"
     )
@@ -126,6 +131,8 @@ class Report(_Model):
         self.figures.extend(other.figures)
         self.tables.extend(other.tables)
         self.artefacts.extend(other.artefacts)
+        if self.fail_on is None:
+            self.fail_on = other.fail_on
         self.subject.update({k: v for k, v in other.subject.items() if k not in self.subject})
         return self
 

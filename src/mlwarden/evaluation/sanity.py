@@ -30,7 +30,7 @@ from mlwarden.attacks.evasion._projection import check_eps, check_norm
 from mlwarden.attacks.evasion.pgd import PGD
 from mlwarden.attacks.evasion.square import SquareAttack
 from mlwarden.core.errors import ParameterError
-from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 _ADVICE = (
@@ -46,10 +46,29 @@ class SanityResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    outcomes: list[tuple[str, bool, str]] = field(default_factory=list)
+    """``(check, passed, reason)`` per sanity check: each ends in a stated pass or fail."""
+
+    def judge(self, check: str, passed: bool, reason: str) -> None:
+        self.outcomes.append((check, passed, reason))
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.outcomes)
 
     def to_report(self, report: Report) -> Report:
         report.metrics.update({k: round(v, 6) for k, v in self.metrics.items()})
+        report.metrics["evasion.sanity.passed"] = sum(ok for _, ok, _ in self.outcomes)
+        report.metrics["evasion.sanity.failed"] = sum(not ok for _, ok, _ in self.outcomes)
         report.add(*self.findings)
+        report.tables.append(
+            Table(
+                id="evasion.sanity",
+                title="Gradient-masking sanity checks (Carlini et al. 2019)",
+                columns=["check", "result", "reason"],
+                rows=[[name, "pass" if ok else "fail", why] for name, ok, why in self.outcomes],
+            )
+        )
         return report
 
 
@@ -104,7 +123,7 @@ def run_sanity_checks(
     total = len(budgets) + 3
 
     def run(attack: Any) -> Any:
-        return attack_in_batches(attack, model, x, y, batch_size=batch_size)
+        return attack_in_batches(attack, model, x, y, batch_size=batch_size, progress=progress)
 
     # 1. Independent PGD per budget: accuracy must fall as eps grows.
     per_eps = []
@@ -112,12 +131,14 @@ def run_sanity_checks(
         per_eps.append(run(PGD(e, steps=steps, norm=norm, seed=seed)))
         out.metrics[f"evasion.sanity.pgd_robust_accuracy@{e:g}"] = per_eps[-1].robust_accuracy
         progress("sanity checks", i + 1, total)
+    rising = None
     for (e0, r0), (e1, r1) in zip(
         zip(budgets, per_eps, strict=True),
         zip(budgets[1:], per_eps[1:], strict=True),
         strict=False,
     ):
         if r1.robust_accuracy > r0.robust_accuracy + tolerance:
+            rising = (e0, r0.robust_accuracy, e1, r1.robust_accuracy)
             out.findings.append(
                 _finding(
                     "MLW-EVA-002",
@@ -129,11 +150,28 @@ def run_sanity_checks(
             )
             break
 
+    accs = ", ".join(
+        f"{r.robust_accuracy:.1%}@{e:g}" for e, r in zip(budgets, per_eps, strict=True)
+    )
+    if rising is None:
+        out.judge("accuracy falls as eps grows", True, f"PGD robust accuracy {accs}")
+    else:
+        out.judge(
+            "accuracy falls as eps grows",
+            False,
+            f"{rising[3]:.1%} at eps={rising[2]:g} > {rising[1]:.1%} at eps={rising[0]:g}",
+        )
+
     # 2. An unbounded budget must drive accuracy to ~0.
     big = unbounded_eps(model.spec, norm)
     unbounded = run(PGD(big, steps=steps, norm=norm, seed=seed))
     out.metrics["evasion.sanity.unbounded_robust_accuracy"] = unbounded.robust_accuracy
     progress("sanity checks", len(budgets) + 1, total)
+    out.judge(
+        "unbounded eps reaches ~0% accuracy",
+        unbounded.robust_accuracy <= tolerance,
+        f"PGD at eps={big:g} leaves {unbounded.robust_accuracy:.1%} (limit {tolerance:.0%})",
+    )
     if unbounded.robust_accuracy > tolerance:
         out.findings.append(
             _finding(
@@ -156,7 +194,17 @@ def run_sanity_checks(
         "steps": [steps, steps * 5],
         "robust_accuracy": [base.robust_accuracy, longer.robust_accuracy],
     }
-    if longer.robust_accuracy > base.robust_accuracy + tolerance:
+    more_helps = longer.robust_accuracy > base.robust_accuracy + tolerance
+    unconverged = base.robust_accuracy > longer.robust_accuracy + tolerance
+    out.judge(
+        f"{steps * 5} steps agree with {steps}",
+        not (more_helps or unconverged),
+        f"{base.robust_accuracy:.1%} with {steps} steps, {longer.robust_accuracy:.1%} with "
+        f"{steps * 5} at eps={e:g} (tolerance {tolerance:.0%})"
+        + ("; more steps help the model" if more_helps else "")
+        + ("; the attack had not converged" if unconverged else ""),
+    )
+    if more_helps:
         out.findings.append(
             _finding(
                 "MLW-EVA-003",
@@ -166,7 +214,7 @@ def run_sanity_checks(
                 evidence,
             )
         )
-    elif base.robust_accuracy > longer.robust_accuracy + tolerance:
+    elif unconverged:
         out.findings.append(
             _finding(
                 "MLW-EVA-004",
@@ -184,6 +232,12 @@ def run_sanity_checks(
     black_only = (square.success & square.clean_correct & ~white).float().mean()
     out.metrics[f"evasion.sanity.square_robust_accuracy@{e:g}"] = square.robust_accuracy
     out.metrics["evasion.sanity.blackbox_only_fooled"] = float(black_only)
+    out.judge(
+        "black-box does not beat white-box",
+        float(black_only) <= tolerance,
+        f"Square fools {float(black_only):.1%} of the samples PGD could not at eps={e:g} "
+        f"(limit {tolerance:.0%})",
+    )
     if float(black_only) > tolerance:
         out.findings.append(
             _finding(

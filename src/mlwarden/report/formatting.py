@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any
 
 from mlwarden.core.findings import CheckResult, Finding, Report, Severity
+from mlwarden.core.verdict import report_verdict, resolved_checks
 
 #: Severities from worst to mildest: the order every renderer lists findings in.
 SEVERITY_ORDER: tuple[Severity, ...] = tuple(sorted(Severity, key=lambda s: -s.rank))
@@ -59,22 +60,18 @@ def sorted_checks(checks: Sequence[CheckResult]) -> list[CheckResult]:
 
 
 def status_counts(report: Report) -> dict[str, int]:
+    """Checks per status, the status derived from findings and ``fail_on`` (`resolved_checks`)."""
     counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
-    for check in report.checks:
+    for check in resolved_checks(report):
         counts[check.status] = counts.get(check.status, 0) + 1
     return counts
 
 
 def verdict(report: Report) -> str:
-    """One line that says how bad the report is, e.g. ``"high: 5 findings (1 critical, ...)"``."""
-    worst = report.worst_severity
-    if worst is None:
-        errored = status_counts(report)["error"]
-        return "no findings" + (f" ({errored} check(s) errored)" if errored else "")
-    counts = severity_counts(report)
-    parts = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    total = len(report.findings)
-    return f"{worst.value}: {total} finding{'s' if total != 1 else ''} ({parts})"
+    """The report's verdict in words, e.g. ``"FAILED — 2 of 4 checks failed at --fail-on high;
+    6 findings, worst high"`` (`mlwarden.core.verdict`, the one place that decides)."""
+    decided = report_verdict(report)
+    return f"{decided.word} — {decided.reason()}"
 
 
 def truncate(text: str, limit: int = CELL_LIMIT) -> str:

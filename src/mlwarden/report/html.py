@@ -17,6 +17,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from mlwarden.core.findings import Figure, Finding, Report
+from mlwarden.core.verdict import report_verdict, resolved_checks
 from mlwarden.report.formatting import (
     SEVERITY_ORDER,
     evidence_json,
@@ -120,29 +121,15 @@ def _finding(finding: Finding, index: int) -> dict[str, Any]:
 
 
 def headline(report: Report) -> str:
-    """``"6 findings, worst is critical · 3 of 6 checks failed, 1 errored"``."""
-    worst = report.worst_severity
-    n = len(report.findings)
-    parts = [
-        f"{n} finding{'s' if n != 1 else ''}, worst is {worst.value}" if worst else "No findings"
-    ]
+    """The banner: the verdict first, then the counts it rests on.
+
+    ``"FAILED — 2 of 4 checks failed at --fail-on high; 6 findings, worst high · 1 errored"``;
+    the words come from `mlwarden.core.verdict`, as the terminal's, JUnit's and SARIF's do.
+    """
+    parts = [verdict(report)]
     counts = status_counts(report)
     if report.checks:
-        total = len(report.checks)
-        bad = (
-            [f"{counts['failed']} of {total} checks failed"]
-            if counts["failed"]
-            else [
-                f"all {total} checks passed"
-                if counts["passed"] == total
-                else f"{counts['passed']} of {total} checks passed"
-            ]
-        )
-        if counts["error"]:
-            bad.append(f"{counts['error']} errored")
-        if counts["skipped"]:
-            bad.append(f"{counts['skipped']} skipped")
-        parts.append(", ".join(bad))
+        parts.append(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return " · ".join(parts)
 
 
@@ -187,7 +174,9 @@ def html_context(report: Report) -> dict[str, Any]:
         "cards": [(humanize(k), format_metric(k, v)) for k, v in metrics[:n_cards]],
         "more_metrics": [(humanize(k), format_metric(k, v)) for k, v in metrics[n_cards:]],
         "headline": headline(report),
-        "checks": sorted_checks(report.checks),
+        "verdict_word": report_verdict(report).word,
+        "passed": report_verdict(report).passed,
+        "checks": sorted_checks(resolved_checks(report)),
         "groups": groups,
         "tables": tables,
         "figures": figures,

@@ -3,8 +3,10 @@
 One ``<testcase>`` per `CheckResult` (classname ``mlwarden.<check>``): a failed check
 carries ``<failure>`` with its findings, an errored one ``<error>``, a skipped one
 ``<skipped/>``. Findings that no check result claims (``mlwarden scan`` emits findings
-without checks) get a test case of their own, failed when any of them is ``low`` or
-worse, so that they are never silently dropped from a CI summary.
+without checks) get a test case of their own, failed when any of them is at or above
+the report's ``fail_on``, so that they are never silently dropped from a CI summary.
+Statuses come from `mlwarden.core.verdict`, as the terminal's, HTML's and SARIF's do;
+the suite's ``mlwarden.verdict`` property is the verdict line.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import datetime as _dt
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.findings import Finding, Report
+from mlwarden.core.verdict import report_threshold, report_verdict, resolved_checks
 from mlwarden.report.formatting import (
     format_value,
     sorted_findings,
@@ -21,9 +24,6 @@ from mlwarden.report.formatting import (
     truncate,
     xml_safe,
 )
-
-#: Findings without a check fail their test case from this severity up.
-ORPHAN_FAIL_SEVERITY = Severity.LOW
 
 
 def _finding_text(finding: Finding) -> str:
@@ -83,14 +83,15 @@ def junit_tree(report: Report) -> ET.Element:
 
     # (name, status, seconds, message, body, system_out)
     cases: list[tuple[str, str, float, str, str, str]] = []
-    for check in report.checks:
+    threshold = report_threshold(report)
+    for check in resolved_checks(report):
         findings = by_check.pop(check.name, [])
         body = _findings_text(findings)
         message = _findings_message(findings, check.summary)
         cases.append((check.name, check.status, check.duration_s, message, body, check.summary))
     for check_name, findings in by_check.items():
         name = check_name or "findings"
-        failed = any(f.severity >= ORPHAN_FAIL_SEVERITY for f in findings)
+        failed = threshold is not None and any(f.severity >= threshold for f in findings)
         cases.append(
             (
                 name,
@@ -126,6 +127,7 @@ def junit_tree(report: Report) -> ET.Element:
     )
     props = _el(suite, "properties")
     _el(props, "property", name="mlwarden.version", value=report.tool_version)
+    _el(props, "property", name="mlwarden.verdict", value=report_verdict(report).line())
     for key, value in report.subject.items():
         _el(props, "property", name=f"subject.{key}", value=format_value(value, 2000))
     for key, value in report.metrics.items():

@@ -11,6 +11,7 @@ import re
 from urllib.parse import quote
 
 from mlwarden.core.findings import Figure, Finding, Report, Table
+from mlwarden.core.verdict import resolved_checks
 from mlwarden.report.formatting import (
     evidence_json,
     format_metric,
@@ -202,7 +203,7 @@ def _markdown(report: Report, evidence: bool, keep: int, extras: bool = True) ->
         out += ["## Checks", "", summary, ""]
         rows = [
             [c.name, STATUS_MARK.get(c.status, c.status), f"{c.duration_s:.1f} s", c.summary]
-            for c in sorted_checks(report.checks)
+            for c in sorted_checks(resolved_checks(report))
         ]
         out += [table(["check", "status", "time", "summary"], rows), ""]
 

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
 from mlwarden.core.findings import Finding, Report, Severity
+from mlwarden.core.verdict import fail_on_name, report_verdict, resolved_checks
 from mlwarden.report.formatting import jsonable, threat_ids
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -274,8 +275,10 @@ def sarif_log(report: Report, base_dir: str | Path | None = None) -> dict[str, A
                 },
             }
         )
+    checks = resolved_checks(report)
+    decided = report_verdict(report)
     notifications = []
-    for check in report.checks:
+    for check in checks:
         if check.status in ("error", "skipped"):
             notifications.append(
                 {
@@ -288,7 +291,10 @@ def sarif_log(report: Report, base_dir: str | Path | None = None) -> dict[str, A
                 }
             )
     invocation: dict[str, Any] = {
-        "executionSuccessful": not any(c.status == "error" for c in report.checks),
+        "executionSuccessful": not any(c.status == "error" for c in checks),
+        # the exit code mlwarden gives for this report, and the verdict line that decides it
+        "exitCode": decided.exit_code,
+        "exitCodeDescription": decided.line(),
     }
     end = _utc(report.created_at)
     if end:
@@ -310,7 +316,14 @@ def sarif_log(report: Report, base_dir: str | Path | None = None) -> dict[str, A
             "title": report.title,
             "subject": jsonable(report.subject),
             "metrics": jsonable(report.metrics),
-            "checks": [jsonable(c.model_dump()) for c in report.checks],
+            "checks": [jsonable(c.model_dump()) for c in checks],
+            "verdict": {
+                "outcome": decided.word.lower(),
+                "passed": decided.passed,
+                "failOn": report.fail_on if report.fail_on is not None else None,
+                "effectiveFailOn": fail_on_name(decided.fail_on),
+                "text": decided.line(),
+            },
         },
     }
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}

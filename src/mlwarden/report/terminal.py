@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mlwarden.core.findings import Report
+from mlwarden.core.verdict import report_verdict, resolved_checks
 from mlwarden.report.formatting import (
     format_metric,
     humanize,
@@ -41,7 +42,6 @@ STATUS_STYLE = {
     "error": ("! error", "bold magenta"),
     "skipped": ("- skipped", "dim"),
 }
-VERDICT_STYLE: dict[str | None, str] = {None: "bold green", **SEVERITY_STYLE}
 BORDER_STYLE: dict[str | None, str] = {
     None: "green",
     "critical": "red",
@@ -72,15 +72,19 @@ def report_renderable(report: Report) -> Group:
     for label, value in subject_items(report):
         head.add_row(_t(label), _t(value))
     head.add_row(_t("Created"), _t(f"{report.created_at}  (mlwarden {report.tool_version})"))
-    verdict_line = Text.assemble(
-        ("Verdict: ", "bold"), _t(verdict(report), VERDICT_STYLE[worst.value if worst else None])
+    decided = report_verdict(report)
+    verdict_style = (
+        "bold yellow" if decided.fail_on is None else "bold green" if decided.passed else "bold red"
     )
+    verdict_line = Text.assemble(("Verdict: ", "bold"), _t(verdict(report), verdict_style, 400))
     parts: list[object] = [
         Panel(
             Group(head, Text(""), verdict_line),
             title=_t(report.title, "bold"),
             title_align="left",
-            border_style=BORDER_STYLE[worst.value if worst else None],
+            border_style="red"
+            if not decided.passed
+            else BORDER_STYLE[worst.value if worst else None],
         )
     ]
 
@@ -115,7 +119,7 @@ def report_renderable(report: Report) -> Group:
         checks.add_column("status")
         checks.add_column("time", justify="right")
         checks.add_column("summary", overflow="fold")
-        for check in sorted_checks(report.checks):
+        for check in sorted_checks(resolved_checks(report)):
             label, style = STATUS_STYLE.get(check.status, (check.status, ""))
             checks.add_row(
                 _t(check.name),

@@ -306,6 +306,7 @@ def assert_audit_passes(
     from mlwarden.audit.runner import run_audit
     from mlwarden.config import MlwardenConfig, load_config, parse_config
     from mlwarden.core.findings import Severity
+    from mlwarden.core.verdict import report_verdict
 
     level = str(fail_on).strip().lower()
     if level not in (*_SEVERITIES, "never"):
@@ -325,11 +326,15 @@ def assert_audit_passes(
         )
     outcome = run_audit(config, only=list(only) if only else None, write=False)
     report = outcome.report
+    verdict = report_verdict(report, level)  # the one decision, as `mlwarden audit`'s
     offending = [] if level == "never" else report.at_or_above(Severity(level))
     errored = [c for c in report.checks if c.status == "error"]
-    if offending or errored:
+    if not verdict.passed or errored:
         ran = ", ".join(f"{c.name}={c.status}" for c in report.checks)
-        parts = [f"audit has {len(offending)} finding(s) at or above '{level}' (required: none)"]
+        parts = [
+            verdict.line(),
+            f"audit has {len(offending)} finding(s) at or above '{level}' (required: none)",
+        ]
         if errored:
             parts.append(
                 f"{len(errored)} check(s) could not run: "

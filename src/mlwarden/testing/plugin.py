@@ -173,23 +173,23 @@ class MlwardenCheckItem(pytest.Item):
             raise CheckFailed(
                 f"check '{self.check}' could not run: {result.summary}\nreport: {where}"
             )
-        from mlwarden.core.findings import Severity
+        from mlwarden.core.verdict import check_status, fail_threshold
 
-        if state.fail_on == "never":
+        threshold = fail_threshold(state.fail_on)
+        if check_status(result.status, findings, threshold) == "passed":
             return
-        threshold = Severity(state.fail_on)
+        assert threshold is not None
         offending = [f for f in findings if f.severity >= threshold]
-        if offending:
-            lines = [
-                f"  [{f.severity.value}] {f.id}: {f.title}" + (f" - {f.detail}" if f.detail else "")
-                for f in offending[:_MAX_LISTED]
-            ]
-            if len(offending) > _MAX_LISTED:
-                lines.append(f"  ... and {len(offending) - _MAX_LISTED} more")
-            raise CheckFailed(
-                f"check '{self.check}': {len(offending)} finding(s) at or above "
-                f"'{state.fail_on}' (required: none)\n" + "\n".join(lines) + f"\nreport: {where}"
-            )
+        lines = [
+            f"  [{f.severity.value}] {f.id}: {f.title}" + (f" - {f.detail}" if f.detail else "")
+            for f in offending[:_MAX_LISTED]
+        ]
+        if len(offending) > _MAX_LISTED:
+            lines.append(f"  ... and {len(offending) - _MAX_LISTED} more")
+        raise CheckFailed(
+            f"check '{self.check}': {len(offending)} finding(s) at or above "
+            f"'{state.fail_on}' (required: none)\n" + "\n".join(lines) + f"\nreport: {where}"
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         from mlwarden.core.errors import MlwardenError

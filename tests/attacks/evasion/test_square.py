@@ -258,17 +258,31 @@ def test_deterministic_oracle_is_never_asked_a_rejected_proposal_again(
 
 
 def test_avoiding_repeats_follows_the_oracle_and_keeps_the_attack_as_strong(
-    digits_cnn: Classifier, square_batch
+    digits_cnn: Classifier, digits_split
 ) -> None:
-    x, y = square_batch
-    noisy = ClassifierOracle(digits_cnn, deterministic=False)
-    paper = SquareAttack(0.1, queries=600, seed=0)(noisy, x, y)
-    standing = paper.clean_correct & ~paper.success
-    # a possibly randomised oracle gets the paper's draw: resisting samples use it all
-    assert torch.all(paper.queries_per_sample[standing] == 600)
-    ours = SquareAttack(0.1, queries=600, seed=0)(ClassifierOracle(digits_cnn), x, y)
-    assert int(ours.success.sum()) >= int(paper.success.sum()) - 1
-    assert ours.queries < paper.queries
+    """Both draws are random, so "as strong" is a claim about rates, tested on enough trials.
+
+    One seed on 40 samples compared counts whose run-to-run spread (about +-3 samples)
+    is larger than the tolerance it allowed (1): the result hung on the trained model's
+    last bits, which differ with the number of torch threads. Two seeds on 200 samples
+    (~380 attacked samples) hold the difference within 2% of the trials on 1 or 2 threads
+    (measured: -3 to +4 samples per seed), while a systematically weaker attack fails.
+    """
+    _, test = digits_split
+    x, y = test.x[:200], test.y[:200]
+    paper_fooled = ours_fooled = trials = 0
+    for seed in (0, 1):
+        noisy = ClassifierOracle(digits_cnn, deterministic=False)
+        paper = SquareAttack(0.1, queries=600, seed=seed)(noisy, x, y)
+        standing = paper.clean_correct & ~paper.success
+        # a possibly randomised oracle gets the paper's draw: resisting samples use it all
+        assert torch.all(paper.queries_per_sample[standing] == 600)
+        ours = SquareAttack(0.1, queries=600, seed=seed)(ClassifierOracle(digits_cnn), x, y)
+        assert ours.queries < 0.7 * paper.queries
+        paper_fooled += int(paper.success.sum())
+        ours_fooled += int(ours.success.sum())
+        trials += len(x)
+    assert ours_fooled >= paper_fooled - 0.02 * trials
 
 
 def test_changing_proposals_skip_windows_that_already_hold_the_vertex() -> None:
