@@ -126,7 +126,9 @@ def membership_audit(
     roc: list[Series] = []
     scores_by_attack: dict[str, torch.Tensor] = {}
     if "threshold" in attacks:
-        scores_by_attack["threshold"] = ThresholdAttack("loss").score(oracle, x, y)
+        # The scaled logit ranks records exactly as the loss does, but stays distinct where
+        # the loss of confident records rounds to 0 even in float64.
+        scores_by_attack["threshold"] = ThresholdAttack("logit").score(oracle, x, y)
     if lira_variants:
         lira = LiRA(shadow_models=shadow_models, variant="offline", seed=seed)
         trainer = shadow_training or ShadowTraining(

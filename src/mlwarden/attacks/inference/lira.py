@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mlwarden.attacks.inference.threshold import scaled_logit, true_class_probability
+from mlwarden.attacks.inference.threshold import membership_logit
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.oracle import ClassifierOracle, Oracle
@@ -124,14 +124,14 @@ class LiRA:
         for s in range(k):
             idx = torch.nonzero(shadow_in[s]).flatten()
             model = train(x[idx], y[idx], self.seed * 1000 + s + 1)
-            confs[s] = scaled_logit(true_class_probability(ClassifierOracle(model), x, y))
+            confs[s] = membership_logit(ClassifierOracle(model), x, y)
             progress("shadow models", s + 1, k)
         return shadow_in, confs
 
     def score(self, target: Oracle, x: torch.Tensor, y: torch.Tensor, shadow_in: torch.Tensor,
               shadow_conf: torch.Tensor) -> LiRAResult:
         """Membership score of each record for ``target`` (higher = member)."""
-        obs = scaled_logit(true_class_probability(target, x, y))
+        obs = membership_logit(target, x, y)
         out_mask = ~shadow_in
         mu_out = _masked_mean(shadow_conf, out_mask)
         mu_in = _masked_mean(shadow_conf, shadow_in)
@@ -152,7 +152,7 @@ class LiRA:
             # One-sided test against OUT: log-probability that OUT is at least this confident.
             z = (obs - mu_out) / sd_out
             scores = -torch.special.log_ndtr(-z)
-        return LiRAResult(scores.float(), shadow_in, shadow_conf, obs)
+        return LiRAResult(scores, shadow_in, shadow_conf, obs)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
