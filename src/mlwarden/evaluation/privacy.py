@@ -59,6 +59,14 @@ class PrivacySettings(BaseModel):
     max_tpr_at_1_fpr: float = Field(0.05, ge=0, le=1,
                                     description="a finding above this TPR at 1% FPR")
     seed: int = Field(0, description="seed of the shadows (the audit check: [audit] seed)")
+    dp_epsilon: float | None = Field(
+        None, gt=0, description="the model was trained with DP-SGD to this epsilon: its LiRA "
+                                "shadows are too")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="the model's DP-SGD clipping norm")
+    compare_dp_epsilon: float | None = Field(
+        None, gt=0, description="the compared model's DP-SGD epsilon (its shadows' too)")
+    compare_dp_max_grad_norm: float = Field(
+        1.0, gt=0, description="the compared model's DP-SGD clipping norm")
 
 
 _DEFAULTS = PrivacySettings()
@@ -95,6 +103,8 @@ def membership_audit(
     max_auc: float = _DEFAULTS.max_auc,
     max_tpr_at_1_fpr: float = _DEFAULTS.max_tpr_at_1_fpr,
     shadow_training: ShadowTrainer | None = None,
+    dp_epsilon: float | None = None,
+    dp_max_grad_norm: float = _DEFAULTS.dp_max_grad_norm,
     progress: ProgressCallback = null_progress,
 ) -> Report:
     """Attack ``target`` with each named membership attack; findings above the thresholds.
@@ -103,7 +113,8 @@ def membership_audit(
     targets only) on random halves of members + non-members, mimicking the target's
     training with ``shadow_epochs``/``shadow_lr``; pass ``shadow_training`` to train them
     exactly as the target was (e.g. with DP-SGD), which LiRA's calibration assumes, and
-    then a score oracle is enough.
+    then a score oracle is enough. A target trained with DP-SGD (``dp_epsilon``) gets
+    DP-SGD shadows with the same epsilon and clipping norm; the recipe is in the report.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
@@ -134,7 +145,14 @@ def membership_audit(
         trainer = shadow_training or ShadowTraining(
             target.module,  # type: ignore[union-attr]  # TRAINABLE was required above
             spec, epochs=shadow_epochs, lr=shadow_lr, batch_size=shadow_batch_size,
+            dp_epsilon=dp_epsilon, dp_max_grad_norm=dp_max_grad_norm,
         )
+        recipe = trainer.recipe() if isinstance(trainer, ShadowTraining) else {
+            "training": "the caller's shadow_training"}
+        report.metrics["privacy.shadow.dp"] = recipe.get("training") == "DP-SGD"
+        report.tables.append(Table(
+            id="lira-shadow-recipe", title="How LiRA's shadow models were trained",
+            columns=["setting", "value"], rows=[[k, v] for k, v in recipe.items()]))
         shadow_in, shadow_conf = lira.fit_shadows(trainer, x, y, progress=progress)
         for variant in lira_variants:
             lira.variant = variant  # type: ignore[assignment]
@@ -258,12 +276,14 @@ def run_privacy(
     members, non_members = members.take(settings.samples), non_members.take(settings.samples)
     rows = []
     for label, target, attacks, skipped in plans:
+        dp = (settings.compare_dp_epsilon, settings.compare_dp_max_grad_norm) \
+            if label == "compare" else (settings.dp_epsilon, settings.dp_max_grad_norm)
         sub = membership_audit(
             target, members, non_members, attacks=attacks,
             shadow_models=settings.shadow_models, shadow_epochs=settings.shadow_epochs,
             shadow_lr=settings.shadow_lr, seed=settings.seed, max_auc=settings.max_auc,
             max_tpr_at_1_fpr=settings.max_tpr_at_1_fpr, shadow_training=shadow_training,
-            progress=progress,
+            dp_epsilon=dp[0], dp_max_grad_norm=dp[1], progress=progress,
         )
         if skipped:
             sub.findings.insert(0, _skipped_finding(target, attacks, skipped))

@@ -168,3 +168,29 @@ def test_scores_of_confident_records_do_not_tie(overfitted, split):
 
     logit = membership_logit(oracle, members.x[saturated], members.y[saturated])
     assert bool(torch.isfinite(logit).all()) and float(logit.min()) > 10
+
+
+def test_shadows_of_a_dp_target_are_trained_with_dp_sgd(overfitted, split, monkeypatch):
+    """LiRA's calibration assumes shadows trained like the target: DP-SGD for a DP model."""
+    import mlwarden.defenses.training.dp as dp
+
+    calls: list[dict] = []
+    real = dp.fit_private
+
+    def spy(module, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        return real(module, x, y, **kwargs)
+
+    monkeypatch.setattr(dp, "fit_private", spy)
+    members, non_members = split[0].take(40), split[1].take(40)
+    common = {"attacks": ["lira-offline"], "shadow_models": 2, "shadow_epochs": 2}
+    plain = membership_audit(overfitted, members, non_members, **common)
+    assert calls == [] and plain.metrics["privacy.shadow.dp"] is False
+    report = membership_audit(overfitted, members, non_members, dp_epsilon=4.0,
+                              dp_max_grad_norm=0.7, **common)
+    assert len(calls) == 2
+    assert all(c["target_epsilon"] == 4.0 and c["max_grad_norm"] == 0.7 and c["epochs"] == 2
+               for c in calls)
+    recipe = dict(next(t for t in report.tables if t.id == "lira-shadow-recipe").rows)
+    assert recipe["training"] == "DP-SGD" and recipe["dp_epsilon"] == 4.0
+    assert report.metrics["privacy.shadow.dp"] is True

@@ -68,14 +68,34 @@ class ShadowTraining:
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
+    dp_epsilon: float | None = None  # the target was trained with DP-SGD to this epsilon
+    dp_max_grad_norm: float = 1.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> Classifier:
-        from mlwarden.core.training import fit
-
         module = fresh_copy(self.template, seed)
-        fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            weight_decay=self.weight_decay, seed=seed)
+        if self.dp_epsilon is not None:
+            # A DP target's shadows must be DP too, or LiRA's calibration (and so the
+            # leakage it reports) is off.
+            from mlwarden.defenses.training.dp import fit_private
+
+            fit_private(module, x, y, target_epsilon=self.dp_epsilon, epochs=self.epochs,
+                        lr=self.lr, batch_size=self.batch_size,
+                        max_grad_norm=self.dp_max_grad_norm, seed=seed)
+        else:
+            from mlwarden.core.training import fit
+
+            fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                weight_decay=self.weight_decay, seed=seed)
         return Classifier(module, self.spec)  # type: ignore[arg-type]
+
+    def recipe(self) -> dict[str, object]:
+        """How the shadows are trained, for the report."""
+        out: dict[str, object] = {"training": "DP-SGD" if self.dp_epsilon is not None else "SGD",
+                                  "epochs": self.epochs, "lr": self.lr,
+                                  "batch_size": self.batch_size}
+        if self.dp_epsilon is not None:
+            out.update(dp_epsilon=self.dp_epsilon, dp_max_grad_norm=self.dp_max_grad_norm)
+        return out
 
 
 @dataclass
