@@ -149,7 +149,7 @@ def membership_audit(
         )
         recipe = trainer.recipe() if isinstance(trainer, ShadowTraining) else {
             "training": "the caller's shadow_training"}
-        report.metrics["privacy.shadow.dp"] = recipe.get("training") == "DP-SGD"
+        report.metrics["privacy.shadow.dp"] = float(recipe.get("training") == "DP-SGD")
         report.tables.append(Table(
             id="lira-shadow-recipe", title="How LiRA's shadow models were trained",
             columns=["setting", "value"], rows=[[k, v] for k, v in recipe.items()]))
@@ -231,11 +231,12 @@ def _skipped_finding(model: Any, ran: list[str], skipped: list[str]) -> Finding:
     )
 
 
-def _name_model(sub: Report, name: str, *, compared: bool) -> None:
-    """In a comparison, make every finding and item say which model it is about.
+def _name_model(sub: Report, name: str, key: str, *, compared: bool) -> None:
+    """In a comparison, make every finding, item and metric say which model it is about.
 
-    The compared model's ids and metric keys, headline included, move under ``-compare``
-    and ``privacy.compare.``, so no key ever holds one model's number under the other's name.
+    Each model's metric keys, headline included, move under ``privacy.<key>.`` (its
+    name), so no key ever holds one model's number under the other's name; the compared
+    model's item ids gain ``-compare`` so the two stay distinct.
     """
     for finding in sub.findings:
         finding.title = f"{finding.title} [{name}]"
@@ -245,12 +246,21 @@ def _name_model(sub: Report, name: str, *, compared: bool) -> None:
         item.title = f"{item.title} [{name}]"
         if compared:
             item.id = f"{item.id}-compare"
-    if compared:
-        def rename(key: str) -> str:
-            return key.replace("privacy.", "privacy.compare.", 1)
 
-        sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
-        sub.headline = [rename(k) for k in sub.headline]
+    def rename(metric: str) -> str:
+        return metric.replace("privacy.", f"privacy.{key}.", 1)
+
+    sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
+    sub.headline = [rename(k) for k in sub.headline]
+
+
+def _metric_keys(names: list[str]) -> list[str]:
+    """A metric namespace per model: its name, made key-safe; by role if the names clash."""
+    import re
+
+    keys = [re.sub(r"[^A-Za-z0-9_-]+", "_", n).strip("_") or "model" for n in names]
+    return keys if len(set(keys)) == len(keys) and "shadow" not in keys \
+        else ["model", "compare"][: len(keys)]
 
 
 def run_privacy(
@@ -275,6 +285,8 @@ def run_privacy(
              for label, target in subjects]
     members, non_members = members.take(settings.samples), non_members.take(settings.samples)
     rows = []
+    names = [getattr(target, "name", None) or label for label, target in subjects]
+    keys = dict(zip([label for label, _ in subjects], _metric_keys(names), strict=True))
     for label, target, attacks, skipped in plans:
         dp = (settings.compare_dp_epsilon, settings.compare_dp_max_grad_norm) \
             if label == "compare" else (settings.dp_epsilon, settings.dp_max_grad_norm)
@@ -290,9 +302,9 @@ def run_privacy(
         # Alone, the model's spec note goes once into the (maybe shared) audit report;
         # in a comparison, each model states its own.
         note_assumptions(sub if compare is not None else report, target, "privacy")
-        name = getattr(target, "name", label)
+        name = getattr(target, "name", None) or label
         if compare is not None:
-            _name_model(sub, name, compared=label == "compare")
+            _name_model(sub, name, keys[label], compared=label == "compare")
         aucs = [v for k, v in sub.metrics.items() if k.endswith(".auc")]
         tprs = [v for k, v in sub.metrics.items() if k.endswith("tpr@1%fpr")]
         report.merge(sub)

@@ -185,7 +185,7 @@ def test_shadows_of_a_dp_target_are_trained_with_dp_sgd(overfitted, split, monke
     members, non_members = split[0].take(40), split[1].take(40)
     common = {"attacks": ["lira-offline"], "shadow_models": 2, "shadow_epochs": 2}
     plain = membership_audit(overfitted, members, non_members, **common)
-    assert calls == [] and plain.metrics["privacy.shadow.dp"] is False
+    assert calls == [] and plain.metrics["privacy.shadow.dp"] == 0.0
     report = membership_audit(overfitted, members, non_members, dp_epsilon=4.0,
                               dp_max_grad_norm=0.7, **common)
     assert len(calls) == 2
@@ -193,4 +193,4 @@ def test_shadows_of_a_dp_target_are_trained_with_dp_sgd(overfitted, split, monke
                for c in calls)
     recipe = dict(next(t for t in report.tables if t.id == "lira-shadow-recipe").rows)
     assert recipe["training"] == "DP-SGD" and recipe["dp_epsilon"] == 4.0
-    assert report.metrics["privacy.shadow.dp"] is True
+    assert report.metrics["privacy.shadow.dp"] == 1.0
