@@ -170,15 +170,66 @@ def test_compare_names_the_model_of_every_finding_and_metric(
     metrics = report["metrics"]
     # Each model's headline under its own keys, never one model's number under the other's.
     assert report["headline"] == [
-        "privacy.threshold.auc", "privacy.threshold.tpr@1%fpr",
-        "privacy.compare.threshold.auc", "privacy.compare.threshold.tpr@1%fpr",
+        "privacy.digits_cnn.threshold.auc", "privacy.digits_cnn.threshold.tpr@1%fpr",
+        "privacy.digits_mlp.threshold.auc", "privacy.digits_mlp.threshold.tpr@1%fpr",
     ]
-    assert report["findings"][0]["evidence"]["auc"] == round(metrics["privacy.threshold.auc"], 4)
+    assert all(k.startswith(("privacy.digits_cnn.", "privacy.digits_mlp.")) for k in metrics)
+    assert report["findings"][0]["evidence"]["auc"] == round(
+        metrics["privacy.digits_cnn.threshold.auc"], 4
+    )
     assert report["findings"][1]["evidence"]["auc"] == round(
-        metrics["privacy.compare.threshold.auc"], 4
+        metrics["privacy.digits_mlp.threshold.auc"], 4
     )
     table = next(t for t in report["tables"] if t["id"] == "privacy-comparison")
     assert [row[0] for row in table["rows"]] == list(names)
     assert [row[2] for row in table["rows"]] == [
-        metrics["privacy.threshold.auc"], metrics["privacy.compare.threshold.auc"]
+        metrics["privacy.digits_cnn.threshold.auc"], metrics["privacy.digits_mlp.threshold.auc"]
     ]
+
+
+def test_compare_with_a_dp_twin_trains_its_shadows_with_dp(
+    cli, digits_split: tuple[Dataset, Dataset], record_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A model and its DP-SGD twin: each report item names its model, the twin's LiRA
+    shadows are DP-trained (its recipe in the report), the plain model's are not."""
+    import torch
+
+    from mlwarden.core.classifier import Classifier
+    from mlwarden.core.spec import InputSpec
+    from mlwarden.core.training import fit
+    from mlwarden.defenses.training.dp import fit_private
+    from mlwarden.io.export import save_pt2
+    from mlwarden.models import MLP
+
+    members = digits_split[0].take(60)
+    spec = InputSpec(shape=(1, 8, 8), class_names=members.class_names)
+    paths = []
+    for name in ("plain", "dp_twin"):
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Flatten(), MLP(64, 10, (32,)))
+        if name == "plain":
+            fit(module, members.x, members.y, epochs=5, lr=3e-3, seed=0)
+        else:
+            fit_private(module, members.x, members.y, target_epsilon=2.0, epochs=5, lr=3e-3,
+                        seed=0)
+        paths.append(save_pt2(Classifier(module, spec), tmp_path / f"{name}.pt2"))
+    res = privacy_cli(
+        cli, paths[0], record_files, "--compare", str(paths[1]), "--compare-dp-epsilon", "2",
+        "--attack", "threshold", "--attack", "lira-offline", "--shadow-models", "2",
+        "--shadow-epochs", "2", "--samples", "30", "--max-auc", "0.3", "--fail-on", "never",
+    )
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    names = ("plain", "dp_twin")
+    assert [f["location"] for f in report["findings"]] == list(names)
+    assert all(f["title"].endswith(f"[{f['location']}]") for f in report["findings"])
+    metrics = report["metrics"]
+    assert all(k.startswith(("privacy.plain.", "privacy.dp_twin.")) for k in metrics)
+    assert all(k.startswith(("privacy.plain.", "privacy.dp_twin.")) for k in report["headline"])
+    assert metrics["privacy.plain.shadow.dp"] == 0.0
+    assert metrics["privacy.dp_twin.shadow.dp"] == 1.0
+    recipes = {t["id"]: dict(t["rows"]) for t in report["tables"]
+               if t["id"].startswith("lira-shadow-recipe")}
+    assert recipes["lira-shadow-recipe"]["training"] == "SGD"
+    assert recipes["lira-shadow-recipe-compare"]["training"] == "DP-SGD"
+    assert recipes["lira-shadow-recipe-compare"]["dp_epsilon"] == 2.0

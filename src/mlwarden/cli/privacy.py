@@ -64,6 +64,15 @@ def audit(
         help="A finding when an attack's TPR at 1% FPR exceeds this.",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
+    dp_epsilon: float | None = typer.Option(
+        None, "--dp-epsilon", help="The model was trained with DP-SGD to this epsilon: "
+        "LiRA's shadows are trained so too."),
+    dp_max_grad_norm: float | None = typer.Option(
+        None, "--dp-max-grad-norm", help="The model's DP-SGD clipping norm."),
+    compare_dp_epsilon: float | None = typer.Option(
+        None, "--compare-dp-epsilon", help="The compared model's DP-SGD epsilon."),
+    compare_dp_max_grad_norm: float | None = typer.Option(
+        None, "--compare-dp-max-grad-norm", help="The compared model's DP-SGD clipping norm."),
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -90,6 +99,10 @@ def audit(
             "max_auc": max_auc,
             "max_tpr_at_1_fpr": max_tpr_at_1_fpr,
             "seed": seed,
+            "dp_epsilon": dp_epsilon,
+            "dp_max_grad_norm": dp_max_grad_norm,
+            "compare_dp_epsilon": compare_dp_epsilon,
+            "compare_dp_max_grad_norm": compare_dp_max_grad_norm,
         },
         names={"attacks": "--attack"},
     )

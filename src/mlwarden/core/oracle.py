@@ -85,6 +85,35 @@ class Oracle(ABC):
             raise OracleError("oracle returned NaN or infinite scores")
         return out.float()
 
+    def log_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Log class probabilities in float64, counted against the budget like a query.
+
+        Membership scores need them: in float32 the most confident records all read
+        p = 1.0 and tie. A local model answers ``log_softmax`` of its logits; any other
+        oracle only has its probabilities, whose logarithm is taken in float64.
+        """
+        if self.output != "probabilities":
+            raise OracleError("log-probabilities need scores; this oracle returns labels only")
+        if x.dim() == len(self.spec.shape):
+            x = x.unsqueeze(0)
+        if self.budget is not None and self.queries + len(x) > self.budget:
+            raise BudgetExhausted(
+                f"query budget of {self.budget} exhausted ({self.queries} used, {len(x)} asked)"
+            )
+        out = self._query_log(x)
+        self.queries += len(x)
+        if out.shape != (len(x), self.num_classes):
+            raise OracleError(
+                f"oracle returned shape {tuple(out.shape)}, expected ({len(x)}, {self.num_classes})"
+            )
+        if bool(torch.isnan(out).any()) or bool(torch.isposinf(out).any()):
+            raise OracleError("oracle returned NaN or infinite scores")
+        return out.double()
+
+    def _query_log(self, x: torch.Tensor) -> torch.Tensor:
+        probs = self._check(self._query(x), len(x)).double()
+        return torch.log(probs.clamp_min(torch.finfo(torch.float64).tiny))
+
     def labels(self, x: torch.Tensor) -> torch.Tensor:
         """Top-1 labels whatever the output kind."""
         out = self(x)
@@ -121,6 +150,13 @@ class ClassifierOracle(Oracle):
     def _query(self, x: torch.Tensor) -> torch.Tensor:
         probs = self.classifier.probabilities(x, self.batch_size)
         return probs.argmax(1) if self.output == "labels" else probs
+
+    def _query_log(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self)._query is not ClassifierOracle._query:
+            # A subclass that changes the answers (rounding, noise) must be heard as it answers.
+            return super()._query_log(x)
+        logits = self.classifier.logits(x, self.batch_size)
+        return torch.log_softmax(logits.double(), dim=1).cpu()
 
 
 class LabelOnlyOracle(Oracle):

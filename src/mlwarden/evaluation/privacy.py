@@ -59,6 +59,14 @@ class PrivacySettings(BaseModel):
     max_tpr_at_1_fpr: float = Field(0.05, ge=0, le=1,
                                     description="a finding above this TPR at 1% FPR")
     seed: int = Field(0, description="seed of the shadows (the audit check: [audit] seed)")
+    dp_epsilon: float | None = Field(
+        None, gt=0, description="the model was trained with DP-SGD to this epsilon: its LiRA "
+                                "shadows are too")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="the model's DP-SGD clipping norm")
+    compare_dp_epsilon: float | None = Field(
+        None, gt=0, description="the compared model's DP-SGD epsilon (its shadows' too)")
+    compare_dp_max_grad_norm: float = Field(
+        1.0, gt=0, description="the compared model's DP-SGD clipping norm")
 
 
 _DEFAULTS = PrivacySettings()
@@ -95,6 +103,8 @@ def membership_audit(
     max_auc: float = _DEFAULTS.max_auc,
     max_tpr_at_1_fpr: float = _DEFAULTS.max_tpr_at_1_fpr,
     shadow_training: ShadowTrainer | None = None,
+    dp_epsilon: float | None = None,
+    dp_max_grad_norm: float = _DEFAULTS.dp_max_grad_norm,
     progress: ProgressCallback = null_progress,
 ) -> Report:
     """Attack ``target`` with each named membership attack; findings above the thresholds.
@@ -103,7 +113,8 @@ def membership_audit(
     targets only) on random halves of members + non-members, mimicking the target's
     training with ``shadow_epochs``/``shadow_lr``; pass ``shadow_training`` to train them
     exactly as the target was (e.g. with DP-SGD), which LiRA's calibration assumes, and
-    then a score oracle is enough.
+    then a score oracle is enough. A target trained with DP-SGD (``dp_epsilon``) gets
+    DP-SGD shadows with the same epsilon and clipping norm; the recipe is in the report.
     """
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown or not attacks:
@@ -126,13 +137,22 @@ def membership_audit(
     roc: list[Series] = []
     scores_by_attack: dict[str, torch.Tensor] = {}
     if "threshold" in attacks:
-        scores_by_attack["threshold"] = ThresholdAttack("loss").score(oracle, x, y)
+        # The scaled logit ranks records exactly as the loss does, but stays distinct where
+        # the loss of confident records rounds to 0 even in float64.
+        scores_by_attack["threshold"] = ThresholdAttack("logit").score(oracle, x, y)
     if lira_variants:
         lira = LiRA(shadow_models=shadow_models, variant="offline", seed=seed)
         trainer = shadow_training or ShadowTraining(
             target.module,  # type: ignore[union-attr]  # TRAINABLE was required above
             spec, epochs=shadow_epochs, lr=shadow_lr, batch_size=shadow_batch_size,
+            dp_epsilon=dp_epsilon, dp_max_grad_norm=dp_max_grad_norm,
         )
+        recipe = trainer.recipe() if isinstance(trainer, ShadowTraining) else {
+            "training": "the caller's shadow_training"}
+        report.metrics["privacy.shadow.dp"] = float(recipe.get("training") == "DP-SGD")
+        report.tables.append(Table(
+            id="lira-shadow-recipe", title="How LiRA's shadow models were trained",
+            columns=["setting", "value"], rows=[[k, v] for k, v in recipe.items()]))
         shadow_in, shadow_conf = lira.fit_shadows(trainer, x, y, progress=progress)
         for variant in lira_variants:
             lira.variant = variant  # type: ignore[assignment]
@@ -211,11 +231,12 @@ def _skipped_finding(model: Any, ran: list[str], skipped: list[str]) -> Finding:
     )
 
 
-def _name_model(sub: Report, name: str, *, compared: bool) -> None:
-    """In a comparison, make every finding and item say which model it is about.
+def _name_model(sub: Report, name: str, key: str, *, compared: bool) -> None:
+    """In a comparison, make every finding, item and metric say which model it is about.
 
-    The compared model's ids and metric keys, headline included, move under ``-compare``
-    and ``privacy.compare.``, so no key ever holds one model's number under the other's name.
+    Each model's metric keys, headline included, move under ``privacy.<key>.`` (its
+    name), so no key ever holds one model's number under the other's name; the compared
+    model's item ids gain ``-compare`` so the two stay distinct.
     """
     for finding in sub.findings:
         finding.title = f"{finding.title} [{name}]"
@@ -225,12 +246,21 @@ def _name_model(sub: Report, name: str, *, compared: bool) -> None:
         item.title = f"{item.title} [{name}]"
         if compared:
             item.id = f"{item.id}-compare"
-    if compared:
-        def rename(key: str) -> str:
-            return key.replace("privacy.", "privacy.compare.", 1)
 
-        sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
-        sub.headline = [rename(k) for k in sub.headline]
+    def rename(metric: str) -> str:
+        return metric.replace("privacy.", f"privacy.{key}.", 1)
+
+    sub.metrics = {rename(k): v for k, v in sub.metrics.items()}
+    sub.headline = [rename(k) for k in sub.headline]
+
+
+def _metric_keys(names: list[str]) -> list[str]:
+    """A metric namespace per model: its name, made key-safe; by role if the names clash."""
+    import re
+
+    keys = [re.sub(r"[^A-Za-z0-9_-]+", "_", n).strip("_") or "model" for n in names]
+    return keys if len(set(keys)) == len(keys) and "shadow" not in keys \
+        else ["model", "compare"][: len(keys)]
 
 
 def run_privacy(
@@ -255,22 +285,26 @@ def run_privacy(
              for label, target in subjects]
     members, non_members = members.take(settings.samples), non_members.take(settings.samples)
     rows = []
+    names = [getattr(target, "name", None) or label for label, target in subjects]
+    keys = dict(zip([label for label, _ in subjects], _metric_keys(names), strict=True))
     for label, target, attacks, skipped in plans:
+        dp = (settings.compare_dp_epsilon, settings.compare_dp_max_grad_norm) \
+            if label == "compare" else (settings.dp_epsilon, settings.dp_max_grad_norm)
         sub = membership_audit(
             target, members, non_members, attacks=attacks,
             shadow_models=settings.shadow_models, shadow_epochs=settings.shadow_epochs,
             shadow_lr=settings.shadow_lr, seed=settings.seed, max_auc=settings.max_auc,
             max_tpr_at_1_fpr=settings.max_tpr_at_1_fpr, shadow_training=shadow_training,
-            progress=progress,
+            dp_epsilon=dp[0], dp_max_grad_norm=dp[1], progress=progress,
         )
         if skipped:
             sub.findings.insert(0, _skipped_finding(target, attacks, skipped))
         # Alone, the model's spec note goes once into the (maybe shared) audit report;
         # in a comparison, each model states its own.
         note_assumptions(sub if compare is not None else report, target, "privacy")
-        name = getattr(target, "name", label)
+        name = getattr(target, "name", None) or label
         if compare is not None:
-            _name_model(sub, name, compared=label == "compare")
+            _name_model(sub, name, keys[label], compared=label == "compare")
         aucs = [v for k, v in sub.metrics.items() if k.endswith(".auc")]
         tprs = [v for k, v in sub.metrics.items() if k.endswith("tpr@1%fpr")]
         report.merge(sub)

@@ -138,3 +138,59 @@ def test_shadow_factory_lets_lira_attack_a_score_oracle(overfitted, split):
                          shadow_training=shadows)
     assert 0.0 <= report.metrics["privacy.lira-offline.auc"] <= 1.0
     assert report.headline == ["privacy.lira-offline.auc", "privacy.lira-offline.tpr@1%fpr"]
+
+
+def test_scores_of_confident_records_do_not_tie(overfitted, split):
+    """In float32 the records the overfitted model is sure of all read p = 1.0 and tie;
+    scores from float64 log-probabilities keep them apart."""
+    members, _, spec = split
+
+    class Sharpened(torch.nn.Module):  # the overfitted model, ten times as sure of itself
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 10 * self.inner(x)
+
+    oracle = ClassifierOracle(Classifier(Sharpened(overfitted.module), spec))
+    p32 = oracle(members.x).gather(1, members.y.view(-1, 1)).squeeze(1)
+    saturated = p32 == 1.0
+    assert int(saturated.sum()) >= 10  # the regime the fix is about
+    scores = ThresholdAttack("logit").score(oracle, members.x, members.y)
+    assert scores.dtype == torch.float64
+    top = scores[saturated]
+    assert len(torch.unique(top)) == len(top)
+    # the audit's threshold baseline ranks by the same stable logit
+    report = membership_audit(oracle, members, split[1], attacks=["threshold"])
+    assert report.tables[-1].rows[0][2] != report.tables[-1].rows[1][2]
+    from mlwarden.attacks.inference.threshold import membership_logit
+
+    logit = membership_logit(oracle, members.x[saturated], members.y[saturated])
+    assert bool(torch.isfinite(logit).all()) and float(logit.min()) > 10
+
+
+def test_shadows_of_a_dp_target_are_trained_with_dp_sgd(overfitted, split, monkeypatch):
+    """LiRA's calibration assumes shadows trained like the target: DP-SGD for a DP model."""
+    import mlwarden.defenses.training.dp as dp
+
+    calls: list[dict] = []
+    real = dp.fit_private
+
+    def spy(module, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        return real(module, x, y, **kwargs)
+
+    monkeypatch.setattr(dp, "fit_private", spy)
+    members, non_members = split[0].take(40), split[1].take(40)
+    common = {"attacks": ["lira-offline"], "shadow_models": 2, "shadow_epochs": 2}
+    plain = membership_audit(overfitted, members, non_members, **common)
+    assert calls == [] and plain.metrics["privacy.shadow.dp"] == 0.0
+    report = membership_audit(overfitted, members, non_members, dp_epsilon=4.0,
+                              dp_max_grad_norm=0.7, **common)
+    assert len(calls) == 2
+    assert all(c["target_epsilon"] == 4.0 and c["max_grad_norm"] == 0.7 and c["epochs"] == 2
+               for c in calls)
+    recipe = dict(next(t for t in report.tables if t.id == "lira-shadow-recipe").rows)
+    assert recipe["training"] == "DP-SGD" and recipe["dp_epsilon"] == 4.0
+    assert report.metrics["privacy.shadow.dp"] == 1.0

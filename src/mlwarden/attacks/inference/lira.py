@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mlwarden.attacks.inference.threshold import scaled_logit, true_class_probability
+from mlwarden.attacks.inference.threshold import membership_logit
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.oracle import ClassifierOracle, Oracle
@@ -68,14 +68,34 @@ class ShadowTraining:
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
+    dp_epsilon: float | None = None  # the target was trained with DP-SGD to this epsilon
+    dp_max_grad_norm: float = 1.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> Classifier:
-        from mlwarden.core.training import fit
-
         module = fresh_copy(self.template, seed)
-        fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            weight_decay=self.weight_decay, seed=seed)
+        if self.dp_epsilon is not None:
+            # A DP target's shadows must be DP too, or LiRA's calibration (and so the
+            # leakage it reports) is off.
+            from mlwarden.defenses.training.dp import fit_private
+
+            fit_private(module, x, y, target_epsilon=self.dp_epsilon, epochs=self.epochs,
+                        lr=self.lr, batch_size=self.batch_size,
+                        max_grad_norm=self.dp_max_grad_norm, seed=seed)
+        else:
+            from mlwarden.core.training import fit
+
+            fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                weight_decay=self.weight_decay, seed=seed)
         return Classifier(module, self.spec)  # type: ignore[arg-type]
+
+    def recipe(self) -> dict[str, object]:
+        """How the shadows are trained, for the report."""
+        out: dict[str, object] = {"training": "DP-SGD" if self.dp_epsilon is not None else "SGD",
+                                  "epochs": self.epochs, "lr": self.lr,
+                                  "batch_size": self.batch_size}
+        if self.dp_epsilon is not None:
+            out.update(dp_epsilon=self.dp_epsilon, dp_max_grad_norm=self.dp_max_grad_norm)
+        return out
 
 
 @dataclass
@@ -124,14 +144,14 @@ class LiRA:
         for s in range(k):
             idx = torch.nonzero(shadow_in[s]).flatten()
             model = train(x[idx], y[idx], self.seed * 1000 + s + 1)
-            confs[s] = scaled_logit(true_class_probability(ClassifierOracle(model), x, y))
+            confs[s] = membership_logit(ClassifierOracle(model), x, y)
             progress("shadow models", s + 1, k)
         return shadow_in, confs
 
     def score(self, target: Oracle, x: torch.Tensor, y: torch.Tensor, shadow_in: torch.Tensor,
               shadow_conf: torch.Tensor) -> LiRAResult:
         """Membership score of each record for ``target`` (higher = member)."""
-        obs = scaled_logit(true_class_probability(target, x, y))
+        obs = membership_logit(target, x, y)
         out_mask = ~shadow_in
         mu_out = _masked_mean(shadow_conf, out_mask)
         mu_in = _masked_mean(shadow_conf, shadow_in)
@@ -152,7 +172,7 @@ class LiRA:
             # One-sided test against OUT: log-probability that OUT is at least this confident.
             z = (obs - mu_out) / sd_out
             scores = -torch.special.log_ndtr(-z)
-        return LiRAResult(scores.float(), shadow_in, shadow_conf, obs)
+        return LiRAResult(scores, shadow_in, shadow_conf, obs)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

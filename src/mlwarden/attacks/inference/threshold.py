@@ -31,6 +31,39 @@ def true_class_probability(
     return torch.cat(out).double()
 
 
+def true_class_log_probability(
+    oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int = 512
+) -> torch.Tensor:
+    """``log p_y`` of each sample in float64 (= minus its cross-entropy loss)."""
+    return _true_and_rest(oracle, x, y, batch)[0]
+
+
+def membership_logit(
+    oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int = 512
+) -> torch.Tensor:
+    """LiRA's scaled confidence ``log(p_y / (1 - p_y))``, computed stably in float64.
+
+    As ``log p_y - logsumexp_{j != y} log p_j`` from log-probabilities, so records the
+    model is sure of keep distinct scores instead of all tying at ``p = 1``.
+    """
+    true, rest = _true_and_rest(oracle, x, y, batch)
+    return true - rest
+
+
+def _true_and_rest(oracle: Oracle, x: torch.Tensor, y: torch.Tensor, batch: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    if oracle.output != "probabilities":
+        raise OracleError("membership inference needs scores; this oracle returns labels only")
+    true, rest = [], []
+    for start in range(0, len(x), batch):
+        logp = oracle.log_probabilities(x[start : start + batch])
+        idx = y[start : start + batch].view(-1, 1).cpu()
+        true.append(logp.gather(1, idx).squeeze(1))
+        others = logp.scatter(1, idx, float("-inf"))
+        rest.append(torch.logsumexp(others, dim=1))
+    return torch.cat(true), torch.cat(rest)
+
+
 def scaled_logit(p: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``log(p / (1 - p))``: makes the true-class confidence roughly Gaussian (LiRA, sec. 4)."""
     p = p.double().clamp(eps, 1.0 - eps)
@@ -46,9 +79,8 @@ class ThresholdAttack:
         self.signal = signal
 
     def score(self, oracle: Oracle, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        p = true_class_probability(oracle, x, y)
         if self.signal == "confidence":
-            return p
+            return true_class_probability(oracle, x, y)
         if self.signal == "logit":
-            return scaled_logit(p)
-        return torch.log(p.clamp_min(1e-300))  # = -cross-entropy loss
+            return membership_logit(oracle, x, y)
+        return true_class_log_probability(oracle, x, y)  # = -cross-entropy loss
