@@ -110,7 +110,7 @@ def create_app(
                              in_thread=batching.worker_thread,
                              on_batch=metrics.batch_size.observe)
     if config.auth.enabled:
-        key_store = keys or KeyStore(config.auth.keys, config.auth.key_file)
+        key_store = keys or _configured_keys(config)
     else:
         key_store = keys or KeyStore([])
     model_name = config.model_name or getattr(model, "name", None) or "model"
@@ -182,6 +182,32 @@ def _extraction_settings(config: GatewayConfig) -> dict[str, object] | None:
             else None)
 
 
+def _configured_keys(config: GatewayConfig) -> KeyStore:
+    """The key store of ``[gateway.auth]``; a missing key file or one with no active key is a
+    start-up error, since every request would otherwise get a 401 with nothing in the log."""
+    from mlwarden.gateway.auth import KeyStore
+
+    auth = config.auth
+    if auth.key_file is not None and not auth.key_file.exists():
+        raise ConfigError(
+            f"[gateway.auth] key_file '{auth.key_file}' does not exist; create it with "
+            f"`mlwarden keys create --file {auth.key_file} --name app --scope predict` "
+            "or point key_file at the file `mlwarden keys create` wrote"
+        )
+    store = KeyStore(auth.keys, auth.key_file)
+    if store.active() == 0:
+        where = f"key file '{auth.key_file}'" if auth.key_file is not None else "[gateway.auth]"
+        target = auth.key_file or "mlwarden-keys.json"
+        raise ConfigError(
+            f"authentication is on but {where} holds no active API key; add one with "
+            f"`mlwarden keys create --file {target} --name app --scope predict`"
+            + ("" if auth.key_file is not None
+               else f" and set [gateway.auth] key_file = \"{target}\"")
+            + ", or set [gateway.auth] enabled = false"
+        )
+    return store
+
+
 def _query_attack_settings(config: GatewayConfig,
                            extra: dict[str, Any]) -> dict[str, object] | None:
     """`QueryAttackDetector` keyword arguments, or None when the monitor is off; the threshold
@@ -191,9 +217,15 @@ def _query_attack_settings(config: GatewayConfig,
         return None
     threshold = qa.threshold or extra.get("query_attack_threshold")
     if threshold is None:
+        if config.validation.validator is None:
+            fix = ("set [gateway.validation] validator = \"validator.safetensors\" (the file "
+                   "`mlwarden gateway fit-validator` writes; it carries the threshold)")
+        else:
+            fix = (f"the validator file '{config.validation.validator}' carries none: re-fit it "
+                   "with this version's `mlwarden gateway fit-validator`")
         raise ConfigError(
-            "gateway.monitoring.query_attack.threshold is not set and no validator file "
-            "provides one; run `mlwarden gateway fit-validator` or set it"
+            "[gateway.monitoring.query_attack] has no threshold: " + fix + ", or set "
+            "[gateway.monitoring.query_attack] threshold = <distance>, or enabled = false"
         )
     return {"threshold": float(threshold), "k": qa.k, "history": qa.history,
             "hits_to_alert": qa.hits_to_alert}
