@@ -169,10 +169,32 @@ def create_app(
         version="1",
         description=f"Protected inference API for model '{state.model_name}'.",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.gateway = state
     _install_routes(app, state, state.pipeline)
+    _declare_security(app, config)
     return app
+
+
+def _declare_security(app: FastAPI, config: GatewayConfig) -> None:
+    """Add the API-key schemes to the OpenAPI schema, so a client learns the auth header."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            if config.auth.enabled:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "BearerKey": {"type": "http", "scheme": "bearer"},
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _extraction_settings(config: GatewayConfig) -> dict[str, object] | None:
@@ -272,8 +294,9 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": request_schema(
-                state.spec, config.validation.max_batch)}},
-        }
+                state.spec, config.max_inputs)}},
+        },
+        "security": [{"ApiKeyHeader": []}, {"BearerKey": []}] if config.auth.enabled else [],
     }
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=errors,

@@ -241,6 +241,24 @@ class GatewayConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    docs: bool = Field(
+        default=False, description="serve /docs and /redoc (the UI loads its scripts from a "
+        "CDN, and the pages need no key); /openapi.json is always served"
+    )
+
+    @property
+    def max_inputs(self) -> int:
+        """Inputs one request may carry: ``validation.max_batch``, or less when a rate limit
+        (which counts inputs) could never admit more. One value for the check and the schema."""
+        limit = self.validation.max_batch
+        rl = self.rate_limit
+        if rl.enabled:
+            from limits import parse_many
+
+            for rate in (rl.per_key, rl.per_key_burst, rl.per_address, rl.per_address_burst):
+                if rate is not None:
+                    limit = min(limit, *(item.amount for item in parse_many(rate)))
+        return limit
 
     @classmethod
     def from_dict(cls, data: dict[str, object], *, where: str = "gateway") -> GatewayConfig:
