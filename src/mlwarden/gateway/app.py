@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mlwarden.gateway.monitoring import Alert, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
+    from mlwarden.gateway.tuning import RuntimeChoice
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GatewayState:
     trail: AuditTrail
     validator: OODDetector | None
     hardening: HardeningConfig
+    runtime: RuntimeChoice
     pipeline: PredictPipeline | None = None
     ready: bool = False
     alerts: list[Alert] = field(default_factory=list)
@@ -86,7 +88,9 @@ def create_app(
     from mlwarden.gateway.monitoring import MonitorActions, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
+    from mlwarden.gateway.tuning import RuntimeChoice
     from mlwarden.gateway.runner import ModelRunner, check_validator
+    from mlwarden.gateway.tuning import apply_runtime, choose_runtime
 
     config = config or GatewayConfig()
     if validator is not None or config.validation.validator is not None:
@@ -105,9 +109,11 @@ def create_app(
                          ood_threshold=validator.threshold_ if validator is not None else None)
     metrics = GatewayMetrics()
     batching = config.batching
+    runtime = choose_runtime(batching.torch_threads, batching.worker_thread, model)
+    apply_runtime(runtime)
     batcher = DynamicBatcher(worker, max_batch_size=batching.max_batch_size,
                              max_wait_ms=batching.max_wait_ms, enabled=batching.enabled,
-                             in_thread=batching.worker_thread,
+                             in_thread=runtime.worker_thread,
                              on_batch=metrics.batch_size.observe)
     if config.auth.enabled:
         key_store = keys or _configured_keys(config)
@@ -133,6 +139,7 @@ def create_app(
         trail=AuditTrail(audit, model_name, include_inputs=config.audit_log.include_inputs),
         validator=validator,
         hardening=hard,
+        runtime=runtime,
     )
     state.pipeline = PredictPipeline(
         config=config, spec=state.spec, model_name=model_name,
@@ -321,7 +328,8 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         ok = state.ready and state.batcher.running and storage_ok
         reason = "ok" if ok else ("rate-limit storage unreachable" if not storage_ok
                                   else "not ready")
-        return JSONResponse({"status": reason}, status_code=200 if ok else 503)
+        return JSONResponse({"status": reason, "details": {"runtime": state.runtime.details()}},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", responses={401: {"model": ErrorResponse},
                                                                    403: {"model": ErrorResponse}})

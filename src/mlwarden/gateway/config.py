@@ -219,12 +219,24 @@ class BatchingConfig(_Section):
     enabled: bool = True
     max_batch_size: int = Field(default=64, gt=0)
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
-    worker_thread: bool = Field(
-        default=True,
+    worker_thread: bool | Literal["auto"] = Field(
+        default="auto",
         description="run the model in a worker thread (the event loop keeps accepting during "
         "a forward pass); false runs it on the loop, which avoids thread hand-offs on small "
-        "CPU models",
+        "CPU models; auto: a worker thread only for large models or several torch threads",
     )
+    torch_threads: int | Literal["auto"] = Field(
+        default="auto",
+        description="torch intra-op threads; auto: 1, or half the available cores (at most 8) "
+        "for a model over 20M parameters on more than 2 cores",
+    )
+
+    @field_validator("torch_threads")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("must be 'auto' or a positive number of threads")
+        return v
 
 
 class GatewayConfig(_Section):
