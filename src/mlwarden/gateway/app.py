@@ -88,7 +88,6 @@ def create_app(
     from mlwarden.gateway.monitoring import MonitorActions, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
-    from mlwarden.gateway.tuning import RuntimeChoice
     from mlwarden.gateway.runner import ModelRunner, check_validator
     from mlwarden.gateway.tuning import apply_runtime, choose_runtime
 
