@@ -139,7 +139,8 @@ def test_validate_checks_inputs_then_the_ood_verdict(digits_spec, digits_split) 
     flag = bounds_flag(batch, "flag")
     assert flag is not None and flag.visible and flag.public()["samples"] == [2]
     assert not bounds_flag(batch, "log").visible  # type: ignore[union-attr]
-    assert _refusal(parse_inputs, payload, digits_spec, 2).message.endswith("the limit is 2")
+    assert _refusal(parse_inputs, payload, digits_spec, 2).message.endswith(
+        "the limit is 2 per request: send smaller batches")
     assert ood_flag(None, 3.0, "reject") is None and ood_flag([False], 3.0, "reject") is None
     ood = ood_flag([False, True, True], 3.0, "flag")
     assert ood is not None and ood.samples == [1, 2] and "threshold 3" in ood.detail

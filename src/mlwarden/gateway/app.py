@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mlwarden.gateway.monitoring import Alert, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
+    from mlwarden.gateway.tuning import RuntimeChoice
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GatewayState:
     trail: AuditTrail
     validator: OODDetector | None
     hardening: HardeningConfig
+    runtime: RuntimeChoice
     pipeline: PredictPipeline | None = None
     ready: bool = False
     alerts: list[Alert] = field(default_factory=list)
@@ -87,6 +89,7 @@ def create_app(
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
     from mlwarden.gateway.runner import ModelRunner, check_validator
+    from mlwarden.gateway.tuning import apply_runtime, choose_runtime
 
     config = config or GatewayConfig()
     if validator is not None or config.validation.validator is not None:
@@ -105,12 +108,14 @@ def create_app(
                          ood_threshold=validator.threshold_ if validator is not None else None)
     metrics = GatewayMetrics()
     batching = config.batching
+    runtime = choose_runtime(batching.torch_threads, batching.worker_thread, model)
+    apply_runtime(runtime)
     batcher = DynamicBatcher(worker, max_batch_size=batching.max_batch_size,
                              max_wait_ms=batching.max_wait_ms, enabled=batching.enabled,
-                             in_thread=batching.worker_thread,
+                             in_thread=runtime.worker_thread,
                              on_batch=metrics.batch_size.observe)
     if config.auth.enabled:
-        key_store = keys or KeyStore(config.auth.keys, config.auth.key_file)
+        key_store = keys or _configured_keys(config)
     else:
         key_store = keys or KeyStore([])
     model_name = config.model_name or getattr(model, "name", None) or "model"
@@ -133,6 +138,7 @@ def create_app(
         trail=AuditTrail(audit, model_name, include_inputs=config.audit_log.include_inputs),
         validator=validator,
         hardening=hard,
+        runtime=runtime,
     )
     state.pipeline = PredictPipeline(
         config=config, spec=state.spec, model_name=model_name,
@@ -169,10 +175,32 @@ def create_app(
         version="1",
         description=f"Protected inference API for model '{state.model_name}'.",
         lifespan=lifespan,
+        docs_url="/docs" if config.docs else None,
+        redoc_url="/redoc" if config.docs else None,
     )
     app.state.gateway = state
     _install_routes(app, state, state.pipeline)
+    _declare_security(app, config)
     return app
+
+
+def _declare_security(app: FastAPI, config: GatewayConfig) -> None:
+    """Add the API-key schemes to the OpenAPI schema, so a client learns the auth header."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            if config.auth.enabled:
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                    "BearerKey": {"type": "http", "scheme": "bearer"},
+                }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _extraction_settings(config: GatewayConfig) -> dict[str, object] | None:
@@ -180,6 +208,32 @@ def _extraction_settings(config: GatewayConfig) -> dict[str, object] | None:
     ext = config.monitoring.extraction
     return (ext.model_dump(exclude={"enabled", "action", "block_seconds"}) if ext.enabled
             else None)
+
+
+def _configured_keys(config: GatewayConfig) -> KeyStore:
+    """The key store of ``[gateway.auth]``; a missing key file or one with no active key is a
+    start-up error, since every request would otherwise get a 401 with nothing in the log."""
+    from mlwarden.gateway.auth import KeyStore
+
+    auth = config.auth
+    if auth.key_file is not None and not auth.key_file.exists():
+        raise ConfigError(
+            f"[gateway.auth] key_file '{auth.key_file}' does not exist; create it with "
+            f"`mlwarden keys create --file {auth.key_file} --name app --scope predict` "
+            "or point key_file at the file `mlwarden keys create` wrote"
+        )
+    store = KeyStore(auth.keys, auth.key_file)
+    if store.active() == 0:
+        where = f"key file '{auth.key_file}'" if auth.key_file is not None else "[gateway.auth]"
+        target = auth.key_file or "mlwarden-keys.json"
+        raise ConfigError(
+            f"authentication is on but {where} holds no active API key; add one with "
+            f"`mlwarden keys create --file {target} --name app --scope predict`"
+            + ("" if auth.key_file is not None
+               else f" and set [gateway.auth] key_file = \"{target}\"")
+            + ", or set [gateway.auth] enabled = false"
+        )
+    return store
 
 
 def _query_attack_settings(config: GatewayConfig,
@@ -191,9 +245,15 @@ def _query_attack_settings(config: GatewayConfig,
         return None
     threshold = qa.threshold or extra.get("query_attack_threshold")
     if threshold is None:
+        if config.validation.validator is None:
+            fix = ("set [gateway.validation] validator = \"validator.safetensors\" (the file "
+                   "`mlwarden gateway fit-validator` writes; it carries the threshold)")
+        else:
+            fix = (f"the validator file '{config.validation.validator}' carries none: re-fit it "
+                   "with this version's `mlwarden gateway fit-validator`")
         raise ConfigError(
-            "gateway.monitoring.query_attack.threshold is not set and no validator file "
-            "provides one; run `mlwarden gateway fit-validator` or set it"
+            "[gateway.monitoring.query_attack] has no threshold: " + fix + ", or set "
+            "[gateway.monitoring.query_attack] threshold = <distance>, or enabled = false"
         )
     return {"threshold": float(threshold), "k": qa.k, "history": qa.history,
             "hits_to_alert": qa.hits_to_alert}
@@ -240,8 +300,9 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": request_schema(
-                state.spec, config.validation.max_batch)}},
-        }
+                state.spec, config.max_inputs)}},
+        },
+        "security": [{"ApiKeyHeader": []}, {"BearerKey": []}] if config.auth.enabled else [],
     }
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=errors,
@@ -266,7 +327,8 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         ok = state.ready and state.batcher.running and storage_ok
         reason = "ok" if ok else ("rate-limit storage unreachable" if not storage_ok
                                   else "not ready")
-        return JSONResponse({"status": reason}, status_code=200 if ok else 503)
+        return JSONResponse({"status": reason, "details": {"runtime": state.runtime.details()}},
+                            status_code=200 if ok else 503)
 
     @app.get("/metrics", summary="Prometheus metrics", responses={401: {"model": ErrorResponse},
                                                                    403: {"model": ErrorResponse}})

@@ -129,6 +129,10 @@ class KeyStore:
     def __len__(self) -> int:
         return len(self._by_prefix)
 
+    def active(self) -> int:
+        """How many keys authenticate (not revoked): zero means every request gets a 401."""
+        return sum(not e.revoked for e in self._by_prefix.values())
+
     def authenticate(self, api_key: str | None) -> Principal | None:
         """The principal for a valid, unrevoked key; None otherwise (no reason given)."""
         self._maybe_reload()

@@ -219,12 +219,24 @@ class BatchingConfig(_Section):
     enabled: bool = True
     max_batch_size: int = Field(default=64, gt=0)
     max_wait_ms: float = Field(default=2.0, ge=0, le=1000)
-    worker_thread: bool = Field(
-        default=True,
+    worker_thread: bool | Literal["auto"] = Field(
+        default="auto",
         description="run the model in a worker thread (the event loop keeps accepting during "
         "a forward pass); false runs it on the loop, which avoids thread hand-offs on small "
-        "CPU models",
+        "CPU models; auto: a worker thread only for large models or several torch threads",
     )
+    torch_threads: int | Literal["auto"] = Field(
+        default="auto",
+        description="torch intra-op threads; auto: 1, or half the available cores (at most 8) "
+        "for a model over 20M parameters on more than 2 cores",
+    )
+
+    @field_validator("torch_threads")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if v != "auto" and int(v) < 1:
+            raise ValueError("must be 'auto' or a positive number of threads")
+        return v
 
 
 class GatewayConfig(_Section):
@@ -241,6 +253,24 @@ class GatewayConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    docs: bool = Field(
+        default=False, description="serve /docs and /redoc (the UI loads its scripts from a "
+        "CDN, and the pages need no key); /openapi.json is always served"
+    )
+
+    @property
+    def max_inputs(self) -> int:
+        """Inputs one request may carry: ``validation.max_batch``, or less when a rate limit
+        (which counts inputs) could never admit more. One value for the check and the schema."""
+        limit = self.validation.max_batch
+        rl = self.rate_limit
+        if rl.enabled:
+            from limits import parse_many
+
+            for rate in (rl.per_key, rl.per_key_burst, rl.per_address, rl.per_address_burst):
+                if rate is not None:
+                    limit = min(limit, *(item.amount for item in parse_many(rate)))
+        return limit
 
     @classmethod
     def from_dict(cls, data: dict[str, object], *, where: str = "gateway") -> GatewayConfig:

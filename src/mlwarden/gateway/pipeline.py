@@ -196,7 +196,7 @@ class PredictPipeline:
         body = await read_body(headers, chunks, cfg.validation.max_body_bytes)
         call.body_hash = hashlib.sha256(body).hexdigest()
         # validate the inputs
-        batch = parse_inputs(parse_body(body), self.spec, cfg.validation.max_batch,
+        batch = parse_inputs(parse_body(body), self.spec, cfg.max_inputs,
                              cfg.validation.bounds)
         n = len(batch.x)
         # limit: the input budget

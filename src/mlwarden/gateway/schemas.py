@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 
@@ -41,3 +43,4 @@ class ErrorResponse(BaseModel):
 
 class Health(BaseModel):
     status: str
+    details: dict[str, Any] | None = None

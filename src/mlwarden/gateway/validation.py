@@ -122,7 +122,8 @@ def parse_inputs(payload: Any, spec: InputSpec, max_batch: int,
     if not inputs:
         raise invalid_input("'inputs' is empty; send at least one sample")
     if len(inputs) > max_batch:
-        raise invalid_input(f"'inputs' has {len(inputs)} samples; the limit is {max_batch}")
+        raise invalid_input(f"'inputs' has {len(inputs)} samples; the limit is {max_batch} "
+                            "per request: send smaller batches")
     expected = "(" + ", ".join(map(str, spec.shape)) + ")"
     try:
         raw = np.asarray(inputs)
