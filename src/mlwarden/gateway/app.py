@@ -316,7 +316,8 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
     app.add_middleware(PredictFastPath, respond=pipeline.respond)
     install_admin_routes(app, state, pipeline)
 
-    @app.get("/healthz", response_model=Health, summary="Liveness")
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
+             summary="Liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
