@@ -209,14 +209,16 @@ def _dispatch(
         fmt = _try_pickle(buf, ctx, member)
         if fmt is not None:
             return fmt
-    from mlwarden.supplychain.onnx_scan import scan_onnx
-
     if name.lower().endswith(".onnx"):
+        from mlwarden.supplychain.onnx_scan import scan_onnx
+
         scan_onnx(buf, ctx, base, member)
         return "onnx"
     if head[:1] == b"\x08" and head[1:2] < b"\x20":
         # an ONNX model under another name (field 1, ir_version, comes first); only
         # claim it when it parses, otherwise it is an unknown binary
+        from mlwarden.supplychain.onnx_scan import scan_onnx
+
         probe = ScanContext(label=ctx.label, policy=ctx.policy, limits=ctx.limits)
         scan_onnx(buf, probe, base, member)
         if not any(f.id == "MLW-SCAN-042" for f in probe.findings):

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 from mlwarden.supplychain.context import ScanContext
-from mlwarden.supplychain.keras_scan import scan_keras_config
 from mlwarden.supplychain.magic import CHUNK, NPY_MAGIC, ZIP_MAGIC
 from mlwarden.supplychain.pickle_reader import OPCODES, looks_like_pickle, read_pickle
 from mlwarden.supplychain.pickle_scan import (
@@ -510,6 +509,8 @@ def _scan_member(
         finally:
             ctx.depth -= 1
     elif kind == "keras" and base == "config.json":
+        from mlwarden.supplychain.keras_scan import scan_keras_config
+
         scan_keras_config(bytes(data), ctx, name)
 
 
