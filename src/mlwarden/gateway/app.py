@@ -175,13 +175,59 @@ def create_app(
         version="1",
         description=f"Protected inference API for model '{state.model_name}'.",
         lifespan=lifespan,
-        docs_url="/docs" if config.docs else None,
-        redoc_url="/redoc" if config.docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.gateway = state
     _install_routes(app, state, state.pipeline)
     _declare_security(app, config)
+    if config.docs:
+        _install_docs(app)
     return app
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the assets ``fastapi-offline`` ships.
+
+    FastAPI's default pages load their scripts from a CDN, so they are blank on a host
+    with no internet (where gateways often run) and pull third-party code into the
+    operator's browser. Only the asset files of ``fastapi-offline`` are used (Swagger
+    UI 5, which renders FastAPI's OpenAPI 3.1; `swagger-ui-bundle` ships 4.x, which
+    refuses it); the pages are ours, so they sit beside the gateway's own routes.
+    """
+    from pathlib import Path
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    package: Any = require("fastapi_offline", "serve")
+    assets = Path(package.__file__).parent / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    schema = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=schema,
+            title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=schema,
+            title=f"{app.title} - API",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _declare_security(app: FastAPI, config: GatewayConfig) -> None:

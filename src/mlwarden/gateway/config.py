@@ -254,8 +254,10 @@ class GatewayConfig(_Section):
     audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     docs: bool = Field(
-        default=False, description="serve /docs and /redoc (the UI loads its scripts from a "
-        "CDN, and the pages need no key); /openapi.json is always served"
+        default=False, description="serve Swagger UI at /docs and Redoc at /redoc from local "
+        "assets "
+        "(fastapi-offline's files; no CDN, no key needed: they show only the public schema); "
+        "/openapi.json is always served"
     )
 
     @property
