@@ -116,6 +116,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    """A free loopback port for a server the test starts as a process."""
+    return _free_port
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def wait_ready() -> Callable[..., None]:
+    """Wait until a `mlwarden serve` process answers ``/readyz`` (fails with its output
+    if it exits first)."""
+    return _wait_ready
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A throwaway redis-server on a free loopback port, no persistence."""

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,13 +18,8 @@ from mlwarden.gateway.auth import add_key
 from mlwarden.io.export import save_weights
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_fit_validator_then_serve_then_graceful_shutdown(tmp_path: Path, digits_cnn,
+def test_fit_validator_then_serve_then_graceful_shutdown(tmp_path: Path, digits_cnn, free_port,
+                                                         wait_ready,
                                                          digits_split):
     weights = save_weights(digits_cnn, tmp_path / "cnn.safetensors")
     runner = CliRunner()
@@ -36,7 +29,7 @@ def test_fit_validator_then_serve_then_graceful_shutdown(tmp_path: Path, digits_
     assert res.exit_code == 0, res.output
     assert "query-attack k-NN threshold" in res.output
     key = add_key(tmp_path / "keys.json", "e2e")
-    port = _port()
+    port = free_port()
     (tmp_path / "mlwarden.toml").write_text(
         f'[model]\npath = "cnn.safetensors"\nfactory = "mlwarden.models:SmallCNN"\n\n'
         f'[gateway]\nport = {port}\n'
@@ -50,16 +43,7 @@ def test_fit_validator_then_serve_then_graceful_shutdown(tmp_path: Path, digits_
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(proc, url, timeout=90)
         noise = [[[0.5] * 8] * 8]
         r = httpx.post(f"{url}/v1/predict", headers={"X-API-Key": key.api_key},
                        json={"inputs": [digits_split[1].x[0].tolist(), noise]})

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -28,13 +26,9 @@ def gateway_commands() -> str:
     return blocks[0]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
-
-def test_readme_gateway_section_verbatim(tmp_path: Path, digits_cnn, digits_split):
+def test_readme_gateway_section_verbatim(tmp_path: Path, digits_cnn, digits_split, free_port,
+                                         wait_ready):
     block = gateway_commands()
     setup, _, serve_line = block.rpartition("\n")
     assert serve_line.startswith("mlwarden serve"), serve_line
@@ -58,21 +52,12 @@ def test_readme_gateway_section_verbatim(tmp_path: Path, digits_cnn, digits_spli
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     api_key = done.stdout.strip().splitlines()[0]  # keys create prints the key once
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(["bash", "-c", f"exec {serve_line} --port {port}"], cwd=work,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.3)
+        wait_ready(proc, url, timeout=120)
         r = httpx.post(f"{url}/v1/predict", headers={"X-API-Key": api_key},
                        json={"inputs": [test.x[0].tolist()]})
         assert r.status_code == 200, r.text
