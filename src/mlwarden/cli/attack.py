@@ -96,13 +96,13 @@ def evasion_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Attack a model and report its robust accuracy (optionally save the adversarial batch)."""
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.evasion import run_evasion, save_adversarial
 
-    parse_fail_on(fail_on)  # a bad --fail-on fails before minutes of attacking
+    fail_threshold(fail_on)  # a bad --fail-on fails before minutes of attacking
     settings: EvasionSettings = settings_from_flags(
         EvasionSettings,
         {

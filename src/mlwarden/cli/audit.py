@@ -11,7 +11,7 @@ from mlwarden.cli.common import (
     FailOnOption,
     ProgressOption,
     SpecOption,
-    parse_fail_on,
+    fail_threshold,
 )
 
 
@@ -89,7 +89,7 @@ def audit_command(
     if formats:
         updates["formats"] = formats
     if fail_on is not None:
-        parse_fail_on(fail_on)
+        fail_threshold(fail_on)
         updates["fail_on"] = fail_on.strip().lower()
     if seed is not None:
         updates["seed"] = seed

@@ -68,13 +68,13 @@ def detect_command(
 
     Neural Cleanse (patch triggers) and the universal perturbation (blended triggers).
     """
-    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
     from mlwarden.defenses.detection.model_scan import BackdoorSettings, run_backdoor_scan
 
-    parse_fail_on(fail_on)
+    fail_threshold(fail_on)
     settings = settings_from_flags(
         BackdoorSettings,
         {"methods": method or None, "threshold": threshold, "steps": steps, "samples": samples},
@@ -133,12 +133,12 @@ def scan_data_command(
     fail_on: str = FailOnOption,
 ) -> None:
     """Report training samples that look poisoned (activation clustering, spectral signatures)."""
-    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.core.findings import Report
     from mlwarden.defenses.detection.data_scan import DataScanSettings, run_data_scan
 
-    parse_fail_on(fail_on)
+    fail_threshold(fail_on)
     settings = settings_from_flags(DataScanSettings, {"method": method, "eps": eps, "layer": layer})
     loaded, dataset = load_subject(
         model,

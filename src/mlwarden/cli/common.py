@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 
 from mlwarden.core.finding import FAIL_ON_CHOICES as FAIL_ON_CHOICES
-from mlwarden.core.finding import Severity, fail_threshold
+from mlwarden.core.finding import Severity
+from mlwarden.core.finding import fail_threshold as fail_threshold
 from mlwarden.core.verdict import DEFAULT_FAIL_ON
 
 if TYPE_CHECKING:
@@ -65,11 +66,6 @@ FailOnOption = typer.Option(
     "--fail-on",
     help="Fail (exit 1) when a finding is at or above this severity (info..critical, or never).",
 )
-
-
-def parse_fail_on(value: str) -> Severity | None:
-    """``never`` disables failing; anything else must be a severity name."""
-    return fail_threshold(value)
 
 
 def exit_code_for(report: Report, fail_on: str | Severity | None) -> int:

@@ -91,13 +91,13 @@ def robustness_command(
     progress: bool = ProgressOption,
 ) -> None:
     """Robust accuracy at each --eps under an ensemble of attacks, as a report."""
-    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.evasion import run_robustness
 
-    parse_fail_on(fail_on)
+    fail_threshold(fail_on)
     settings: RobustnessSettings = settings_from_flags(
         RobustnessSettings,
         {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from mlwarden.cli.common import OutputFormat, parse_fail_on
+from mlwarden.cli.common import OutputFormat, fail_threshold
 from mlwarden.core.verdict import FAIL_ON_CHOICES
 
 report_app = typer.Typer(
@@ -68,7 +68,7 @@ def render_command(
     from mlwarden.report.render import write_atomic
 
     if fail_on is not None:
-        parse_fail_on(fail_on)  # a typo fails before any work is done
+        fail_threshold(fail_on)  # a typo fails before any work is done
     report = read_report(report_path)
     if fail_on is not None:
         report = with_fail_on(report, fail_on)

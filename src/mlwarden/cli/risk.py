@@ -124,14 +124,14 @@ def assess_command(
     ),
 ) -> None:
     """Threat register, security requirements and the checks that verify them."""
-    from mlwarden.cli.common import emit_report, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold
     from mlwarden.risk.engine import assess
     from mlwarden.risk.questionnaire import load_answers
     from mlwarden.risk.register import threat_model_report
     from mlwarden.risk.rules import load_rules
     from mlwarden.risk.skeleton import config_skeleton
 
-    parse_fail_on(fail_on)
+    fail_threshold(fail_on)
     if config_out is not None:
         _refuse_overwrite(config_out, force)
     model = assess(load_answers(answers), load_rules(rules) if rules else None)

@@ -80,14 +80,14 @@ def transfer_command(
 
     The audit: backdoor inheritance, adversarial transfer and divergence from the teacher.
     """
-    from mlwarden.cli.common import emit_report, load_subject, parse_fail_on
+    from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.errors import InputError, ParameterError
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.transfer import TransferSettings, require_teacher, run_transfer
 
-    parse_fail_on(fail_on)
+    fail_threshold(fail_on)
     settings = settings_from_flags(
         TransferSettings,
         {
