@@ -133,22 +133,40 @@ def _big_checkpoint(path: Path, size_mb: int) -> None:
 
 
 def speed(all_tools: list[Tool], tmp: Path, size_mb: int, repeats: int) -> None:
+    """Wall time and peak memory per tool; runs alternate between tools (round robin) so
+    that a change in machine load hits every tool alike, and each row gives its ratio to
+    mlwarden's default (text output, which computes no digest). ``mlwarden --format json``
+    is a second row: JSON reports record each file's SHA-256, which costs a full read."""
     small = tmp / "small.pkl"
     small.write_bytes(pickle.dumps({"w": list(range(200)), "name": "x" * 200}, protocol=4))
     big = tmp / "big.pt"
     _big_checkpoint(big, size_mb)
+    json_row = Tool(
+        "mlwarden --format json",
+        lambda p: [sys.executable, "-m", "mlwarden.cli.main", "scan", "--format", "json", str(p)],
+        (1, 3),
+    )
+    rows = [all_tools[0], json_row, *all_tools[1:]]
     for path, label in ((small, f"{small.stat().st_size} B pickle"), (big, "PyTorch zip")):
         size = path.stat().st_size
         print(f"\n## Whole-process time and peak memory: {label} ({size / 1e6:.1f} MB)\n")
-        print(f"median of {repeats} runs after one warm-up; {os.cpu_count()} CPUs (shared)\n")
-        print("| tool | seconds | peak RSS (MiB) | outcome |")
-        print("| --- | ---: | ---: | --- |")
-        for tool in all_tools:
-            outcome = run(tool, path, timeout=600)
-            samples = [run_measured(tool, path) for _ in range(repeats)]
-            secs = statistics.median(s for s, _ in samples)
-            rss = max(r for _, r in samples) / 1024
-            print(f"| {tool.name} | {secs:.2f} | {rss:.0f} | {outcome} |")
+        print(
+            f"median of {repeats} runs per tool, alternating between tools, after one warm-up "
+            f"each; {os.cpu_count()} CPUs (shared)\n"
+        )
+        outcomes = {tool.name: run(tool, path, timeout=600) for tool in rows}
+        samples: dict[str, list[tuple[float, int]]] = {tool.name: [] for tool in rows}
+        for _ in range(repeats):
+            for tool in rows:
+                samples[tool.name].append(run_measured(tool, path))
+        base = statistics.median(s for s, _ in samples[rows[0].name])
+        print("| tool | seconds | x mlwarden | peak RSS (MiB) | outcome |")
+        print("| --- | ---: | ---: | ---: | --- |")
+        for tool in rows:
+            secs = statistics.median(s for s, _ in samples[tool.name])
+            rss = max(r for _, r in samples[tool.name]) / 1024
+            ratio = secs / base if base > 0 else float("nan")
+            print(f"| {tool.name} | {secs:.2f} | {ratio:.2f} | {rss:.0f} | {outcomes[tool.name]} |")
     big.unlink()
 
 
@@ -206,6 +224,10 @@ def main() -> None:
     ap.add_argument("--skip-detection", action="store_true")
     args = ap.parse_args()
     all_tools = tools(args.peers)
+    # pip compiles a package's modules when it installs it, so the peers start from
+    # bytecode; compile mlwarden's too (an editable checkout, or PYTHONDONTWRITEBYTECODE,
+    # would otherwise make every mlwarden run compile its sources first)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src")], check=True)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_speed:
             speed(all_tools, Path(tmp), args.size_mb, args.repeats)
