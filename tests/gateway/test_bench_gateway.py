@@ -91,3 +91,42 @@ def test_quick_run_prints_a_table_with_no_refusals():
         assert row.rstrip(" |").endswith("| 0"), row  # non-2xx
     assert '"source": "auto (torch_threads, worker_thread)"' in done.stdout
     assert "authenticated chain intact" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None,
+                    reason="wrk is not installed (apt-get install -y wrk)")
+def test_a_server_that_refuses_makes_the_run_invalid(tmp_path: Path):
+    """wrk against a real loopback server answering 429: the benchmark stops and says so."""
+    import argparse
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"error": {"code": "rate_limited"}}'
+            self.send_response(429)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    mod = bench()
+    (tmp_path / "post.lua").write_text(mod.WRK_LUA)
+    (tmp_path / "bodies.jsonl").write_text('{"inputs": [[[0.5]]]}\n')
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        server = mod.Server("refuser", None, f"http://127.0.0.1:{httpd.server_port}", "k", {},
+                            tmp_path / "refuser.log")
+        with pytest.raises(SystemExit) as stopped:
+            mod.run_wrk(server, argparse.Namespace(threads=1), tmp_path, 1, 2)
+        message = str(stopped.value)
+        assert message.startswith("INVALID BENCHMARK: refuser answered "), message
+        assert "answered 0 non-2xx" not in message
+        assert '429 {"error": {"code": "rate_limited"}}' in message  # what one request got
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
