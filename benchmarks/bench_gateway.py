@@ -223,8 +223,9 @@ def server_env() -> dict[str, str]:
 
 
 def run_step(cmd: list[str], cwd: Path, what: str) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=server_env(), capture_output=True, text=True,
-                          timeout=600)
+    """A preparation step (export, keys, validator): this environment, thread caps included,
+    since nothing about it is measured."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise SystemExit(f"{what} failed ({shlex.join(cmd)}):\n{done.stdout}{done.stderr}")
     return done.stdout
