@@ -23,10 +23,10 @@ default intra-op threads (what such a server gets unless its author thinks of it
 calls ``torch.set_num_threads(1)`` (the strongest simple baseline for a small model on a busy
 machine). All servers get the same JSON body format, cycled through all 1,797 digits by the wrk
 Lua script (one digit per request, every wrk thread from its own offset), the same ``wrk -t -c
--d --latency``, and alternate runs (gateway, bare, bare, gateway, ...) after one warm-up each:
-first on the machine as it is, then with a process spinning one core beside them
-(``--hog-cores``). Any non-2xx answer or socket error makes the run invalid: the script says
-which server and what it answered, and exits with status 1.
+-d --latency --timeout``, and alternate runs (gateway, bare, bare, gateway, ...) after one
+warm-up each: first with nothing added to the machine ("no hog"), then with a process spinning
+one core beside them (``--hog-cores``). Any non-2xx answer or socket error makes the run
+invalid: the script says which server and what it answered, and exits with status 1.
 
 The servers are started without ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, since the defaults are
 what is measured. The output is a markdown table (medians of the rounds, ratios gateway/bare).
@@ -443,7 +443,7 @@ def main() -> int:
         raise SystemExit("--rounds >= 1, --duration > 0 and --connections >= --threads")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    began = time.monotonic()
+    began, load_before = time.monotonic(), os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
     servers: list[Server] = []
     try:
@@ -461,7 +461,7 @@ def main() -> int:
         warm = max(1.0, min(3.0, args.duration))
         for s in servers:
             run_wrk(s, args, work, warm, args.connections)
-        conditions = [("quiet", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
+        conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
                                        if args.hog_cores else [])
         results: dict[str, dict[str, list[dict[str, float]]]] = {}
         for cond, cores in conditions:
@@ -487,7 +487,9 @@ def main() -> int:
     print(f"\n`python benchmarks/bench_gateway.py {shlex.join(sys.argv[1:])}`: "
           f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.rounds} "
           f"alternated round(s) per server and machine, medians; {os.cpu_count()} CPUs, "
-          f"load average {load[0]:.1f} at the end; {time.monotonic() - began:.0f} s in all\n")
+          f"load average {load_before:.1f} before, {load[0]:.1f} at the end (other processes "
+          f"count; the machine is quiet only if nothing else runs); "
+          f"{time.monotonic() - began:.0f} s in all\n")
     print(table(results))
     print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(runtime)}")
     for s in servers[1:]:

@@ -85,7 +85,7 @@ def test_quick_run_prints_a_table_with_no_refusals():
         [sys.executable, str(SCRIPT), "--quick", "--duration", "1", "--hog-cores", "0",
          "--bare", "1"], env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| quiet |")]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| no hog |")]
     assert [r.split("|")[2].strip() for r in rows] == [
         "mlwarden serve (all on)", "bare FastAPI (1 torch thread)",
         "**gateway / bare FastAPI (1 torch thread)**"]
