@@ -332,6 +332,10 @@ def run_wrk(server: Server, args: argparse.Namespace, work: Path, duration: floa
     result = parse_wrk(done.stdout)
     if result["non2xx"] or result["socket_errors"]:
         explain_refusal(server, work, result, done.stdout)
+    if result["requests"] == 0:
+        raise SystemExit(f"INVALID BENCHMARK: no request to {server.name} completed in "
+                         f"{duration:g} s (a stalled server or machine; run longer)\n"
+                         f"wrk said:\n{done.stdout}\nserver log: {server.log}")
     return result
 
 
@@ -357,24 +361,19 @@ def explain_refusal(server: Server, work: Path, result: dict[str, float], out: s
 # -- the benchmark -------------------------------------------------------------------------
 
 
-def prepare(work: Path) -> tuple[str, list[str]]:
-    """The user's artefacts and the gateway's files, made with the CLI; (key, serve command)."""
+def prepare(work: Path, cli: list[str]) -> str:
+    """The user's artefacts and the gateway's files, made with the CLI ``cli``; the API key."""
     (work / "export_model.py").write_text(EXPORT_SCRIPT)
     (work / "bare_server.py").write_text(BARE_SCRIPT)
     (work / "post.lua").write_text(WRK_LUA)
     print(run_step([sys.executable, "export_model.py", str(work)], work, "export").strip())
-    cli = shlex.split(ARGS.mlwarden) if ARGS.mlwarden else [sys.executable, "-m",
-                                                              "mlwarden.cli.main"]
     out = run_step([*cli, "keys", "create", "--file", "mlwarden-keys.json", "--name", "bench",
                     "--scope", "predict", "--output", "rounded"], work, "keys create")
     key = out.strip().splitlines()[0]
     run_step([*cli, "audit-log", "keygen", "--file", "audit-keys.json"], work, "audit-log keygen")
     print(run_step([*cli, "gateway", "fit-validator", "--model", "model.pt2", "--data",
                     "train.npz", "--config", "mlwarden.toml"], work, "fit-validator").strip())
-    return key, cli
-
-
-ARGS: argparse.Namespace
+    return key
 
 
 def median(runs: list[dict[str, float]], field: str) -> float:
@@ -415,7 +414,6 @@ def bare_name(threads: str) -> str:
 
 
 def main() -> int:
-    global ARGS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -425,13 +423,13 @@ def main() -> int:
                     help="bare endpoints to run, by torch threads: 'default' (torch's own "
                     "choice, what a hand-rolled server gets) and/or numbers (set_num_threads)")
     ap.add_argument("--hog-cores", type=int, default=1,
-                    help="cores the CPU hog spins in the loaded half (0: quiet half only)")
+                    help="cores the CPU hog spins in the second half (0: the no-hog half only)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 round, 3 s runs (unless --rounds/--duration are given)")
     ap.add_argument("--mlwarden", default=None,
                     help="command that runs the CLI (default: this python -m mlwarden.cli.main)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    ARGS = args = ap.parse_args()
+    args = ap.parse_args()
     given = {a.split("=")[0] for a in sys.argv[1:]}
     if args.quick:
         args.rounds = args.rounds if "--rounds" in given else 1
@@ -449,7 +447,9 @@ def main() -> int:
     try:
         gport = free_port()
         (work / "mlwarden.toml").write_text(gateway_toml(gport))
-        key, cli = prepare(work)
+        cli = (shlex.split(args.mlwarden) if args.mlwarden
+               else [sys.executable, "-m", "mlwarden.cli.main"])
+        key = prepare(work, cli)
         servers.append(start_server(GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work,
                                     gport, "/readyz", key))
         for threads in bares:

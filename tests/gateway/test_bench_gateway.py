@@ -1,18 +1,26 @@
 """benchmarks/bench_gateway.py measures serve's own defaults with every protection on, and runs.
 
-The config test is fast; the smoke run (skipped without wrk) runs the whole script for
-1-second wrk runs and checks it prints a complete table. No timing is asserted.
+The config and wrk tests are fast; the smoke run (slow, skipped without wrk) runs the whole
+script with --quick (3-second wrk runs) and checks it prints a complete table. No timing
+is asserted.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -20,6 +28,8 @@ from mlwarden.gateway.config import load_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_gateway.py"
+NEEDS_WRK = pytest.mark.skipif(shutil.which("wrk") is None,
+                               reason="wrk is not installed (apt-get install -y wrk)")
 
 
 def bench() -> ModuleType:
@@ -75,15 +85,14 @@ Transfer/sec:    299.00KB
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None,
-                    reason="wrk is not installed (apt-get install -y wrk)")
+@NEEDS_WRK
 def test_quick_run_prints_a_table_with_no_refusals():
     # one thread for the preparation steps; the script starts the servers without the caps
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--duration", "1", "--hog-cores", "0",
-         "--bare", "1"], env=env, capture_output=True, text=True, timeout=400)
+        [sys.executable, str(SCRIPT), "--quick", "--hog-cores", "0", "--bare", "1"], env=env,
+        capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line for line in done.stdout.splitlines() if line.startswith("| no hog |")]
     assert [r.split("|")[2].strip() for r in rows] == [
@@ -95,40 +104,55 @@ def test_quick_run_prints_a_table_with_no_refusals():
     assert "authenticated chain intact" in done.stdout
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None,
-                    reason="wrk is not installed (apt-get install -y wrk)")
-def test_a_server_that_refuses_makes_the_run_invalid(tmp_path: Path):
-    """wrk against a real loopback server answering 429: the benchmark stops and says so."""
-    import argparse
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class _Answer(BaseHTTPRequestHandler):
+    """A loopback server answering every POST with ``status`` after ``delay`` seconds."""
 
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"error": {"code": "rate_limited"}}'
-            self.send_response(429)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    status, delay = 429, 0.0
 
-        def log_message(self, *args: object) -> None:
-            pass
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(self.delay)
+        body = b'{"error": {"code": "rate_limited"}}'
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def loopback(tmp_path: Path, status: int, delay: float) -> Iterator[Any]:
+    """The benchmark's wrk files in ``tmp_path`` and a `Server` for such a loopback server."""
     mod = bench()
     (tmp_path / "post.lua").write_text(mod.WRK_LUA)
     (tmp_path / "bodies.jsonl").write_text('{"inputs": [[[0.5]]]}\n')
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    handler = type("Handler", (_Answer,), {"status": status, "delay": delay})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        server = mod.Server("refuser", None, f"http://127.0.0.1:{httpd.server_port}", "k", {},
-                            tmp_path / "refuser.log")
-        with pytest.raises(SystemExit) as stopped:
-            mod.run_wrk(server, argparse.Namespace(threads=1), tmp_path, 1, 2)
-        message = str(stopped.value)
-        assert message.startswith("INVALID BENCHMARK: refuser answered "), message
-        assert "answered 0 non-2xx" not in message
-        assert '429 {"error": {"code": "rate_limited"}}' in message  # what one request got
+        yield mod.Server("refuser", None, f"http://127.0.0.1:{httpd.server_port}", "k", {},
+                         tmp_path / "refuser.log")
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@NEEDS_WRK
+def test_a_server_that_refuses_makes_the_run_invalid(tmp_path: Path):
+    """wrk against a real loopback server answering 429: the benchmark stops and says so."""
+    with loopback(tmp_path, 429, 0.0) as server, pytest.raises(SystemExit) as stopped:
+        bench().run_wrk(server, argparse.Namespace(threads=1), tmp_path, 1, 2)
+    message = str(stopped.value)
+    assert message.startswith("INVALID BENCHMARK: refuser answered "), message
+    assert "answered 0 non-2xx" not in message
+    assert '429 {"error": {"code": "rate_limited"}}' in message  # what one request got
+
+
+@NEEDS_WRK
+def test_a_run_with_no_completed_request_is_invalid(tmp_path: Path):
+    """A server that answers after the run has ended gives wrk nothing to measure."""
+    with loopback(tmp_path, 200, 3.0) as server, pytest.raises(SystemExit) as stopped:
+        bench().run_wrk(server, argparse.Namespace(threads=1), tmp_path, 1, 2)
+    assert "INVALID BENCHMARK: no request to refuser completed in 1 s" in str(stopped.value)
