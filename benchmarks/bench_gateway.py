@@ -25,8 +25,9 @@ machine). All servers get the same JSON body format, cycled through all 1,797 di
 Lua script (one digit per request, every wrk thread from its own offset), the same ``wrk -t -c
 -d --latency --timeout``, and alternate runs (gateway, bare, bare, gateway, ...) after one
 warm-up each: first with nothing added to the machine ("no hog"), then with a process spinning
-one core beside them (``--hog-cores``). Any non-2xx answer or socket error makes the run
-invalid: the script says which server and what it answered, and exits with status 1.
+one core beside them (``--hog-cores``). Any non-2xx answer, socket error or run without a
+completed request makes the benchmark invalid: the script says which server and what it
+answered, and exits with status 1.
 
 The servers are started without ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, since the defaults are
 what is measured. The output is a markdown table (medians of the rounds, ratios gateway/bare).
@@ -253,7 +254,7 @@ class Server:
 def start_server(name: str, cmd: list[str], cwd: Path, port: int, ready: str, key: str,
                  timeout: float = 180.0) -> Server:
     """Start a server process and wait until ``ready`` answers 200 (its log on failure)."""
-    log = cwd / f"{name}.log"
+    log = cwd / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=server_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
