@@ -1,23 +1,36 @@
-"""Load test: the protected mlwarden gateway vs a bare FastAPI endpoint, same model, same wrk.
+"""Load test: `mlwarden serve`, started as a user starts it, against bare FastAPI endpoints.
 
-    apt-get install wrk            # the load generator (Debian package)
-    pip install 'mlwarden[serve]'  # fastapi, uvicorn, limits, redis, prometheus-client, httpx
-    python benchmarks/bench_gateway.py [--connections 16] [--duration 10] [--rounds 3] [--width 16]
-    python benchmarks/bench_gateway.py --model minilm   # a pretrained transformer instead
+    apt-get install -y wrk                 # the load generator (Debian package)
+    pip install 'mlwarden[serve]'          # fastapi, uvicorn, limits, ...
+    python benchmarks/bench_gateway.py     # 3 rounds x 10 s, quiet and with a CPU hog
+    python benchmarks/bench_gateway.py --quick           # smoke run: 1 round x 3 s
+    python benchmarks/bench_gateway.py --rounds 5 --duration 20 --connections 32
 
-Both servers run as separate processes with one uvicorn worker and the same torch thread
-count, one after the other, on loopback. The gateway has every protection on: API-key
-auth, rate limits (in memory, set high enough that wrk is not refused), body/shape/bounds
-validation, the Mahalanobis OOD validator, rounded outputs, both attack monitors (action
-"log", so that every request does the full work instead of being blocked), the
-hash-chained audit log, and dynamic batching. The bare endpoint is the usual hand-rolled
-server: a pydantic body model and one forward pass per request.
+What the user brings is made by a script that imports nothing of mlwarden (`EXPORT_SCRIPT`):
+a small CNN trained on sklearn's 8x8 digits and saved with plain ``torch.export``, plus its
+training data as ``train.npz``. Then, in a fresh directory and with the CLI only, as the README
+says: ``mlwarden keys create``, ``mlwarden audit-log keygen``, ``mlwarden gateway fit-validator``
+and ``mlwarden serve --config mlwarden.toml``. The config (`gateway_toml`) sets nothing about
+torch threads or batching, so serve's own runtime choice (`mlwarden.gateway.tuning`) is what is
+measured; it turns every protection on: API keys, rate limits (set high enough not to refuse
+wrk), shape/bounds validation, the Mahalanobis OOD validator, rounded outputs, the extraction,
+query-attack and failed-auth monitors (their default ``block`` action), and the keyed audit log.
 
-Two subjects: ``--model digits`` (default), the SmallCNN on 8x8 digits, whose forward pass
-costs about 0.1 ms, so the run measures the HTTP stack and the protections; and
-``--model minilm``, a review classifier on the pretrained all-MiniLM-L6-v2 encoder
-(``benchmarks/_minilm.py``, 22M parameters, about 15 ms per sentence on one CPU thread),
-which is what a production model costs.
+The bare endpoints (`BARE_SCRIPT`, no mlwarden import) are the usual hand-rolled server: the
+same ``.pt2`` loaded with ``torch.export.load``, a pydantic body, one forward pass per request,
+uvicorn with one worker. ``--bare default,1`` (the default) runs two of them: one with torch's
+default intra-op threads (what such a server gets unless its author thinks of it), and one that
+calls ``torch.set_num_threads(1)`` (the strongest simple baseline for a small model on a busy
+machine). All servers get the same JSON body format, cycled through all 1,797 digits by the wrk
+Lua script (one digit per request, every wrk thread from its own offset), the same ``wrk -t -c
+-d --latency --timeout``, and alternate runs (gateway, bare, bare, gateway, ...) after one
+warm-up each: first with nothing added to the machine ("no hog"), then with a process spinning
+one core beside them (``--hog-cores``). Any non-2xx answer, socket error or run without a
+completed request makes the benchmark invalid: the script says which server and what it
+answered, and exits with status 1.
+
+The servers are started without ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, since the defaults are
+what is measured. The output is a markdown table (medians of the rounds, ratios gateway/bare).
 """
 
 from __future__ import annotations
@@ -26,261 +39,467 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+EXPORT_SCRIPT = textwrap.dedent('''
+    """The user's model: a small CNN on sklearn's digits, exported with plain torch.export."""
+    import sys
+    from pathlib import Path
 
-HERE = Path(__file__).resolve()
-
-
-class Body(BaseModel):
-    """The bare endpoint's body: what a hand-rolled FastAPI server declares."""
-
-    inputs: list[list[list[list[float]]]]
-
-
-class TextBody(BaseModel):
-    """The same for the text model: token ids per sentence."""
-
-    inputs: list[list[float]]
-
-
-# -- servers (run in child processes) ----------------------------------------------------
-
-
-def _model(workdir: Path):  # type: ignore[no-untyped-def]
+    import numpy as np
     import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
 
-    from mlwarden.core import Classifier
-    from mlwarden.io.dataset import load_builtin
-    from mlwarden.models import SmallCNN
+    out = Path(sys.argv[1])
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    train, test = order[:1347], order[1347:]
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(15):
+        for idx in torch.randperm(len(xt)).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(torch.from_numpy(x[test])).argmax(1).numpy() == y[test]).mean()
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (torch.from_numpy(x[:2]),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(out / "model.pt2"))
+    np.savez(out / "train.npz", x=x[train], y=y[train])
+    with open(out / "bodies.jsonl", "w") as f:  # every digit, one request body per line
+        for i in np.random.default_rng(1).permutation(len(x)):
+            f.write('{"inputs": [%s]}\\n' % np.round(x[i], 4).tolist())
+    print(f"exported model.pt2: held-out accuracy {acc:.3f}, "
+          f"{sum(p.numel() for p in model.parameters())} parameters")
+''')
 
-    if (workdir / "minilm.json").exists():
-        from _minilm import CLASS_NAMES, MiniLMClassifier
+BARE_SCRIPT = textwrap.dedent('''
+    """A hand-rolled FastAPI endpoint for the same .pt2: one forward pass per request."""
+    import sys
 
-        from mlwarden.core import InputSpec
-
-        module = MiniLMClassifier(num_classes=len(CLASS_NAMES))
-        head = torch.load(workdir / "head.pt", weights_only=True)
-        module.load_state_dict(head, strict=False)  # the encoder comes from the package
-        spec = InputSpec.model_validate_json((workdir / "minilm.json").read_text())
-        return Classifier(module.eval(), spec, name="minilm-reviews")
-    data = load_builtin("digits")
-    module = SmallCNN(width=int((workdir / "width.txt").read_text()))
-    module.load_state_dict(torch.load(workdir / "cnn.pt", weights_only=True))
-    return Classifier(module, data.spec(), name="digits-cnn")
-
-
-def run_gateway(workdir: Path, port: int, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    from mlwarden.gateway.app import create_app
-    from mlwarden.gateway.config import GatewayConfig
-    from mlwarden.gateway.server import serve
-
-    cfg = GatewayConfig.from_dict({
-        "auth": {"key_file": str(workdir / "keys.json")},
-        "rate_limit": {"per_key": "1000000/minute", "per_key_burst": "20000/second",
-                       "per_address": "1000000/minute", "per_address_burst": "20000/second"},
-        "validation": {"validator": str(workdir / "validator.safetensors"), "ood": "flag"},
-        "hardening": {"default_output": "rounded"},
-        "monitoring": {"extraction": {"action": "log"}, "query_attack": {"action": "log"}},
-        "audit_log": {"path": str(workdir / "audit.jsonl")},
-        "batching": {"enabled": True, "max_batch_size": 64, "max_wait_ms": 2.0,
-                     "worker_thread": os.environ.get("BENCH_WORKER_THREAD", "0") == "1"},
-    })
-    serve(create_app(_model(workdir), cfg), "127.0.0.1", port, log_level="warning")
-
-
-def run_bare(workdir: Path, port: int, threads: int) -> None:
     import torch
     import uvicorn
     from fastapi import FastAPI
+    from pydantic import BaseModel
 
-    torch.set_num_threads(threads)
-    model = _model(workdir).module.eval()
+    if sys.argv[3] != "default":  # the one line a user who has read about threads adds
+        torch.set_num_threads(int(sys.argv[3]))
+    model = torch.export.load(sys.argv[1]).module()
     app = FastAPI()
 
-    def answer(inputs: list[object]) -> dict[str, object]:
-        x = torch.tensor(inputs, dtype=torch.float32)
+
+    class Body(BaseModel):
+        inputs: list[list[list[list[float]]]]
+
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "torch_threads": torch.get_num_threads()}
+
+
+    @app.post("/v1/predict")
+    async def predict(body: Body) -> dict[str, object]:
+        x = torch.tensor(body.inputs, dtype=torch.float32)
         with torch.inference_mode():
             probs = torch.softmax(model(x), dim=1)
         return {"predictions": [{"label": int(p.argmax()), "probabilities": p.tolist()}
                                 for p in probs]}
 
-    if (workdir / "minilm.json").exists():
-        @app.post("/v1/predict")
-        async def predict_text(body: TextBody) -> dict[str, object]:
-            return answer(body.inputs)
-    else:
-        @app.post("/v1/predict")
-        async def predict(body: Body) -> dict[str, object]:
-            return answer(body.inputs)
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+                access_log=False)
+''')
 
+WRK_LUA = textwrap.dedent('''
+    -- POST one digit per request, cycling through bodies.jsonl; the key header if given
+    local counter = 0
+    function setup(thread)
+      thread:set("offset", counter * 997)
+      counter = counter + 1
+    end
+    function init(args)
+      bodies = {}
+      for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+      i = tonumber(wrk.thread:get("offset")) or 0
+      wrk.method = "POST"
+      wrk.headers["Content-Type"] = "application/json"
+      if args[2] ~= nil and args[2] ~= "" then wrk.headers["X-API-Key"] = args[2] end
+    end
+    function request()
+      i = i + 1
+      return wrk.format(nil, nil, nil, bodies[i % #bodies + 1])
+    end
+''')
 
-# -- the benchmark -----------------------------------------------------------------------
+WRK_TIMEOUT = "10s"
+"""wrk drops answers slower than this from its latencies and counts them as socket errors
+(its default is 2 s, which a bare server with oversubscribed threads can exceed)."""
 
-
-def prepare_minilm(workdir: Path) -> tuple[object, object, object, bytes]:
-    """Train the review classifier's head; save it and the spec; return (clf, x, y, body)."""
-    import torch
-    from _minilm import encode, minilm_subject
-
-    clf, x, y = minilm_subject()
-    head = {k: v for k, v in clf.module.state_dict().items() if not k.startswith("encoder.")}
-    torch.save(head, workdir / "head.pt")
-    (workdir / "minilm.json").write_text(clf.spec.model_dump_json())
-    ids = encode(["The blender is great, it works perfectly every morning."], clf.spec.shape[0])
-    return clf, x, y, json.dumps({"inputs": ids.tolist()}).encode()
-
-
-def prepare(workdir: Path, width: int = 16, model: str = "digits") -> tuple[str, bytes]:
-    """Train the model briefly, fit the validator, create a key; return (key, body)."""
-    import torch
-
-    from mlwarden.core import Classifier
-    from mlwarden.core.training import fit
-    from mlwarden.defenses.detection.ood import MahalanobisDetector, save_detector
-    from mlwarden.gateway.auth import add_key
-    from mlwarden.gateway.monitoring import calibrate_knn_threshold
-    from mlwarden.io.dataset import load_builtin
-    from mlwarden.models import SmallCNN
-
-    if model == "minilm":
-        clf, x_train, y_train, body = prepare_minilm(workdir)
-    else:
-        data = load_builtin("digits")
-        train, test = data.split(0.75, seed=0)
-        torch.manual_seed(0)
-        module = SmallCNN(width=width)
-        fit(module, train.x, train.y, epochs=5, lr=2e-3, batch_size=64, seed=0)
-        torch.save(module.state_dict(), workdir / "cnn.pt")
-        (workdir / "width.txt").write_text(str(width))
-        clf = Classifier(module, data.spec(), name="digits-cnn")
-        x_train, y_train = train.x, train.y
-        body = json.dumps({"inputs": test.x[:1].tolist()}).encode()
-    det = MahalanobisDetector().fit(clf, x_train, y_train)
-    save_detector(det, workdir / "validator.safetensors",
-                  {"query_attack_threshold": calibrate_knn_threshold(x_train)})
-    key = add_key(workdir / "keys.json", "bench").api_key
-    return key, body
+RATE_LIMIT = "10000000/minute"
+RATE_BURST = "1000000/second"
+"""Far above what wrk can send here, so that a 429 means a bug, not the benchmark's load."""
 
 
-def start(kind: str, workdir: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, str(HERE), "--serve", kind, "--workdir",
-                             str(workdir), "--port", str(port), "--torch-threads", str(threads)])
-    import httpx
+def gateway_toml(port: int) -> str:
+    """The user's config: every protection on, nothing about threads or batching."""
+    return textwrap.dedent(f'''
+        [model]
+        path = "model.pt2"
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+        [spec]                      # a plain torch.export file says shape and classes, not bounds
+        bounds = [0.0, 1.0]
+
+        [gateway]
+        host = "127.0.0.1"
+        port = {port}
+
+        [gateway.auth]
+        key_file = "mlwarden-keys.json"
+
+        [gateway.rate_limit]
+        per_key = "{RATE_LIMIT}"
+        per_key_burst = "{RATE_BURST}"
+        per_address = "{RATE_LIMIT}"
+        per_address_burst = "{RATE_BURST}"
+
+        [gateway.validation]
+        bounds = "reject"
+        ood = "flag"
+        validator = "validator.safetensors"
+
+        [gateway.hardening]
+        default_output = "rounded"
+
+        [gateway.monitoring.extraction]
+        action = "block"
+        [gateway.monitoring.query_attack]
+        action = "block"
+        [gateway.monitoring.failed_auth]
+        action = "block"
+
+        [gateway.audit_log]
+        path = "mlwarden-audit.jsonl"
+        key_file = "audit-keys.json"
+        require_key = true
+    ''').lstrip()
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env() -> dict[str, str]:
+    """This environment without thread caps: the servers run with their defaults."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_step(cmd: list[str], cwd: Path, what: str) -> str:
+    """A preparation step (export, keys, validator): this environment, thread caps included,
+    since nothing about it is measured."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed ({shlex.join(cmd)}):\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    key: str
+    info: dict[str, object]
+    log: Path
+
+
+def start_server(name: str, cmd: list[str], cwd: Path, port: int, ready: str, key: str,
+                 timeout: float = 180.0) -> Server:
+    """Start a server process and wait until ``ready`` answers 200 (its log on failure)."""
+    log = cwd / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=server_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise SystemExit(f"{kind} server exited with {proc.returncode}") from None
-            time.sleep(0.25)
-    proc.kill()
-    raise SystemExit(f"{kind} server did not start")
+            info = get_json(url + ready)
+            return Server(name, proc, url, key, info, log)
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise SystemExit(f"{name} did not start ({shlex.join(cmd)}):\n{log.read_text()}")
+        time.sleep(0.25)
 
 
-def wrk(
-    url: str, body: bytes, key: str | None, args: argparse.Namespace, workdir: Path
-) -> dict[str, float]:
-    lua = workdir / "post.lua"
-    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
-    if key:
-        headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    lua.write_text(f'wrk.method = "POST"\nwrk.body = [==[{body.decode()}]==]\n{headers}')
-    cmd = ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{args.duration}s",
-           "--latency", "-s", str(lua), f"{url}/v1/predict"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextmanager
+def cpu_hog(cores: int) -> Iterator[None]:
+    """``cores`` processes spinning a core each, for the loaded half of the benchmark."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait(10)
+
+
+# -- wrk -----------------------------------------------------------------------------------
+
+
+def to_ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, p50/p99 (ms), requests, non-2xx and socket errors of ``wrk --latency`` output."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise SystemExit(f"cannot read wrk's output:\n{out}")
 
     def pct(p: str) -> float:
-        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
-        value, unit = float(m.group(1)), m.group(2)  # type: ignore[union-attr]
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s|m)\s*$", out, flags=re.M)
+        if m is None:
+            raise SystemExit(f"wrk's output has no {p}% latency (was --latency given?):\n{out}")
+        return to_ms(m.group(1), m.group(2))
 
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    total = re.search(r"(\d+) requests in", out)
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"),
-            "non2xx": float(bad.group(1)) if bad else 0.0,
-            "requests": float(total.group(1)) if total else 0.0}
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {"rps": float(rps.group(1)), "p50": pct("50"), "p99": pct("99"),
+            "requests": float(total.group(1)), "non2xx": float(bad.group(1)) if bad else 0.0,
+            "socket_errors": float(sum(int(g) for g in sock.groups())) if sock else 0.0}
 
 
-def main() -> None:
+def run_wrk(server: Server, args: argparse.Namespace, work: Path, duration: float,
+            connections: int) -> dict[str, float]:
+    cmd = ["wrk", "-t", str(args.threads), "-c", str(connections), "-d", f"{duration:g}s",
+           "--latency", "--timeout", WRK_TIMEOUT, "-s", str(work / "post.lua"),
+           f"{server.url}/v1/predict", "--", str(work / "bodies.jsonl"), server.key]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise SystemExit(f"wrk failed: {done.stderr}")
+    result = parse_wrk(done.stdout)
+    if result["non2xx"] or result["socket_errors"]:
+        explain_refusal(server, work, result, done.stdout)
+    if result["requests"] == 0:
+        raise SystemExit(f"INVALID BENCHMARK: no request to {server.name} completed in "
+                         f"{duration:g} s (a stalled server or machine; run longer)\n"
+                         f"wrk said:\n{done.stdout}\nserver log: {server.log}")
+    return result
+
+
+def explain_refusal(server: Server, work: Path, result: dict[str, float], out: str) -> None:
+    """A server that refuses part of the load invalidates the benchmark: say what it said."""
+    body = (work / "bodies.jsonl").read_text().splitlines()[0].encode()
+    req = urllib.request.Request(f"{server.url}/v1/predict", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "X-API-Key": server.key})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = f"{r.status} (a request sent now passes)"
+    except urllib.error.HTTPError as exc:
+        answer = f"{exc.code} {exc.read()[:300].decode(errors='replace')}"
+    except (urllib.error.URLError, OSError) as exc:
+        answer = f"no answer: {exc}"
+    raise SystemExit(
+        f"INVALID BENCHMARK: {server.name} answered {result['non2xx']:.0f} non-2xx responses and "
+        f"had {result['socket_errors']:.0f} socket errors in {result['requests']:.0f} requests; "
+        f"one request now: {answer}\nwrk said:\n{out}\nserver log: {server.log}")
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+def prepare(work: Path, cli: list[str]) -> str:
+    """The user's artefacts and the gateway's files, made with the CLI ``cli``; the API key."""
+    (work / "export_model.py").write_text(EXPORT_SCRIPT)
+    (work / "bare_server.py").write_text(BARE_SCRIPT)
+    (work / "post.lua").write_text(WRK_LUA)
+    print(run_step([sys.executable, "export_model.py", str(work)], work, "export").strip())
+    out = run_step([*cli, "keys", "create", "--file", "mlwarden-keys.json", "--name", "bench",
+                    "--scope", "predict", "--output", "rounded"], work, "keys create")
+    key = out.strip().splitlines()[0]
+    run_step([*cli, "audit-log", "keygen", "--file", "audit-keys.json"], work, "audit-log keygen")
+    print(run_step([*cli, "gateway", "fit-validator", "--model", "model.pt2", "--data",
+                    "train.npz", "--config", "mlwarden.toml"], work, "fit-validator").strip())
+    return key
+
+
+def median(runs: list[dict[str, float]], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def table(results: dict[str, dict[str, list[dict[str, float]]]]) -> str:
+    """Markdown: medians per machine and server, then the gateway's ratio to each bare server
+    (of the medians, and the range of the per-round ratios)."""
+    lines = ["| machine | server | req/s | p50 ms | p99 ms | requests / per-round ratios "
+             "| non-2xx |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for cond, runs in results.items():
+        for name, r in runs.items():
+            lines.append(f"| {cond} | {name} | {median(r, 'rps'):.0f} | {median(r, 'p50'):.2f} | "
+                         f"{median(r, 'p99'):.2f} | {sum(x['requests'] for x in r):.0f} | "
+                         f"{sum(x['non2xx'] for x in r):.0f} |")
+        g = runs[GATEWAY]
+        for name, b in runs.items():
+            if name == GATEWAY:
+                continue
+            per = [x["rps"] / y["rps"] for x, y in zip(g, b, strict=True)]
+            p99 = [x["p99"] / y["p99"] for x, y in zip(g, b, strict=True)]
+            lines.append(
+                f"| {cond} | **gateway / {name}** | **{median(g, 'rps') / median(b, 'rps'):.2f}**"
+                f" | {median(g, 'p50') / median(b, 'p50'):.2f} | "
+                f"{median(g, 'p99') / median(b, 'p99'):.2f} | per round: req/s "
+                f"{min(per):.2f}-{max(per):.2f}, p99 {min(p99):.2f}-{max(p99):.2f} | |")
+    return "\n".join(lines)
+
+
+GATEWAY = "mlwarden serve (all on)"
+
+
+def bare_name(threads: str) -> str:
+    return ("bare FastAPI (torch default threads)" if threads == "default"
+            else f"bare FastAPI ({threads} torch thread{'s' if threads != '1' else ''})")
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--duration", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternate runs per server and machine")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
-    ap.add_argument("--torch-threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=1, help="alternate runs per server")
-    ap.add_argument("--width", type=int, default=16,
-                    help="SmallCNN width: 16 (~20k parameters) or larger for a heavier model")
-    ap.add_argument("--model", choices=["digits", "minilm"], default="digits",
-                    help="digits: SmallCNN (~0.1 ms a forward); minilm: pretrained MiniLM")
-    ap.add_argument("--serve", choices=["gateway", "bare"], help=argparse.SUPPRESS)
-    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--bare", default="default,1",
+                    help="bare endpoints to run, by torch threads: 'default' (torch's own "
+                    "choice, what a hand-rolled server gets) and/or numbers (set_num_threads)")
+    ap.add_argument("--hog-cores", type=int, default=1,
+                    help="cores the CPU hog spins in the second half (0: the no-hog half only)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 round, 3 s runs (unless --rounds/--duration are given)")
+    ap.add_argument("--mlwarden", default=None,
+                    help="command that runs the CLI (default: this python -m mlwarden.cli.main)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
-    if args.serve:
-        (run_gateway if args.serve == "gateway" else run_bare)(args.workdir, args.port,
-                                                               args.torch_threads)
-        return
+    given = {a.split("=")[0] for a in sys.argv[1:]}
+    if args.quick:
+        args.rounds = args.rounds if "--rounds" in given else 1
+        args.duration = args.duration if "--duration" in given else 3.0
+    bares = [b.strip() for b in args.bare.split(",") if b.strip()]
+    if not bares or any(b != "default" and not (b.isdigit() and int(b) > 0) for b in bares):
+        raise SystemExit(f"--bare: 'default' and/or positive thread counts, got '{args.bare}'")
+    if args.rounds < 1 or args.duration <= 0 or args.connections < args.threads:
+        raise SystemExit("--rounds >= 1, --duration > 0 and --connections >= --threads")
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    from mlwarden.gateway.server import free_port
-
-    workdir = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
-    key, body = prepare(workdir, args.width, args.model)
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
-    for _ in range(args.rounds):
-        for kind in ("bare", "gateway"):
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    began, load_before = time.monotonic(), os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
+    servers: list[Server] = []
+    try:
+        gport = free_port()
+        (work / "mlwarden.toml").write_text(gateway_toml(gport))
+        cli = (shlex.split(args.mlwarden) if args.mlwarden
+               else [sys.executable, "-m", "mlwarden.cli.main"])
+        key = prepare(work, cli)
+        servers.append(start_server(GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work,
+                                    gport, "/readyz", key))
+        for threads in bares:
             port = free_port()
-            proc = start(kind, workdir, port, args.torch_threads)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                auth = key if kind == "gateway" else None
-                warm = argparse.Namespace(threads=1, connections=4, duration=2)
-                wrk(url, body, auth, warm, workdir)  # warm-up
-                results[kind].append(wrk(url, body, auth, args, workdir))
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-    best = {k: max(v, key=lambda r: r["rps"]) for k, v in results.items()}
-    subject = ("MiniLM-L6 review classifier (32 tokens)" if args.model == "minilm"
-               else f"SmallCNN(width={args.width}) on digits")
-    print(f"\n{subject}; wrk -t{args.threads} -c{args.connections} "
-          f"-d{args.duration}s, torch threads {args.torch_threads}, {os.cpu_count()} CPUs, "
-          f"best of {args.rounds}")
-    print(f"{'server':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
-    names = {"bare": "bare FastAPI (1 fwd/request)", "gateway": "mlwarden gateway (all on)"}
-    for k in ("bare", "gateway"):
-        r = best[k]
-        if r["non2xx"]:
-            print(f"warning: {k} answered {r['non2xx']:.0f} non-2xx responses")
-        print(f"{names[k]:<28}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['non2xx']:>10.0f}")
-    g, b = best["gateway"], best["bare"]
-    print(f"{'ratio gateway/bare':<28}{g['rps'] / b['rps']:>10.2f}{g['p50'] / b['p50']:>10.2f}"
-          f"{g['p99'] / b['p99']:>10.2f}")
-    audit = workdir / "audit.jsonl"
-    if audit.exists():
-        from mlwarden.gateway.audit_log import verify_chain
-
-        print(f"gateway audit log: {verify_chain(audit).entries} entries, chain intact: "
-              f"{verify_chain(audit).ok}")
-    shutil.rmtree(workdir, ignore_errors=True)
+            servers.append(start_server(bare_name(threads), [sys.executable, "bare_server.py",
+                                        "model.pt2", str(port), threads], work, port,
+                                        "/healthz", ""))
+        print(f"prepared and started in {time.monotonic() - began:.0f} s", flush=True)
+        warm = max(1.0, min(3.0, args.duration))
+        for s in servers:
+            run_wrk(s, args, work, warm, args.connections)
+        conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
+                                       if args.hog_cores else [])
+        results: dict[str, dict[str, list[dict[str, float]]]] = {}
+        for cond, cores in conditions:
+            results[cond] = {s.name: [] for s in servers}
+            with cpu_hog(cores):
+                for i in range(args.rounds):
+                    for s in servers:
+                        r = run_wrk(s, args, work, args.duration, args.connections)
+                        results[cond][s.name].append(r)
+                        print(f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
+                              f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms", flush=True)
+        runtime = (servers[0].info.get("details") or {}).get("runtime")  # type: ignore[union-attr]
+        for s in servers:
+            stop(s.proc)
+        verified = run_step([*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file",
+                             "audit-keys.json"], work, "audit-log verify").strip()
+    finally:
+        for s in servers:
+            stop(s.proc)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()
+    print(f"\n`python benchmarks/bench_gateway.py {shlex.join(sys.argv[1:])}`: "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.rounds} "
+          f"alternated round(s) per server and machine, medians; {os.cpu_count()} CPUs, "
+          f"load average {load_before:.1f} before, {load[0]:.1f} at the end (other processes "
+          f"count; the machine is quiet only if nothing else runs); "
+          f"{time.monotonic() - began:.0f} s in all\n")
+    print(table(results))
+    print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(runtime)}")
+    for s in servers[1:]:
+        print(f"{s.name}: torch.get_num_threads() = {s.info.get('torch_threads')}")
+    print(f"audit log: {verified.splitlines()[-1] if verified else '(no output)'}")
+    if args.keep:
+        print(f"work directory: {work}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
