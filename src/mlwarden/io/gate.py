@@ -48,6 +48,9 @@ def ensure_safe(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
         raise ModelLoadError(f"cannot read model file '{file}': {exc.strerror or exc}") from exc
     if size == 0:
         raise ModelLoadError(f"model file '{file}' is empty")
+    from mlwarden.supplychain.signing import enforce_signature_policy
+
+    enforce_signature_policy(file)  # [supplychain] require_signature: before any scan
     _apply_scan_verdict(file, allow)
     if file.suffix.lower() == ".pt2":
         _refuse_pt2_runtime_code(file)

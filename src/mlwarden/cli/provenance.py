@@ -1,0 +1,73 @@
+"""``mlwarden keygen|sign|verify``: who published a model, and did it change since.
+
+Thin adapters over `mlwarden.supplychain.signing`; no torch import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from mlwarden.cli.common import AllowOption
+
+SignatureOption = typer.Option(
+    None,
+    "--signature",
+    "-s",
+    help="Signature file (default: FOLDER/model.sig for a folder, FILE.sig for a file).",
+)
+
+
+def keygen_command(
+    private: Path = typer.Argument(..., help="Where to write the private key (PEM, mode 600)."),
+    public: Path = typer.Argument(..., help="Where to write the public key (PEM)."),
+) -> None:
+    """Make an elliptic-curve (P-256) key pair for offline signing."""
+    from mlwarden.supplychain.signing import generate_signing_key
+
+    generate_signing_key(private, public)
+    typer.echo(f"wrote private key {private} and public key {public}")
+
+
+def sign_command(
+    path: Path = typer.Argument(..., help="Model folder or file to sign."),
+    key: Path | None = typer.Option(None, "--key", "-k", help="PEM private key (offline)."),
+    sigstore: bool = typer.Option(
+        False,
+        "--sigstore",
+        help="Sign keyless through Sigstore (online; token in $SIGSTORE_ID_TOKEN).",
+    ),
+    signature: Path | None = SignatureOption,
+    allow: list[str] = AllowOption,
+) -> None:
+    """Scan a model, then sign its files and the scan verdict (OpenSSF model signing)."""
+    from mlwarden.supplychain.signing import sign_model
+
+    result = sign_model(path, key=key, sigstore=sigstore, signature=signature, allow=allow)
+    typer.echo(
+        f"signed {len(result.files)} file(s) of {result.model} (scan verdict "
+        f"{result.scan['verdict']}) -> {result.signature}"
+    )
+
+
+def verify_command(
+    path: Path = typer.Argument(..., help="Model folder or file to verify."),
+    key: Path | None = typer.Option(None, "--key", "-k", help="PEM public key."),
+    identity: str | None = typer.Option(None, "--identity", help="Sigstore signer identity."),
+    issuer: str | None = typer.Option(None, "--issuer", help="Sigstore OIDC issuer."),
+    signature: Path | None = SignatureOption,
+) -> None:
+    """Verify a model against its signature; exit 3 when it does not verify."""
+    from mlwarden.supplychain.signing import verify_model
+
+    check = verify_model(path, key=key, identity=identity, issuer=issuer, signature=signature)
+    scan = (
+        f"; scanned by {check.scan.get('tool')} at {check.scan.get('scanned_at')}: "
+        f"verdict {check.scan_verdict}"
+        if check.scan
+        else "; no scan verdict in the signature"
+    )
+    typer.echo(
+        f"verified {len(check.files)} file(s) of {check.model}, signed by {check.signer}{scan}"
+    )
