@@ -308,3 +308,17 @@ def test_sigstore_offline_fails_with_a_clear_message(
     result = cli("sign", str(pt2), "--sigstore")
     assert result.code == 3 and "Sigstore" in result.err and "Traceback" not in result.err
     assert not signature_path_for(pt2).exists()
+
+
+def test_scan_claim_lists_each_finding(tmp_path: Path) -> None:
+    from mlwarden.supplychain.scanner import scan_path
+    from mlwarden.supplychain.signing import scan_claim
+
+    evil = tmp_path / "evil.bin"
+    evil.write_bytes(b"\x80\x02cos\nsystem\nq\x00.")
+    claim = scan_claim(scan_path(evil), allow=["argparse.Namespace"])
+    assert claim["verdict"] == "unsafe" and claim["allowed_imports"] == ["argparse.Namespace"]
+    assert claim["findings"] and all(f["rule"].startswith("MLW-") for f in claim["findings"])
+    assert any(
+        "os.system" in f["detail"] or "posix.system" in f["detail"] for f in claim["findings"]
+    )

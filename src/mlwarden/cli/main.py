@@ -38,6 +38,7 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     ("keygen", "mlwarden.cli.provenance", "keygen_command", False),
     ("sign", "mlwarden.cli.provenance", "sign_command", False),
     ("verify", "mlwarden.cli.provenance", "verify_command", False),
+    ("bom", "mlwarden.cli.provenance", "bom_command", False),
 )
 # --- end of command groups ------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``mlwarden keygen|sign|verify``: who published a model, and did it change since.
+"""``mlwarden keygen|sign|verify|bom``: who published a model, did it change, what is in it.
 
 Thin adapters over `mlwarden.supplychain.signing`; no torch import.
 """
@@ -71,3 +71,26 @@ def verify_command(
     typer.echo(
         f"verified {len(check.files)} file(s) of {check.model}, signed by {check.signer}{scan}"
     )
+
+
+def bom_command(
+    path: Path = typer.Argument(..., help="Model folder or file."),
+    output: Path = typer.Option(
+        Path("bom.cdx.json"), "--output", "-o", help="Where to write the CycloneDX JSON."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Model name (default: folder name)."),
+    version: str | None = typer.Option(None, "--version", help="Model version."),
+    key: Path | None = typer.Option(
+        None, "--key", "-k", help="PEM public key: verify the signature for the BOM."
+    ),
+    allow: list[str] = AllowOption,
+) -> None:
+    """Write a CycloneDX 1.6 ML-BOM: file hashes, model card, scan verdict, signature status."""
+    from mlwarden.supplychain.bom import build_bom, write_bom
+
+    document = build_bom(path, name=name, version=version, key=key, allow=allow)
+    model = document["components"][0]
+    files = len(model.get("components", [])) or 1
+    verdict = next(p["value"] for p in model["properties"] if p["name"] == "mlwarden:scan:verdict")
+    write_bom(document, output)
+    typer.echo(f"wrote {output}: {files} file(s), scan verdict {verdict} (CycloneDX 1.6, valid)")

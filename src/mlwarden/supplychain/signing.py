@@ -255,7 +255,7 @@ def scan_claim(scan: ScanResult, allow: Sequence[str]) -> dict[str, Any]:
         "allowed_imports": list(allow),
         "findings": [
             {
-                "rule": f.rule_id,
+                "rule": f.id,
                 "severity": f.severity.value,
                 "location": f.location,
                 "detail": f.detail,
