@@ -79,6 +79,9 @@ class SupplyChainSection(_Section):
     )
     identity: str | None = Field(None, description="Sigstore: the signer's identity (e-mail)")
     issuer: str | None = Field(None, description="Sigstore: the OIDC issuer of that identity")
+    key_file: str | None = Field(
+        None, description="AES-256 key file that decrypts encrypted models (mlwarden encrypt)"
+    )
 
     @model_validator(mode="after")
     def _verifier_named(self) -> SupplyChainSection:

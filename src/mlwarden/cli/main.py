@@ -39,6 +39,8 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     ("sign", "mlwarden.cli.provenance", "sign_command", False),
     ("verify", "mlwarden.cli.provenance", "verify_command", False),
     ("bom", "mlwarden.cli.provenance", "bom_command", False),
+    ("encrypt", "mlwarden.cli.provenance", "encrypt_command", False),
+    ("decrypt", "mlwarden.cli.provenance", "decrypt_command", False),
 )
 # --- end of command groups ------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``mlwarden keygen|sign|verify|bom``: who published a model, did it change, what is in it.
+"""``mlwarden keygen|sign|verify|bom|encrypt|decrypt``: provenance and encryption at rest.
 
 Thin adapters over `mlwarden.supplychain.signing`; no torch import.
 """
@@ -94,3 +94,58 @@ def bom_command(
     verdict = next(p["value"] for p in model["properties"] if p["name"] == "mlwarden:scan:verdict")
     write_bom(document, output)
     typer.echo(f"wrote {output}: {files} file(s), scan verdict {verdict} (CycloneDX 1.6, valid)")
+
+
+KeyFileOption = typer.Option(
+    None, "--key-file", "-k", help="File holding the 256-bit key (base64, hex or 32 raw bytes)."
+)
+KeyEnvOption = typer.Option(
+    None,
+    "--key-env",
+    help="Environment variable holding the key (default: $MLWARDEN_MODEL_KEY when no key file).",
+)
+
+
+def encrypt_command(
+    path: Path = typer.Argument(..., help="Model file to encrypt."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Default: PATH.enc."),
+    key_file: Path | None = KeyFileOption,
+    key_env: str | None = KeyEnvOption,
+    new_key: bool = typer.Option(
+        False, "--new-key", help="Create the --key-file first (a new random key, mode 600)."
+    ),
+) -> None:
+    """Encrypt a model file with AES-256-GCM (authenticated, chunked); the key never on argv."""
+    from mlwarden.core.errors import InputError
+    from mlwarden.supplychain.encryption import encrypt_file, generate_key, read_key
+
+    if new_key:
+        if key_file is None:
+            raise InputError("--new-key needs --key-file: the file to write the new key to")
+        generate_key(key_file)
+        typer.echo(f"wrote a new key to {key_file} (keep it apart from the model)", err=True)
+    if path.is_dir():
+        raise InputError(f"'{path}' is a folder; encrypt its model files one by one")
+    key = read_key(key_file, key_env)
+    out = encrypt_file(path, output or path.with_name(path.name + ".enc"), key)
+    typer.echo(f"encrypted {path} -> {out} (AES-256-GCM)")
+
+
+def decrypt_command(
+    path: Path = typer.Argument(..., help="Encrypted model file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Default: PATH without .enc."),
+    key_file: Path | None = KeyFileOption,
+    key_env: str | None = KeyEnvOption,
+) -> None:
+    """Decrypt a file to disk (loaders need not: they decrypt into memory)."""
+    from mlwarden.core.errors import InputError
+    from mlwarden.supplychain.encryption import decrypt_file, read_key
+
+    if output is None:
+        if not path.name.endswith(".enc"):
+            raise InputError(f"'{path}' does not end in .enc; name the output with -o")
+        output = path.with_name(path.name.removesuffix(".enc"))
+    if output.exists():
+        raise InputError(f"'{output}' already exists; it is not overwritten")
+    out = decrypt_file(path, output, read_key(key_file, key_env))
+    typer.echo(f"decrypted {path} -> {out}")

@@ -487,8 +487,10 @@ def policy_from_config(path: str | Path) -> SupplyChainSection:
         policy = SupplyChainSection.model_validate(data.get("supplychain", {}))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, path.name, under="supplychain")) from None
-    if policy.public_key is not None and not Path(policy.public_key).is_absolute():
-        policy.public_key = str((path.resolve().parent / policy.public_key).resolve())
+    for name in ("public_key", "key_file"):
+        value = getattr(policy, name)
+        if value is not None and not Path(value).is_absolute():
+            setattr(policy, name, str((path.resolve().parent / value).resolve()))
     return policy
 
 
