@@ -321,7 +321,8 @@ def decrypt_to_memory(path: str | Path, key: bytes) -> InMemoryFile:
     buffer: mmap.mmap | bytes = mmap.mmap(-1, size) if size else b""
 
     def sink(offset: int, plain: bytes) -> None:
-        buffer[offset : offset + len(plain)] = plain  # type: ignore[index]
+        if plain:  # an empty file has one empty chunk and no map
+            buffer[offset : offset + len(plain)] = plain  # type: ignore[index]
 
     header, _ = _decrypt_chunks(path, key, sink)
     return InMemoryFile(buffer, str(path), header.suffix)
