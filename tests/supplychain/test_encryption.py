@@ -221,7 +221,7 @@ def test_tampered_encrypted_model_is_refused_at_load_and_by_the_cli(
 def test_encrypted_file_under_require_signature(
     clear_models: Path, tmp_path: Path, key_file: Path
 ) -> None:
-    """The signature covers the file as stored: sign the encrypted file."""
+    """The signature covers the file as stored; signing scans the decrypted bytes."""
     private, public = generate_signing_key(tmp_path / "s.pem", tmp_path / "s.pub")
     enc = encrypt_file(clear_models / "cnn.pt2", tmp_path / "cnn.pt2.enc", read_key(key_file))
     policy = SupplyChainSection(
@@ -230,8 +230,15 @@ def test_encrypted_file_under_require_signature(
     with using_policy(policy):
         with pytest.raises(UnsafeArtefactError, match="not signed"):
             load_model(enc)
-        with pytest.raises(UnsafeArtefactError, match="not signing"):
-            sign_model(enc, key=private)  # the scanner cannot read ciphertext: fails closed
+        signed = sign_model(enc, key=private)
+        assert signed.signature == tmp_path / "cnn.pt2.enc.sig"
+        assert signed.scan["verdict"] == "safe" and signed.scan["files"] == 1
+        assert isinstance(load_model(enc), Classifier)
+        data = bytearray(enc.read_bytes())
+        data[-1] ^= 1
+        enc.write_bytes(bytes(data))
+        with pytest.raises(UnsafeArtefactError, match=r"require_signature.*changed: cnn\.pt2\.enc"):
+            load_model(enc)
 
 
 def test_cli_encrypt_decrypt_round_trip(cli, clear_models: Path, tmp_path: Path) -> None:

@@ -22,8 +22,14 @@ from mlwarden.io.gate import _refuse_pt2_runtime_code
 if TYPE_CHECKING:
     from mlwarden.core.spec import SpecInput
     from mlwarden.supplychain.encryption import InMemoryFile
+    from mlwarden.supplychain.results import FileScan
 
 LOADABLE = (".pt2", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def policy_key_file(policy: Any) -> str | None:
+    """``[supplychain] key_file`` of the active policy, if it names one."""
+    return getattr(policy, "key_file", None) if policy is not None else None
 
 
 def open_encrypted(path: str | Path, *, allow: Sequence[str] = ()) -> InMemoryFile:
@@ -34,8 +40,7 @@ def open_encrypted(path: str | Path, *, allow: Sequence[str] = ()) -> InMemoryFi
     file = Path(path)
     enforce_signature_policy(file)
     policy = active_policy()
-    key = read_key(policy.key_file if policy is not None and policy.key_file else None)
-    plain = decrypt_to_memory(file, key)
+    plain = decrypt_to_memory(file, read_key(policy_key_file(policy)))
     if len(plain) == 0:
         raise ModelLoadError(f"'{file}' decrypts to an empty file")
     _scan(plain, file, allow)
@@ -77,23 +82,33 @@ def load_encrypted(
     return load_weights(named, factory, spec=spec, device=device, allow=allow, data=plain)
 
 
-def _scan(plain: InMemoryFile, file: Path, allow: Sequence[str]) -> None:
-    """The scanner's verdict on the decrypted bytes, as `ensure_safe` applies it."""
+def scan_decrypted(plain: InMemoryFile, file: Path, allow: Sequence[str] = ()) -> FileScan:
+    """The scanner's findings on the decrypted bytes of ``file`` (never raises on content)."""
     from mlwarden.supplychain.context import ScanContext, ScanLimits
     from mlwarden.supplychain.policy import Policy
-    from mlwarden.supplychain.results import Verdict, verdict_of
+    from mlwarden.supplychain.results import FileScan, verdict_of
     from mlwarden.supplychain.scanner import scan_buffer
 
-    ctx = ScanContext(label=f"{file}<decrypted>", policy=Policy(allow), limits=ScanLimits())
+    label = f"{file}<decrypted>"
+    ctx = ScanContext(label=label, policy=Policy(allow), limits=ScanLimits())
     fmt = scan_buffer(plain.buffer, ctx, name=file.name.removesuffix(".enc"), base=None)
     ctx.finish()
-    verdict = verdict_of(ctx.findings)
-    if verdict is Verdict.UNREADABLE:
-        raise ModelLoadError(f"'{file}' decrypts to a file the scanner cannot parse ({fmt})")
-    if verdict.rank >= Verdict.SUSPICIOUS.rank:
-        worst = sorted(ctx.findings, key=lambda f: f.severity.rank, reverse=True)[:3]
+    return FileScan(label, fmt, verdict_of(ctx.findings), None, len(plain), ctx.findings)
+
+
+def _scan(plain: InMemoryFile, file: Path, allow: Sequence[str]) -> None:
+    """The scanner's verdict on the decrypted bytes, as `ensure_safe` applies it."""
+    from mlwarden.supplychain.results import Verdict
+
+    scan = scan_decrypted(plain, file, allow)
+    if scan.verdict is Verdict.UNREADABLE:
+        raise ModelLoadError(
+            f"'{file}' decrypts to a file the scanner cannot parse ({scan.format})"
+        )
+    if scan.verdict.rank >= Verdict.SUSPICIOUS.rank:
+        worst = sorted(scan.findings, key=lambda f: f.severity.rank, reverse=True)[:3]
         reasons = "; ".join(f"{f.location}: {f.detail}" for f in worst)
         raise UnsafeArtefactError(
-            f"refused '{file}' ({fmt}, decrypted, verdict {verdict.value}): {reasons}",
+            f"refused '{file}' ({scan.format}, decrypted, verdict {scan.verdict.value}): {reasons}",
             hint="inspect it with 'mlwarden decrypt' and 'mlwarden scan'",
         )

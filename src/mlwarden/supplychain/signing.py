@@ -285,12 +285,13 @@ def sign_model(
     """Scan ``path``, then sign its manifest and the scan verdict.
 
     A model the scanner finds suspicious, unsafe or unreadable is not signed
-    (`UnsafeArtefactError`): a signature would vouch for it. ``key`` signs offline;
+    (`UnsafeArtefactError`): a signature would vouch for it. An encrypted file
+    (`mlwarden encrypt`) is decrypted into memory with the loaders' key and scanned there;
+    the signature covers the encrypted file as stored. ``key`` signs offline;
     ``sigstore=True`` signs keyless through Sigstore (needs the network and an OIDC token
     in ``$SIGSTORE_ID_TOKEN`` or ambient CI credentials).
     """
     from mlwarden.supplychain.results import Verdict
-    from mlwarden.supplychain.scanner import scan_path
 
     model = _model_path(path)
     if (key is None) == (not sigstore):
@@ -303,7 +304,7 @@ def sign_model(
 
     signer = _key_signer(Path(key)) if key is not None else _sigstore_signer()
 
-    scan = scan_path(model, allow=allow, digest=False)
+    scan = _scan_for_signing(model, allow)
     if model.is_dir():  # a re-signature replaces the old one: it is not part of the model
         scan.files = [f for f in scan.files if Path(f.path).resolve() != sig.resolve()]
     if scan.verdict.rank >= Verdict.SUSPICIOUS.rank:
@@ -335,6 +336,20 @@ def sign_model(
 def _file_name(model: Path, identifier: str) -> str:
     """model-signing names the one resource of a single-file model ``.``."""
     return model.name if identifier == "." else identifier
+
+
+def _scan_for_signing(model: Path, allow: Sequence[str]) -> ScanResult:
+    """The scan a signature vouches for; an encrypted file is scanned decrypted, in memory."""
+    from mlwarden.supplychain.encryption import decrypt_to_memory, is_encrypted, read_key
+    from mlwarden.supplychain.results import ScanResult
+    from mlwarden.supplychain.scanner import scan_path
+
+    if not is_encrypted(model):
+        return scan_path(model, allow=allow, digest=False)
+    from mlwarden.io.encrypted import policy_key_file, scan_decrypted
+
+    plain = decrypt_to_memory(model, read_key(policy_key_file(active_policy())))
+    return ScanResult(files=[scan_decrypted(plain, model, allow)], roots=[str(model)])
 
 
 def _key_signer(key: Path) -> Any:
