@@ -10,6 +10,10 @@ what a pickle imports: ``torch.export.load`` loads native AOTInductor libraries 
 unpickles "opaque"/custom-object constants without restrictions, so a ``.pt2``
 holding either is refused outright.
 
+Before the scan, ``[supplychain] require_signature`` (`mlwarden.supplychain.signing`)
+refuses a model whose signature is missing or does not verify. Encrypted files
+(`mlwarden.io.encrypted`) pass the same steps on their decrypted bytes, in memory.
+
 Every refusal raises `UnsafeArtefactError` (CLI exit 3); missing, empty or unreadable
 paths raise `ModelLoadError` (exit 2).
 """
