@@ -322,3 +322,27 @@ def test_scan_claim_lists_each_finding(tmp_path: Path) -> None:
     assert any(
         "os.system" in f["detail"] or "posix.system" in f["detail"] for f in claim["findings"]
     )
+
+
+def test_audit_refuses_an_unsigned_model_under_its_config_policy(
+    cli, pt2: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    config = tmp_path / "audit.toml"
+    config.write_text(
+        f'[supplychain]\nrequire_signature = true\npublic_key = "{keys[1]}"\n'
+        f'[model]\npath = "{pt2}"\n[data]\nsource = "digits"\nlimit = 20\n'
+    )
+    result = cli("audit", "--config", str(config))
+    assert result.code == 3 and "is not signed" in result.err
+
+
+def test_sigstore_verification_offline_is_a_clear_refusal(
+    cli, pt2: Path, keys: tuple[Path, Path]
+) -> None:
+    sign_model(pt2, key=keys[0])
+    result = cli(
+        "verify", str(pt2), "--identity", "a@example.com", "--issuer", "https://issuer.example"
+    )
+    assert result.code == 3 and "Sigstore" in result.err and "Traceback" not in result.err
+    result = cli("verify", str(pt2), "--identity", "a@example.com")
+    assert result.code == 2 and "--issuer" in result.err
