@@ -12,7 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlwarden.core.errors import ConfigError
 from mlwarden.core.spec import SpecOverride
@@ -61,6 +68,32 @@ class AuditSection(_Section):
         return v
 
 
+class SupplyChainSection(_Section):
+    """``[supplychain]``: what the load gate demands of a model before it scans it."""
+
+    require_signature: bool = Field(
+        False, description="refuse any model without a valid signature (exit 3)"
+    )
+    public_key: str | None = Field(
+        None, description="PEM public key (P-256/384/521) the signature must verify with"
+    )
+    identity: str | None = Field(None, description="Sigstore: the signer's identity (e-mail)")
+    issuer: str | None = Field(None, description="Sigstore: the OIDC issuer of that identity")
+    key_file: str | None = Field(
+        None, description="AES-256 key file that decrypts encrypted models (mlwarden encrypt)"
+    )
+
+    @model_validator(mode="after")
+    def _verifier_named(self) -> SupplyChainSection:
+        if (self.identity is None) != (self.issuer is None):
+            raise ValueError("identity and issuer go together (Sigstore verification)")
+        if self.require_signature and self.public_key is None and self.identity is None:
+            raise ValueError(
+                "require_signature needs public_key (or identity and issuer for Sigstore)"
+            )
+        return self
+
+
 class MlwardenConfig(_Section):
     """The whole file. ``checks`` maps a check name to its validated settings."""
 
@@ -70,6 +103,7 @@ class MlwardenConfig(_Section):
         None, description="the input-spec fields the model file does not say (or gets wrong)"
     )
     audit: AuditSection = Field(default_factory=AuditSection)
+    supplychain: SupplyChainSection = Field(default_factory=SupplyChainSection)
     checks: dict[str, Any] = Field(default_factory=dict)
     gateway: dict[str, Any] | None = None
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

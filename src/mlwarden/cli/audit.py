@@ -105,8 +105,12 @@ def audit_command(
     if cfg.model is None:
         raise ConfigError("no model to audit: pass --model or set [model] path in mlwarden.toml")
 
-    with progress_bars(progress) as bar:
-        outcome = run_audit(cfg, only=check or None, progress=bar)
+    from mlwarden.supplychain.signing import policy_from_config, using_policy
+
+    # the [supplychain] policy of --config applies to the audit's model loads too
+    with using_policy(policy_from_config(config) if config is not None else None):
+        with progress_bars(progress) as bar:
+            outcome = run_audit(cfg, only=check or None, progress=bar)
     print_report(outcome.report, console)
     for fmt, path in outcome.files.items():
         console.print(f"[bold]{fmt:>5}[/] report: {path}", highlight=False)

@@ -56,7 +56,8 @@ ConfigOption = typer.Option(
     None,
     "--config",
     "-c",
-    help="Configuration file whose \\[spec] applies (default: ./mlwarden.toml if present).",
+    help="Configuration file whose \\[spec] and \\[supplychain] apply "
+    "(default: ./mlwarden.toml if present).",
 )
 DeviceOption = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto.")
 SeedOption = typer.Option(0, "--seed", help="Seed for every random choice.")
@@ -135,9 +136,14 @@ def load_subject(
     from mlwarden.core.errors import DataError
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
+    from mlwarden.supplychain.signing import policy_from_config, using_policy
 
     override = resolve_spec(spec, config)
-    loaded = load_model(model, factory=factory, spec=override, device=device, allow=tuple(allow))
+    policy = policy_from_config(config) if config is not None else None  # else ./mlwarden.toml
+    with using_policy(policy):
+        loaded = load_model(
+            model, factory=factory, spec=override, device=device, allow=tuple(allow)
+        )
     if data is None:
         return loaded, None
     dataset = load_data(data, spec=loaded.spec, label_column=label_column)

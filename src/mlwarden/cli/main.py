@@ -35,6 +35,12 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     ("audit", "mlwarden.cli.audit", "audit_command", False),
     ("report", "mlwarden.cli.report", "report_app", True),
     ("demo", "mlwarden.cli.demo", "demo_command", False),
+    ("keygen", "mlwarden.cli.provenance", "keygen_command", False),
+    ("sign", "mlwarden.cli.provenance", "sign_command", False),
+    ("verify", "mlwarden.cli.provenance", "verify_command", False),
+    ("bom", "mlwarden.cli.provenance", "bom_command", False),
+    ("encrypt", "mlwarden.cli.provenance", "encrypt_command", False),
+    ("decrypt", "mlwarden.cli.provenance", "decrypt_command", False),
 )
 # --- end of command groups ------------------------------------------------------------
 

@@ -32,10 +32,13 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     model_cfg, gateway = load_serve_config(config)
     # --spec, else the [spec] table of the same file the model and gateway come from
-    model = load_model(
-        model_cfg.path, factory=model_cfg.factory, spec=resolve_spec(spec, config),
-        device=model_cfg.device,
-    )
+    from mlwarden.supplychain.signing import policy_from_config, using_policy
+
+    with using_policy(policy_from_config(config)):  # [supplychain] of the same file
+        model = load_model(
+            model_cfg.path, factory=model_cfg.factory, spec=resolve_spec(spec, config),
+            device=model_cfg.device,
+        )
     app = create_app(model, gateway)
     serve(
         app,

@@ -10,6 +10,10 @@ what a pickle imports: ``torch.export.load`` loads native AOTInductor libraries 
 unpickles "opaque"/custom-object constants without restrictions, so a ``.pt2``
 holding either is refused outright.
 
+Before the scan, ``[supplychain] require_signature`` (`mlwarden.supplychain.signing`)
+refuses a model whose signature is missing or does not verify. Encrypted files
+(`mlwarden.io.encrypted`) pass the same steps on their decrypted bytes, in memory.
+
 Every refusal raises `UnsafeArtefactError` (CLI exit 3); missing, empty or unreadable
 paths raise `ModelLoadError` (exit 2).
 """
@@ -48,6 +52,9 @@ def ensure_safe(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
         raise ModelLoadError(f"cannot read model file '{file}': {exc.strerror or exc}") from exc
     if size == 0:
         raise ModelLoadError(f"model file '{file}' is empty")
+    from mlwarden.supplychain.signing import enforce_signature_policy
+
+    enforce_signature_policy(file)  # [supplychain] require_signature: before any scan
     _apply_scan_verdict(file, allow)
     if file.suffix.lower() == ".pt2":
         _refuse_pt2_runtime_code(file)

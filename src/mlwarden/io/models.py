@@ -28,7 +28,7 @@ import types
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 from torch import nn
@@ -75,6 +75,12 @@ def load_model(
     `Classifier` for ``.pt2`` and factory+weights, an `OnnxOracle` for ``.onnx``.
     """
     path = Path(source)
+    from mlwarden.supplychain.encryption import is_encrypted
+
+    if is_encrypted(path):  # `mlwarden encrypt`: gated and loaded from memory
+        from mlwarden.io.encrypted import load_encrypted
+
+        return load_encrypted(path, factory=factory, spec=spec, device=device, allow=allow)
     suffix = path.suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         if path.is_dir():
@@ -154,11 +160,16 @@ def _probe_classes(module: nn.Module, shape: tuple[int, ...], name: str) -> int:
 
 # -- torch.export programs -----------------------------------------------------------------
 def load_pt2(
-    path: str | Path, *, spec: InputSpec | None = None, device: str = "auto"
+    path: str | Path,
+    *,
+    spec: InputSpec | None = None,
+    device: str = "auto",
+    data: BinaryIO | None = None,
 ) -> Classifier:
     """Load a ``.pt2`` program (already gated) into a `Classifier`.
 
-    Call `load_model` instead unless the file has passed `ensure_safe`.
+    Call `load_model` instead unless the file has passed `ensure_safe`. ``data`` is the
+    program in memory (a decrypted file); ``path`` then only names it.
     """
     from mlwarden.core.device import resolve_device
 
@@ -166,7 +177,7 @@ def load_pt2(
     extra = {SPEC_EXTRA: "", ASSUMED_EXTRA: ""}
     try:
         with _quiet_torch_export():
-            program = torch.export.load(str(path), extra_files=extra)
+            program = torch.export.load(data if data is not None else str(path), extra_files=extra)
     except Exception as exc:  # noqa: BLE001 - zip, json, schema and version errors alike
         raise ModelLoadError(
             f"cannot read '{path}' as a torch.export program (corrupt, truncated or written by "
@@ -378,16 +389,18 @@ def load_weights(
     spec: SpecInput | None = None,
     device: str = "auto",
     allow: Sequence[str] = (),
+    data: BinaryIO | None = None,
 ) -> Classifier:
     """Build ``factory()`` and load the (already gated) weights file strictly into it.
 
     A weights file says nothing of its inputs unless mlwarden stored a spec with it, so
-    ``spec`` must then give at least the shape and class names.
+    ``spec`` must then give at least the shape and class names. ``data`` is the file in
+    memory (a decrypted one); ``path`` then only names it.
     """
     from mlwarden.core.device import resolve_device
 
     path = Path(path)
-    state, stored_spec = read_state_dict(path, allow=allow)
+    state, stored_spec = read_state_dict(path, allow=allow, data=data)
     full, assumed = complete_spec(
         spec, source=path.name, stored=stored_spec, stored_assumed=_safetensors_assumed(path)
     )
@@ -452,16 +465,21 @@ def build_from_factory(factory: str) -> nn.Module:
 
 
 def read_state_dict(
-    path: str | Path, *, allow: Sequence[str] = ()
+    path: str | Path, *, allow: Sequence[str] = (), data: BinaryIO | None = None
 ) -> tuple[dict[str, torch.Tensor], InputSpec | None]:
-    """Tensors of a weights file (already gated) and the spec stored with them, if any."""
+    """Tensors of a weights file (already gated) and the spec stored with them, if any.
+
+    ``data`` is a pickle-based file in memory (a decrypted one); ``path`` then names it.
+    """
     path = Path(path)
-    if path.suffix.lower() == ".safetensors":
+    if data is None and path.suffix.lower() == ".safetensors":
         return _read_safetensors(path)
     allowed = resolve_allowed(allow)  # a bad entry is the user's error, not the file's
     try:
         with torch.serialization.safe_globals(allowed):
-            obj = torch.load(path, weights_only=True, map_location="cpu")
+            obj = torch.load(
+                data if data is not None else path, weights_only=True, map_location="cpu"
+            )
     except Exception as exc:  # noqa: BLE001 - map every failure to one clear line
         import pickle
 
