@@ -8,8 +8,9 @@ under `torch.inference_mode` in eval mode, a ``forward`` that keeps gradients, m
 handling that it owns, errors that say what to pass instead.
 
 Inputs longer than ``spec.max_tokens`` tokens (special tokens included) are truncated,
-never refused, and the spec says so (``truncation="longest_first"``); batches are padded
-to their longest member. Gradient-based text attacks do not differentiate through token
+never refused, and the spec says so (``truncation="longest_first"``); texts are batched
+by length (``batch_size`` per forward pass) and padded to the longest in their batch, and
+results come back in the order given. Gradient-based text attacks do not differentiate through token
 ids: they take `token_embeddings` of an encoded batch, perturb those, and call
 ``forward(..., inputs_embeds=...)``; `hidden_states` gives every layer's output.
 
@@ -198,12 +199,24 @@ class _TextModel(nn.Module):
         with gradients; pass ``inputs_embeds`` to start from perturbed embeddings."""
         return tuple(self._call(batch, inputs_embeds, True).hidden_states)
 
-    def _chunks(self, texts: Sequence[str], batch_size: int) -> Iterator[list[str]]:
+    def _batched(self, texts: Sequence[str], batch_size: int) -> torch.Tensor | None:
+        """``self(**encode(chunk))`` over ``texts`` in eval mode without gradients, in their
+        order; texts are grouped by length so that a batch pads little."""
         if batch_size <= 0:
             raise ParameterError(f"batch_size must be positive, got {batch_size}")
         items = check_texts(texts)
-        for start in range(0, len(items), batch_size):
-            yield items[start : start + batch_size]
+        if not items:
+            return None
+        order = sorted(range(len(items)), key=lambda i: len(items[i]))
+        outs = []
+        with self.evaluating(), torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = [items[i] for i in order[start : start + batch_size]]
+                outs.append(self(**self.encode(chunk)))
+        stacked = torch.cat(outs)
+        result = torch.empty_like(stacked)
+        result[torch.tensor(order, device=stacked.device)] = stacked
+        return result
 
 
 class TextClassifier(_TextModel):
@@ -242,13 +255,8 @@ class TextClassifier(_TextModel):
 
     def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> torch.Tensor:
         """Logits ``(N, C)`` for ``texts``, ``batch_size`` texts per forward pass."""
-        outs = []
-        with self.evaluating(), torch.inference_mode():
-            for chunk in self._chunks(texts, batch_size):
-                outs.append(self(**self.encode(chunk)))
-        if not outs:
-            return torch.empty(0, self.num_classes, device=self.device)
-        return torch.cat(outs)
+        out = self._batched(texts, batch_size)
+        return torch.empty(0, self.num_classes, device=self.device) if out is None else out
 
     def probabilities(
         self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH
@@ -314,13 +322,10 @@ class TextEncoder(_TextModel):
 
     def embed(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> torch.Tensor:
         """Pooled embeddings ``(N, H)`` of ``texts``, without gradients."""
-        outs = []
-        with self.evaluating(), torch.inference_mode():
-            for chunk in self._chunks(texts, batch_size):
-                outs.append(self(**self.encode(chunk)))
-        if not outs:
+        out = self._batched(texts, batch_size)
+        if out is None:
             return torch.empty(0, self.spec.embedding_dim or 0, device=self.device)
-        return torch.cat(outs)
+        return out
 
 
 def as_text_model(model: Any, *, by: str, needs: Sequence[Capability] = ()) -> _TextModel:
