@@ -15,7 +15,7 @@ from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError
 from mlwarden.core.text import TextClassifier, TextEncoder
 from mlwarden.io import load_model
 
-from .conftest import CLASS_NAMES
+CLASS_NAMES = ("negative", "positive")  # as the seqcls fixture saves them
 
 TEXTS = ["A gripping, beautifully acted film.", "Dull.", "I would not watch it again, ever."]
 
@@ -24,9 +24,10 @@ def linked_copy(source: Path, target: Path, *, skip: tuple[str, ...] = ()) -> Pa
     """``target`` with a symlink to each file of ``source`` (weights are not copied)."""
     for file in source.rglob("*"):
         rel = file.relative_to(source)
-        if file.is_file() and str(rel) not in skip:
+        if file.is_file():
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            (target / rel).symlink_to(file)
+            if str(rel) not in skip:
+                (target / rel).symlink_to(file)
     return target
 
 
