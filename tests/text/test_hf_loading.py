@@ -241,3 +241,12 @@ def test_folder_refusals_name_the_problem(tmp_path, minilm_path):
     (folder / "notes.bin").write_bytes(b"\x00\x01garbage that no scanner parses")
     with pytest.raises(ModelLoadError, match=r"cannot read, so it was not loaded: notes\.bin"):
         load_model(folder)
+
+
+def test_tensor_commands_refuse_a_text_model_in_one_line(minilm_path, cli, tmp_path):
+    result = cli("attack", "evasion", "--model", str(minilm_path), "--data", "digits")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.err.strip() == (
+        "error: this command needs tensor inputs; 'model' is a text encoder (text models load "
+        "through mlwarden.io.load_model so far; see docs/text.md)"
+    )

@@ -1,6 +1,6 @@
 """The packaged MiniLM on real labelled text: a linear probe on its sentence embeddings.
 
-Measured with this split (300 train / 200 test, seed 0): 0.720 held-out accuracy, chance 0.5
+Measured with this split (300 train / 200 test, seed 0): 0.720 held-out accuracy, chance 0.5;
 Fine-tuning comes later (#14 item 4); this pins that the loaded encoder gives embeddings
 that carry the sentiment of real reviews, read through the text data loader.
 """
