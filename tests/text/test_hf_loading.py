@@ -182,12 +182,23 @@ def test_a_classifier_folder_without_its_head_weights_is_refused(tmp_path, minil
         load_model(folder)
 
 
-def test_a_scanned_safe_pickle_loads_with_weights_only(tmp_path, minilm_path, minilm):
+def test_a_scanned_safe_pickle_loads_with_weights_only(
+    tmp_path, minilm_path, minilm, monkeypatch
+):
     from safetensors.torch import load_file
 
     folder = linked_copy(minilm_path, tmp_path / "bin", skip=("model.safetensors",))
     torch.save(load_file(minilm_path / "model.safetensors"), folder / "pytorch_model.bin")
+    real_load = torch.load
+    calls: list[object] = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
     encoder = load_model(folder, device="cpu")
+    assert calls and all(flag is True for flag in calls), calls
     torch.testing.assert_close(encoder.embed(TEXTS), minilm.embed(TEXTS))
 
 
