@@ -261,3 +261,16 @@ def test_tensor_commands_refuse_a_text_model_in_one_line(minilm_path, cli, tmp_p
         "error: this command needs tensor inputs; 'model' is a text encoder (text models load "
         "through mlwarden.io.load_model so far; see docs/text.md)"
     )
+
+
+def test_the_tokenizer_hash_tells_vocabularies_apart(tmp_path, minilm_path, minilm):
+    from mlwarden.io.hf import tokenizer_sha256
+
+    assert tokenizer_sha256(linked_copy(minilm_path, tmp_path / "same")) == (
+        minilm.spec.tokenizer_sha256
+    )
+    other = linked_copy(minilm_path, tmp_path / "other", skip=("vocab.txt",))
+    vocab = (minilm_path / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab[2000] = "mlwarden"
+    (other / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    assert tokenizer_sha256(other) != minilm.spec.tokenizer_sha256
