@@ -299,10 +299,10 @@ def test_unknown_suffix_directory_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "model.h5").write_bytes(b"\x89HDF")
     with pytest.raises(ModelLoadError, match=r"unknown model format '\.h5'.*\.pt2"):
         load_model(tmp_path / "model.h5")
-    with pytest.raises(ModelLoadError, match="is a directory"):
+    with pytest.raises(ModelLoadError, match="folder without config.json"):
         load_model(tmp_path)
     (tmp_path / "dir.pt2").mkdir()
-    with pytest.raises(ModelLoadError, match="is a directory"):
+    with pytest.raises(ModelLoadError, match="folder without config.json"):
         load_model(tmp_path / "dir.pt2")
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "nope.safetensors", factory=FACTORY)

@@ -346,3 +346,28 @@ def test_sigstore_verification_offline_is_a_clear_refusal(
     assert result.code == 3 and "Sigstore" in result.err and "Traceback" not in result.err
     result = cli("verify", str(pt2), "--identity", "a@example.com")
     assert result.code == 2 and "--issuer" in result.err
+
+
+def test_hugging_face_folder_loads_only_when_its_signature_verifies(
+    minilm: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder gate checks the signature policy before it scans or transformers reads."""
+    pytest.importorskip("transformers")
+    import mlwarden.supplychain as supplychain
+
+    def scanner_must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the folder was scanned before its signature was checked")
+
+    policy = SupplyChainSection(require_signature=True, public_key=str(keys[1]))
+    with using_policy(policy):
+        monkeypatch.setattr(supplychain, "scan_path", scanner_must_not_run)
+        with pytest.raises(UnsafeArtefactError, match="require_signature.*not signed") as info:
+            load_model(minilm)
+        assert info.value.exit_code == 3
+        monkeypatch.undo()
+        sign_model(minilm, key=keys[0])
+        encoder = load_model(minilm, device="cpu")
+        assert encoder.embed(["a signed folder"]).shape[-1] == 384
+        _flip_byte(minilm / "config.json", 5)
+        with pytest.raises(UnsafeArtefactError, match="require_signature.*config.json"):
+            load_model(minilm)

@@ -133,6 +133,7 @@ def load_subject(
     only the model loads.
     """
     from mlwarden.config import resolve_spec
+    from mlwarden.core.contract import require
     from mlwarden.core.errors import DataError
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
@@ -144,6 +145,13 @@ def load_subject(
         loaded = load_model(
             model, factory=factory, spec=override, device=device, allow=tuple(allow)
         )
+    # The commands work on tensor models so far; a text model gets the contract's message.
+    require(
+        loaded,
+        (),
+        by="this command",
+        hint="text models load through mlwarden.io.load_model so far; see docs/text.md",
+    )
     if data is None:
         return loaded, None
     dataset = load_data(data, spec=loaded.spec, label_column=label_column)

@@ -7,11 +7,16 @@ the two before any work starts and fails with one message that names both sides
 ``isinstance`` chains scattered through the code, in the way ART's
 ``_estimator_requirements`` does: requirements are data, checked once, up front.
 
-Kinds of today: a white-box tensor `Classifier`, a score `Oracle` (probabilities per
-query) and a label-only `Oracle`. The text path adds a white-box text classifier (strings
-in, owns its tokenizer) and a pretrained encoder (pooled embeddings, no labels): each is a
-new `ModelKind` with its own row in `OFFERS`, and nothing that already declares its needs
-has to change.
+Kinds: a white-box tensor `Classifier`, a score `Oracle` (probabilities per query), a
+label-only `Oracle`, and on the text path (`mlwarden.core.text`) a white-box
+`TextClassifier` (strings in, owns its tokenizer) and a `TextEncoder` (pooled sentence
+embeddings, no labels).
+
+What a model takes in is a capability too: `Capability.TENSOR_INPUTS` or
+`Capability.TEXT_INPUTS`. A declaration that names neither implies tensor inputs, so every
+attack and detector written for tensors refuses a text model without a change, and text
+code declares `TEXT_INPUTS` to refuse tensor models ("PGD needs tensor inputs; 'minilm' is
+a text encoder").
 
 No torch import at module level: the CLI checks requirements before loading anything heavy.
 """
@@ -43,6 +48,17 @@ class Capability(str, Enum):
     """A probability per class for each query (Square, score-based extraction, LiRA)."""
     LABELS = "labels"
     """The top-1 label for each query (HopSkipJump, label-only extraction)."""
+    EMBEDDING_GRADIENTS = "gradients through token embeddings"
+    """A differentiable forward pass from token embeddings (text attacks, text trigger search)."""
+    EMBEDDINGS = "pooled embeddings"
+    """One vector per input (linear probes, OOD on sentence embeddings)."""
+    TENSOR_INPUTS = "tensor inputs"
+    """Takes float tensors of a fixed shape; implied by any declaration naming no input kind."""
+    TEXT_INPUTS = "text inputs"
+    """Takes lists of strings and tokenizes them itself."""
+
+
+INPUT_CAPABILITIES = frozenset({Capability.TENSOR_INPUTS, Capability.TEXT_INPUTS})
 
 
 class ModelKind(str, Enum):
@@ -51,12 +67,23 @@ class ModelKind(str, Enum):
     CLASSIFIER = "white-box classifier"
     SCORE_ORACLE = "score oracle"
     LABEL_ORACLE = "label-only oracle"
+    TEXT_CLASSIFIER = "text classifier"
+    TEXT_ENCODER = "text encoder"
 
 
+_C = Capability
 OFFERS: dict[ModelKind, frozenset[Capability]] = {
-    ModelKind.CLASSIFIER: frozenset(Capability),
-    ModelKind.SCORE_ORACLE: frozenset({Capability.SCORES, Capability.LABELS}),
-    ModelKind.LABEL_ORACLE: frozenset({Capability.LABELS}),
+    ModelKind.CLASSIFIER: frozenset(
+        {_C.GRADIENTS, _C.FEATURES, _C.TRAINABLE, _C.SCORES, _C.LABELS, _C.TENSOR_INPUTS}
+    ),
+    ModelKind.SCORE_ORACLE: frozenset({_C.SCORES, _C.LABELS, _C.TENSOR_INPUTS}),
+    ModelKind.LABEL_ORACLE: frozenset({_C.LABELS, _C.TENSOR_INPUTS}),
+    ModelKind.TEXT_CLASSIFIER: frozenset(
+        {_C.EMBEDDING_GRADIENTS, _C.FEATURES, _C.TRAINABLE, _C.SCORES, _C.LABELS, _C.TEXT_INPUTS}
+    ),
+    ModelKind.TEXT_ENCODER: frozenset(
+        {_C.EMBEDDING_GRADIENTS, _C.FEATURES, _C.TRAINABLE, _C.EMBEDDINGS, _C.TEXT_INPUTS}
+    ),
 }
 """What each kind offers. A white-box classifier can always be queried like an oracle."""
 
@@ -90,9 +117,14 @@ def describe(model: Any) -> str:
 
 
 def missing(model: Any, needs: Iterable[Capability]) -> list[Capability]:
-    """The capabilities of ``needs`` that ``model`` lacks, in declaration order."""
+    """The capabilities of ``needs`` that ``model`` lacks, in declaration order.
+
+    ``needs`` naming no input kind means tensor inputs (`Capability.TENSOR_INPUTS`).
+    """
     have = offers(model)
     wanted = set(needs)
+    if not wanted & INPUT_CAPABILITIES:
+        wanted.add(Capability.TENSOR_INPUTS)
     return [cap for cap in Capability if cap in wanted and cap not in have]
 
 

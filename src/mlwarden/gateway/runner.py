@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from mlwarden.core.contract import Capability, ModelKind, describe, kind_of, missing, offers
+from mlwarden.core.contract import (
+    Capability,
+    ModelKind,
+    describe,
+    kind_of,
+    missing,
+    offers,
+    require,
+)
 from mlwarden.core.errors import ConfigError
 from mlwarden.defenses.detection.ood import EnergyDetector, MahalanobisDetector
 
@@ -39,6 +47,8 @@ class ModelRunner:
 
     def __init__(self, model: Classifier | Oracle,
                  validator: MahalanobisDetector | EnergyDetector | None = None) -> None:
+        # The gateway takes tensors today: a text model is refused here, with its kind named.
+        require(model, (Capability.LABELS,), by="the gateway")
         if validator is not None:
             check_validator(model)
         self.model = model

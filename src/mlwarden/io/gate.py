@@ -14,12 +14,18 @@ Before the scan, ``[supplychain] require_signature`` (`mlwarden.supplychain.sign
 refuses a model whose signature is missing or does not verify. Encrypted files
 (`mlwarden.io.encrypted`) pass the same steps on their decrypted bytes, in memory.
 
+A Hugging Face model folder passes `ensure_safe_folder`: every file under it is scanned
+(transformers may open any of them), and a folder whose configs ask for code of its own
+(``auto_map``, which transformers honours only with ``trust_remote_code``) is refused with
+a message that says so; mlwarden never passes ``trust_remote_code``.
+
 Every refusal raises `UnsafeArtefactError` (CLI exit 3); missing, empty or unreadable
 paths raise `ModelLoadError` (exit 2).
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +35,15 @@ from mlwarden.core.errors import ModelLoadError, ParameterError, UnsafeArtefactE
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 _MAX_LISTED = 5
+REMOTE_CODE_CONFIGS = (
+    "config.json",
+    "tokenizer_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "feature_extractor_config.json",
+    "image_processor_config.json",
+)
+"""Configs in which transformers reads ``auto_map`` (classes to import from the folder)."""
 
 
 def ensure_safe(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
@@ -105,6 +120,80 @@ def _apply_scan_verdict(file: Path, allow: Sequence[str]) -> None:
                 + exc.message.split("): ", 1)[-1]
             ) from None
         raise
+
+
+def ensure_safe_folder(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
+    """Refuse a model folder unless every file in it scans safe and no config needs remote code.
+
+    Runs before anything of the folder is parsed by transformers. Returns the resolved path.
+    """
+    from mlwarden.supplychain import scan_path
+    from mlwarden.supplychain.results import Verdict
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder '{folder}' does not exist or is not a folder")
+    from mlwarden.supplychain.signing import enforce_signature_policy
+
+    enforce_signature_policy(folder)  # [supplychain] require_signature: before any scan
+    result = scan_path(folder, allow=allow, digest=False)
+    if not result.files:
+        raise ModelLoadError(f"model folder '{folder}' holds no files")
+    refused = [f for f in result.files if f.verdict.rank >= Verdict.SUSPICIOUS.rank]
+    unreadable = [f for f in refused if f.verdict is Verdict.UNREADABLE]
+    unsafe = [f for f in refused if f.verdict is not Verdict.UNREADABLE]
+    if unsafe:
+        reasons = []
+        for scan in unsafe[:_MAX_LISTED]:
+            worst = max(scan.findings, key=lambda f: f.severity.rank, default=None)
+            detail = f": {worst.detail}" if worst is not None else ""
+            reasons.append(f"{_relative(scan.path, folder)} ({scan.verdict.value}{detail})")
+        more = len(unsafe) - _MAX_LISTED
+        raise UnsafeArtefactError(
+            f"refused model folder '{folder}': " + "; ".join(reasons)
+            + (f"; and {more} more" if more > 0 else ""),
+            hint="inspect it with 'mlwarden scan'; pass reviewed imports with --allow",
+        )
+    if unreadable:
+        names = [_relative(f.path, folder) for f in unreadable]
+        raise ModelLoadError(
+            f"model folder '{folder}' holds files the scanner cannot read, so it was not "
+            f"loaded: {_listing(names)} (remove them, or check they are not corrupt)"
+        )
+    refuse_remote_code(folder)
+    return folder.resolve()
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """Refuse a folder whose configs name classes to import from its own Python files."""
+    for name in REMOTE_CODE_CONFIGS:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            doc = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ModelLoadError(f"'{file}' is not valid JSON: {exc}") from exc
+        auto_map = doc.get("auto_map") if isinstance(doc, dict) else None
+        if auto_map:
+            names = (
+                sorted(f"{k} -> {v}" for k, v in auto_map.items())
+                if isinstance(auto_map, dict)
+                else [str(auto_map)]
+            )
+            raise UnsafeArtefactError(
+                f"refused model folder '{folder}': {name} needs remote code (auto_map: "
+                f"{_listing(names)}); loading it would run Python code shipped with the model, "
+                "and mlwarden never passes trust_remote_code",
+                hint="use a checkpoint of an architecture that transformers itself implements",
+            )
+
+
+def _relative(path: str, folder: Path) -> str:
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return path
 
 
 # -- .pt2 runtime code --------------------------------------------------------------------

