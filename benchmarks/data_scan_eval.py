@@ -64,10 +64,18 @@ def scan(model: Path, data: Path, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def listed(report: dict) -> tuple[set[int], list[str]]:
-    """Indices listed by findings at or above medium, and those findings' ids."""
+def listed(report: dict, finding: str | None = None) -> tuple[set[int], list[str]]:
+    """Indices listed by findings at or above medium (or by the one ``finding`` id), and ids."""
     severe = [f for f in report["findings"] if f["severity"] in SEVERE]
+    severe = [f for f in severe if finding is None or f["id"] == finding]
     return {i for f in severe for i in f["evidence"].get("indices", [])}, [f["id"] for f in severe]
+
+
+def score(flagged: set[int], truth: set[int]) -> str:
+    """``precision / recall`` of the listed samples against the poisoned ones."""
+    hits = len(flagged & truth)
+    precision = f"{hits / len(flagged):.2f}" if flagged else "—"
+    return f"{precision} / {hits / len(truth):.2f}"
 
 
 def main() -> None:
@@ -83,7 +91,9 @@ def main() -> None:
             tag = f"{name}-clean-s{seed}"
             report = scan(*prepare(name, train, seed, tag, args.cache), args.cache / f"{tag}.json")
             flagged, ids = listed(report)
-            rows.append((name, f"clean, seed {seed}", len(train), 0, len(flagged), ids, None, None))
+            rows.append(
+                (name, f"clean, seed {seed}", len(train), 0, len(flagged), ids, "—", "—", "—")
+            )
         for target, size in POISONS[name]:
             attack = BadNets(target=target, rate=RATE, size=size)
             poisoned = attack.poison(train)
@@ -92,18 +102,26 @@ def main() -> None:
             report = scan(*paths, args.cache / f"{tag}.json")
             flagged, ids = listed(report)
             truth = set(poisoned.poison_index.tolist())
-            hits = len(flagged & truth)
-            precision = hits / len(flagged) if flagged else None
-            recall = hits / len(truth)
+            each = [score(listed(report, f)[0], truth) for f in ("MLW-BKD-010", "MLW-BKD-011")]
             what = f"BadNets {size}-patch -> class {target}"
-            rows.append((name, what, len(train), len(truth), len(flagged), ids, precision, recall))
+            rows.append(
+                (
+                    name,
+                    what,
+                    len(train),
+                    len(truth),
+                    len(flagged),
+                    ids,
+                    score(flagged, truth),
+                    *each,
+                )
+            )
     head = ["data", "training set", "samples", "poisoned", "listed (>= medium)", "findings"]
-    print("| " + " | ".join([*head, "precision", "recall"]) + " |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, what, n, poison, flagged, ids, precision, recall in rows:
-        p = "—" if precision is None else f"{precision:.2f}"
-        r = "—" if recall is None else f"{recall:.2f}"
-        cells = [name, what, n, poison, flagged, ", ".join(ids) or "none", p, r]
+    head += ["precision / recall", "clustering (010)", "spectral (011)"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for name, what, n, poison, flagged, ids, both, ac, ss in rows:
+        cells = [name, what, n, poison, flagged, ", ".join(ids) or "none", both, ac, ss]
         print("| " + " | ".join(str(c) for c in cells) + " |")
 
 
