@@ -65,9 +65,12 @@ def scan(model: Path, data: Path, out: Path) -> dict:
 
 
 def listed(report: dict, finding: str | None = None) -> tuple[set[int], list[str]]:
-    """Indices listed by findings at or above medium (or by the one ``finding`` id), and ids."""
-    severe = [f for f in report["findings"] if f["severity"] in SEVERE]
-    severe = [f for f in severe if finding is None or f["id"] == finding]
+    """Indices listed by findings at or above medium (or by the one ``finding`` id, whatever
+    its severity), and their ids."""
+    if finding is None:
+        severe = [f for f in report["findings"] if f["severity"] in SEVERE]
+    else:
+        severe = [f for f in report["findings"] if f["id"] == finding]
     return {i for f in severe for i in f["evidence"].get("indices", [])}, [f["id"] for f in severe]
 
 
@@ -117,7 +120,7 @@ def main() -> None:
                 )
             )
     head = ["data", "training set", "samples", "poisoned", "listed (>= medium)", "findings"]
-    head += ["precision / recall", "clustering (010)", "spectral (011)"]
+    head += ["precision / recall", "clustering (010, high)", "spectral (011, low)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for name, what, n, poison, flagged, ids, both, ac, ss in rows:

@@ -121,7 +121,8 @@ def data_report(
 
     Activation clustering reports a class only when its small cluster passed every test
     (size, silhouette, exclusionary reclassification, trigger persistence); spectral
-    signatures only when a class has an outlier mass. Otherwise the table (and, for spectral
+    signatures only when a class has an outlier mass, as a low finding (alone it has not
+    separated poison in our measurements). Otherwise the table (and, for spectral
     signatures, an info finding) records what was measured.
     """
     report = report or Report(title="mlwarden training-data backdoor scan")
@@ -251,7 +252,9 @@ def _spectral_findings(
     report.add(
         Finding(
             id="MLW-BKD-011",
-            severity=Severity.MEDIUM,
+            # low: on 5%-BadNets digits the poison was not an outlier mass of its class, and
+            # the masses found elsewhere were clean sub-modes (benchmarks/data_scan_eval.py)
+            severity=Severity.LOW,
             check=check,
             location=subject,
             title=f"{len(idx)} training samples form a spectral-signature outlier mass",
