@@ -24,8 +24,9 @@ paper's relative size, 0.35) and the split is separated (silhouette above
    ``persistence_margin``. Digits of odd writing styles also pass test 1 (a whole
    sub-mode removed leaves no neighbour of their class: up to 88% reclassified on clean
    digits models), but their label does not survive superimposition any better than
-   the rest of their class (gap at most 0.24 on three clean models, 0.53 to 0.72 for
-   three BadNets clusters; `benchmarks/data_scan_eval.py`).
+   the rest of their class (in development runs: gap at most 0.24 over three clean
+   digits models, 0.53 to 0.72 for three BadNets clusters; the end-to-end figures are
+   those of `benchmarks/data_scan_eval.py`).
 
 scikit-learn does the PCA, k-means, silhouette and nearest neighbours. The relative-size
 rule assumes the poison is under ``size_threshold`` of its class: when an attacker floods

@@ -12,7 +12,8 @@ data. What poison leaves is an *outlier mass* along ``v``: we take the signed
 projections ``p = (r - mean) . v`` of a class, their robust z-scores
 ``|p - median(p)| / (1.4826 * MAD(p))``, and call a class suspicious only when at least
 ``min_outliers`` samples lie beyond ``z_threshold`` (both set on clean models: on three
-digits SmallCNNs and two breast-cancer MLPs no class had 3 samples beyond z = 4).
+digits SmallCNNs and three breast-cancer MLPs no class had 3 samples beyond z = 4,
+`benchmarks/data_scan_eval.py`).
 ``outliers_`` marks those samples, at most the ``1.5 * eps`` most extreme of each class.
 """
 
