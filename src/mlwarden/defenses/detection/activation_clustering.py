@@ -22,11 +22,10 @@ paper's relative size, 0.35) and the split is separated (silhouette above
    2019) and the model keeps the class label for a trigger-carrying sample, whatever it
    is mixed with. The cluster's keep rate must exceed the main cluster's by
    ``persistence_margin``. Digits of odd writing styles also pass test 1 (a whole
-   sub-mode removed leaves no neighbour of their class: up to 88% reclassified on clean
-   digits models), but their label does not survive superimposition any better than
-   the rest of their class (in development runs: gap at most 0.24 over three clean
-   digits models, 0.53 to 0.72 for three BadNets clusters; the end-to-end figures are
-   those of `benchmarks/data_scan_eval.py`).
+   sub-mode removed leaves no neighbour of their class: up to 89% reclassified on clean
+   digits models), but their label does not survive superimposition better than the rest
+   of their class (gap at most 0.19 over 8 such clean clusters, 0.52 and 0.70 for two
+   BadNets clusters; `benchmarks/data_scan_eval.py`, per-class tables).
 
 scikit-learn does the PCA, k-means, silhouette and nearest neighbours. The relative-size
 rule assumes the poison is under ``size_threshold`` of its class: when an attacker floods
