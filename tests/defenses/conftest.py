@@ -72,3 +72,17 @@ def zoo_scans(zoo, digits_split) -> dict[str, list[BackdoorScan]]:
 @pytest.fixture(scope="session")
 def badnets_model(zoo) -> ZooModel:
     return zoo["badnets-3x3-checker-bottomright-t0"]
+
+
+@pytest.fixture(scope="session")
+def badnets_5pct(digits_split, digits_spec) -> ZooModel:
+    """A SmallCNN trained as `digits_cnn` on digits with 5% BadNets poison (3x3 -> class 0):
+    the scan-data case of issue #21 (benchmarks/data_scan_eval.py trains the same)."""
+    train, _ = digits_split
+    attack = BadNets(target=0, rate=0.05, size=3)
+    poisoned = attack.poison(train)
+    torch.manual_seed(0)
+    module = SmallCNN()
+    fit(module, poisoned.data.x, poisoned.data.y, epochs=15, lr=2e-3, batch_size=64, seed=0)
+    name = "badnets-5pct-3x3-t0"
+    return ZooModel(name, Classifier(module, digits_spec, name=name), attack, poisoned)

@@ -115,13 +115,31 @@ def test_scan_data_flags_override_the_settings(files) -> None:
     out = root / "scan-data.json"
     argv = ["backdoor", "scan-data", "--model", str(model), "--data", str(root / "clean.npz")]
     flags = ["--method", "spectral_signatures", "--eps", "0.2", "-f", "json", "-o", str(out)]
-    assert _run([*argv, *flags, "--fail-on", "never"]) == 0
+    # clean held-out data: no outlier mass, so an info finding and the default --fail-on passes
+    assert _run([*argv, *flags]) == 0
     report = json.loads(out.read_text())
     assert report["subject"]["method"] == "spectral_signatures"
-    assert [f["id"] for f in report["findings"]] == ["MLW-BKD-011"]
-    listed = report["metrics"]["backdoor_data.spectral_signatures.suspicious"]
-    # 1.5 x eps of each class: about 30% of the clean set at --eps 0.2
-    assert 0.25 * report["subject"]["samples"] < listed < 0.35 * report["subject"]["samples"]
+    assert [(f["id"], f["severity"]) for f in report["findings"]] == [("MLW-BKD-012", "info")]
+    assert report["metrics"]["backdoor_data.spectral_signatures.suspicious"] == 0
+
+
+def test_scan_data_on_the_clean_digits_training_set_raises_nothing(
+    tmp_path, digits_cnn, digits_split
+) -> None:
+    """Issue #21: the command a user runs, with its defaults, on the set the model was
+    trained on."""
+    from mlwarden.io.export import save_pt2
+
+    train, _ = digits_split
+    model = save_pt2(digits_cnn, tmp_path / "model.pt2")
+    np.savez(tmp_path / "train.npz", x=train.x.numpy(), y=train.y.numpy())
+    out = tmp_path / "scan.json"
+    argv = ["backdoor", "scan-data", "--model", str(model), "--data", str(tmp_path / "train.npz")]
+    assert _run([*argv, "--fail-on", "medium", "-f", "json", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(f["id"], f["severity"]) for f in report["findings"]] == [("MLW-BKD-012", "info")]
+    table = next(t for t in report["tables"] if t["id"] == "backdoor-activation-clustering")
+    assert len(table["rows"]) == 10 and not any(row[-1] for row in table["rows"])
 
 
 def test_transfer_command_writes_student_and_audit(files) -> None:
