@@ -69,7 +69,7 @@ INHERITANCE_HIGH = 0.5
 """Excess ASR from which the inheritance is HIGH: the trigger works on most inputs."""
 TRANSFER_ALERT = 0.5
 """Adversarial transfer rate above which MLW-BKD-031 is raised."""
-NOT_MEASURED = "not measured"
+NOT_MEASURED = "not measured: no trigger"
 """A table cell whose figure needs a trigger when none is known."""
 
 
@@ -766,8 +766,8 @@ def compare_strategies(
         audits[strategy] = audit
         rows.append(_compare_row(strategy, audit))
         for key, col in (("accuracy", 1), ("asr", 2), ("baseline_asr", 3), ("excess_asr", 4)):
-            value = rows[-1][col]
-            report.metrics[f"transfer.{strategy}.{key}"] = value if value != NOT_MEASURED else None
+            if rows[-1][col] != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
+                report.metrics[f"transfer.{strategy}.{key}"] = rows[-1][col]
         report.metrics[f"transfer.{strategy}.adversarial_transfer_rate"] = rows[-1][5]
         report.metrics[f"transfer.{strategy}.weight_divergence"] = rows[-1][6]
         report.metrics[f"transfer.{strategy}.feature_divergence"] = rows[-1][7]
