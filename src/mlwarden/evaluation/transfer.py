@@ -152,18 +152,22 @@ def load_trigger(path: str | Path, spec: InputSpec) -> MaskPatternTrigger:
     if not path.is_file():
         raise InputError(f"trigger file '{path}' not found")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise DataError(f"trigger file '{path}' is a single array, not an .npz archive")
-            missing = [k for k in ("mask", "pattern") if k not in archive.files]
-            if missing:
-                raise DataError(
-                    f"trigger file '{path}' lacks array(s) {', '.join(missing)}; it needs 'mask' "
-                    f"and 'pattern' (has: {', '.join(archive.files) or 'nothing'})"
-                )
-            mask, pattern = archive["mask"], archive["pattern"]
+        archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"trigger file '{path}' is not a readable .npz archive: {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"trigger file '{path}' holds a single array, not an .npz archive")
+    with archive:
+        missing = [k for k in ("mask", "pattern") if k not in archive.files]
+        if missing:
+            raise DataError(
+                f"trigger file '{path}' lacks array(s) {', '.join(missing)}; it needs 'mask' "
+                f"and 'pattern' (has: {', '.join(archive.files) or 'nothing'})"
+            )
+        try:
+            mask, pattern = archive["mask"], archive["pattern"]
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"trigger file '{path}' is unreadable: {exc}") from None
     shape = tuple(spec.shape)
     for name, arr in (("mask", mask), ("pattern", pattern)):
         if arr.dtype.kind not in "biuf":
