@@ -510,6 +510,23 @@ def _asr_phrase(audit: TransferAudit) -> str:
     )
 
 
+def _fix(strategy: str | None, alternative: str | None) -> str:
+    """What to do about an inheriting student: never ``strategy``, the one that made it."""
+    if alternative is not None and alternative != strategy:
+        fix = f"retrain with strategy '{alternative}', which measured without the backdoor"
+    elif strategy:
+        fix = (
+            f"retrain with a strategy other than '{strategy}' (`--strategy compare` measures "
+            "them all)"
+        )
+    else:
+        fix = (
+            "retrain it from this teacher another way (`mlwarden transfer --strategy compare` "
+            "measures each strategy)"
+        )
+    return f"Do not deploy it: {fix}, or choose another teacher."
+
+
 def recommendation(
     audit: TransferAudit, strategy: str | None = None, alternative: str | None = None
 ) -> str:
@@ -521,20 +538,9 @@ def recommendation(
     """
     parts = []
     if inherits_backdoor(audit):
-        fix = (
-            f"retrain with strategy '{alternative}', which measured without the backdoor"
-            if alternative is not None and alternative != strategy
-            else (
-                f"retrain with a strategy other than '{strategy}' (`--strategy compare` measures "
-                "them all)"
-                if strategy
-                else "retrain it from this teacher another way (`mlwarden transfer --strategy "
-                "compare` measures each strategy)"
-            )
-        )
         parts.append(
-            f"The student inherits the teacher's backdoor ({_asr_phrase(audit)}). Do not deploy "
-            f"it: {fix}, or choose another teacher."
+            f"The student inherits the teacher's backdoor ({_asr_phrase(audit)}). "
+            + _fix(strategy, alternative)
         )
     elif audit.measured:
         parts.append(
@@ -593,7 +599,7 @@ def inheritance_finding(
             else ""
         )
         + f"clean rate {audit.clean_rate:.0%}): excess {audit.excess_asr:.0%}. "
-        + recommendation(audit, strategy, alternative),
+        + _fix(strategy, alternative),
         evidence=_evidence(audit),
         atlas=ATLAS,
         owasp=OWASP,
