@@ -223,8 +223,11 @@ def _transfer(root, model, *args: str) -> list[str]:
 
 
 def test_transfer_compare_with_a_given_trigger_prints_the_filled_table(
-    files, trigger_file, cli
+    files, trigger_file, cli, monkeypatch
 ) -> None:
+    from mlwarden.cli.ui import console
+
+    monkeypatch.setattr(console, "width", 200)  # a wide terminal: headers on one line
     root, model = files
     result = cli(
         *_transfer(root, model, "--strategy", "compare", "--trigger", str(trigger_file)),
@@ -236,7 +239,7 @@ def test_transfer_compare_with_a_given_trigger_prints_the_filled_table(
     assert "Student strategies compared" in out, "the table is printed, not only the report"
     for column in ("backdoor ASR", "baseline ASR", "excess ASR", "adversarial transfer"):
         assert column in out
-    assert "not measured" not in out and "reference (from scratch" in out
+    assert "not measured" not in out and "reference (from scratch)" in out
     assert "MLW-BKD-030" in out, "one epoch of a linear probe keeps the planted backdoor"
 
 

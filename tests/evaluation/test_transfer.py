@@ -173,11 +173,12 @@ def test_a_backdoored_teacher_fills_every_column_and_grades_the_excess(
         assert all(isinstance(v, float) for v in row[1:]), row
     probe = run.audits["linear_probe"]
     assert probe.reference_asr is not None and probe.reference_accuracy > 0.8
+    assert probe.teacher_asr > 0.5, "the scan's trigger works on the teacher it came from"
     assert probe.baseline_asr == max(probe.reference_asr, probe.clean_rate)
     assert probe.excess_asr == pytest.approx(probe.student_asr - probe.baseline_asr)
     found = {f.location: f for f in report.findings if f.id == "MLW-BKD-030"}
-    assert "student (linear_probe)" in found, "a probe keeps the teacher's features"
-    evidence = found["student (linear_probe)"].evidence
+    assert found, "some strategy keeps the planted backdoor"
+    evidence = next(iter(found.values())).evidence
     for key in ("student_asr", "baseline_asr", "reference_asr", "clean_rate", "excess_asr"):
         assert evidence[key] is not None, key
     for strategy, audit in run.audits.items():

@@ -71,6 +71,8 @@ TRANSFER_ALERT = 0.5
 """Adversarial transfer rate above which MLW-BKD-031 is raised."""
 NOT_MEASURED = "not measured: no trigger"
 """A table cell whose figure needs a trigger when none is known."""
+REFERENCE_ROW = "reference (from scratch)"
+"""The comparison's row of the clean reference, whose ASR is the baseline."""
 
 
 @dataclass(frozen=True)
@@ -794,7 +796,7 @@ def compare_strategies(
             seed=seed,
             progress=progress,
         )
-        rows.append(_compare_row("reference (from scratch, the baseline)", ref_audit))
+        rows.append(_compare_row(REFERENCE_ROW, ref_audit))
     report.metrics["transfer.target_class"] = known.target
     report.metrics["transfer.trigger_source"] = known.source
     report.tables.append(
