@@ -122,7 +122,12 @@ def teacher_trigger(
     flagged = [s for s in scans if s.is_backdoored]
     top = scratch.metrics.get("backdoor.anomaly_index")
     scope = f"{', '.join(settings.methods)} on {min(len(data), settings.samples)} samples"
-    if not flagged:
+    # the command's verdict (its report's metrics) decides; the scans only supply the trigger
+    detected = scratch.metrics.get("backdoor.detected", int(bool(flagged)))
+    target = scratch.metrics.get("backdoor.target_class")
+    if not isinstance(target, int):
+        target = flagged[0].target_class if flagged else None
+    if not detected or target is None:
         return KnownTrigger(
             None,
             None,
@@ -130,11 +135,7 @@ def teacher_trigger(
             f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags no class "
             f"(highest anomaly index {top})",
         )
-    target = scratch.metrics.get("backdoor.target_class")
-    if not isinstance(target, int):
-        target = flagged[0].target_class
-    assert target is not None
-    scan = next((s for s in flagged if s.target_class == target), flagged[0])
+    scan = next((s for s in flagged if s.target_class == target), (flagged or scans)[0])
     return KnownTrigger(
         scan.trigger_for(target),
         target,
