@@ -268,7 +268,7 @@ def reference_model(
         task="reference (from scratch)",
     )
     reference.eval()
-    return reference  # type: ignore[no-any-return]
+    return reference
 
 
 @dataclass
@@ -447,21 +447,22 @@ def audit_transfer(
     if known is not None and trigger is not None:
         raise ParameterError("give the trigger as known or as trigger and target, not both")
     if trigger is not None:
-        known = given_trigger(trigger, int(target))  # type: ignore[arg-type]
+        known = given_trigger(trigger, int(target or 0))
     if known is None:
         known = KnownTrigger(None, None, "none", "no trigger was given and none was searched")
     x, y = x[:max_samples], y[:max_samples]
     teacher_asr = student_asr = clean_rate = reference_asr = reference_acc = None
     baseline = excess = None
     if known.known:
-        trig, tgt = known.trigger, int(known.target)  # type: ignore[arg-type]
-        teacher_asr = attack_success_rate(teacher, x, y, trig, tgt)  # type: ignore[arg-type]
-        student_asr = attack_success_rate(student, x, y, trig, tgt)  # type: ignore[arg-type]
+        trig, tgt = known.trigger, int(known.target or 0)
+        assert trig is not None  # known.known
+        teacher_asr = attack_success_rate(teacher, x, y, trig, tgt)
+        student_asr = attack_success_rate(student, x, y, trig, tgt)
         keep = y != tgt
         clean_rate = float((student.predict(x[keep]).cpu() == tgt).float().mean())
         baseline = clean_rate
         if reference is not None:
-            reference_asr = attack_success_rate(reference, x, y, trig, tgt)  # type: ignore[arg-type]
+            reference_asr = attack_success_rate(reference, x, y, trig, tgt)
             reference_acc = reference.accuracy(x, y)
             baseline = max(baseline, reference_asr)
         excess = student_asr - baseline
