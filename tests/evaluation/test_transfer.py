@@ -145,6 +145,7 @@ def clean_compare(digits_cnn, digits_split):
 def test_a_clean_teacher_shows_no_inheritance_and_says_it_was_not_measured(clean_compare) -> None:
     report, run = clean_compare
     assert report.metrics["transfer.trigger_source"] == "none"
+    assert "transfer.target_class" not in report.metrics, "no figure for what was not measured"
     assert not any(f.id == "MLW-BKD-030" for f in report.findings)
     note = next(f for f in report.findings if f.id == "MLW-BKD-034")
     assert note.severity.value == "info" and "flags no class" in note.detail

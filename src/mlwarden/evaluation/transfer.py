@@ -639,13 +639,15 @@ def transfer_report(
     m = report.metrics
     m["transfer.student_accuracy"] = round(audit.student_accuracy, 4)
     m["transfer.teacher_accuracy"] = round(audit.teacher_accuracy, 4)
-    m["transfer.teacher_asr"] = _r(audit.teacher_asr)
-    m["transfer.asr"] = _r(audit.student_asr)
-    m["transfer.clean_rate"] = _r(audit.clean_rate)
-    m["transfer.reference_asr"] = _r(audit.reference_asr)
-    m["transfer.baseline_asr"] = _r(audit.baseline_asr)
-    m["transfer.excess_asr"] = _r(audit.excess_asr)
-    m["transfer.target_class"] = audit.target_class
+    if audit.measured:  # else MLW-BKD-034 says why there are no such figures
+        m["transfer.teacher_asr"] = _r(audit.teacher_asr)
+        m["transfer.asr"] = _r(audit.student_asr)
+        m["transfer.clean_rate"] = _r(audit.clean_rate)
+        if audit.reference_asr is not None:
+            m["transfer.reference_asr"] = _r(audit.reference_asr)
+        m["transfer.baseline_asr"] = _r(audit.baseline_asr)
+        m["transfer.excess_asr"] = _r(audit.excess_asr)
+        m["transfer.target_class"] = audit.target_class
     m["transfer.adversarial_transfer_rate"] = round(audit.adversarial_transfer_rate, 4)
     m["transfer.weight_divergence"] = round(audit.weight_divergence, 4)
     m["transfer.feature_divergence"] = round(audit.feature_divergence, 4)
@@ -799,7 +801,8 @@ def compare_strategies(
             progress=progress,
         )
         rows.append(_compare_row(REFERENCE_ROW, ref_audit))
-    report.metrics["transfer.target_class"] = known.target
+    if known.known:
+        report.metrics["transfer.target_class"] = known.target
     report.metrics["transfer.trigger_source"] = known.source
     report.tables.append(
         Table(
