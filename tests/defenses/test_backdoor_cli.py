@@ -205,6 +205,74 @@ def test_audit_checks_backdoor_and_transfer(files) -> None:
     spec.run(ctx, spec.config(teacher=str(model), samples=200))
     # the model audited as its own student: same weights, same features, the trigger still works
     assert ctx.report.metrics["transfer.weight_divergence"] == 0.0
-    assert ctx.report.metrics["transfer.trigger_source"] == "reverse-engineered"
+    assert ctx.report.metrics["transfer.trigger_source"].startswith("teacher scan")
     assert ctx.report.metrics["transfer.asr"] > 0.9
+    assert ctx.report.metrics["transfer.excess_asr"] > 0.5, "above the clean reference's ASR"
     assert any(f.id == "MLW-BKD-030" for f in ctx.report.findings)
+
+
+@pytest.fixture(scope="module")
+def trigger_file(files, badnets_model):
+    """The planted BadNets trigger as a user would hand it in: mask and pattern in an .npz."""
+    root, _ = files
+    spec = badnets_model.classifier.spec
+    mask, pattern = badnets_model.attack.trigger.mask_and_pattern(spec.shape, spec.bounds)
+    path = root / "trigger.npz"
+    np.savez(path, mask=mask.numpy(), pattern=pattern.numpy())
+    return path
+
+
+def _transfer(root, model, *args: str) -> list[str]:
+    return [
+        "transfer",
+        "--teacher",
+        str(model),
+        "--data",
+        str(root / "clean.npz"),
+        "--epochs",
+        "1",
+        "--samples",
+        "80",
+        "--no-progress",
+        "--fail-on",
+        "never",
+        *args,
+    ]
+
+
+def test_transfer_compare_with_a_given_trigger_prints_the_filled_table(
+    files, trigger_file, cli, monkeypatch
+) -> None:
+    from mlwarden.cli.ui import console
+
+    monkeypatch.setattr(console, "width", 200)  # a wide terminal: headers on one line
+    root, model = files
+    result = cli(
+        *_transfer(root, model, "--strategy", "compare", "--trigger", str(trigger_file)),
+        "--target",
+        "0",
+    )
+    assert result.code == 0, result.err
+    out = " ".join(result.out.split())
+    assert "Student strategies compared" in out, "the table is printed, not only the report"
+    for column in ("backdoor ASR", "baseline ASR", "excess ASR", "adversarial transfer"):
+        assert column in out
+    assert "not measured" not in out and "reference (from scratch)" in out
+    assert "MLW-BKD-030" in out, "one epoch of a linear probe keeps the planted backdoor"
+
+
+def test_transfer_refuses_a_bad_trigger_file_in_one_line(files, trigger_file, cli) -> None:
+    root, model = files
+    wrong = root / "wrong-trigger.npz"
+    np.savez(wrong, mask=np.ones((1, 8, 8), "f4"), pattern=np.zeros((3, 8, 8), "f4"))
+    cases = {
+        ("--trigger", str(root / "missing.npz"), "--target", "0"): "not found",
+        ("--trigger", str(wrong), "--target", "0"): "trigger pattern has shape (3, 8, 8)",
+        ("--trigger", str(root / "clean.npz"), "--target", "0"): "lacks array(s) mask, pattern",
+        ("--trigger", str(trigger_file), "--target", "12"): "target must be a class",
+        ("--trigger", str(trigger_file)): "--trigger and --target go together",
+    }
+    for args, message in cases.items():
+        result = cli(*_transfer(root, model, "--strategy", "linear_probe", *args))
+        assert result.code == 2, (args, result.out)
+        assert message in result.err and "Traceback" not in result.err, result.err

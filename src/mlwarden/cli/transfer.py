@@ -62,6 +62,13 @@ def transfer_command(
     scan_steps: int | None = typer.Option(
         None, "--scan-steps", help="Steps of the teacher trigger scan (default: the detector's)."
     ),
+    trigger: Path | None = typer.Option(
+        None,
+        "--trigger",
+        help="A known trigger to measure (.npz with arrays 'mask' and 'pattern'), instead of "
+        "the one the teacher scan (as `backdoor detect`) finds; with --target.",
+    ),
+    target: int | None = typer.Option(None, "--target", help="Target class of --trigger."),
     student_out: Path | None = typer.Option(
         None, "--student-out", help="Write the trained student here (.pt2)."
     ),
@@ -78,7 +85,8 @@ def transfer_command(
 ) -> None:
     """Fine-tune a student from --teacher (or take --student), then audit it.
 
-    The audit: backdoor inheritance, adversarial transfer and divergence from the teacher.
+    The audit: backdoor inheritance (the ASR of the teacher's trigger above a clean
+    baseline), adversarial transfer and divergence from the teacher.
     """
     from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
@@ -88,6 +96,8 @@ def transfer_command(
     from mlwarden.evaluation.transfer import TransferSettings, require_teacher, run_transfer
 
     fail_threshold(fail_on)
+    if (trigger is None) != (target is None):
+        raise ParameterError("--trigger and --target go together: give both or neither")
     settings = settings_from_flags(
         TransferSettings,
         {
@@ -100,6 +110,8 @@ def transfer_command(
             "eps": eps,
             "samples": samples,
             "scan_steps": scan_steps,
+            "trigger": None if trigger is None else str(trigger),
+            "target": target,
         },
     )
     if student_out is not None and (student is not None or settings.strategy == "compare"):
@@ -159,4 +171,10 @@ def transfer_command(
             # batch size (the loader pads batches for such files)
             saved = save_pt2(run.student, student_out, dynamic_batch=False)
         report.subject["student"] = str(saved)
+    if fmt is OutputFormat.text and output is None:  # the tables are the result: print them
+        from mlwarden.cli.ui import console
+        from mlwarden.report.terminal import table_renderable
+
+        for table in report.tables:
+            console.print(table_renderable(table))
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

@@ -2,8 +2,13 @@
 
 Measures, for a teacher and a student fine-tuned from it:
 
-(a) the attack success rate of the teacher's trigger on the student (the known trigger,
-    or the one Neural Cleanse reverse-engineers from the teacher when none is given);
+(a) the attack success rate (ASR) of the teacher's trigger on the student *above its
+    baseline*: the trigger is the user's (``--trigger``) or the one the teacher scan of
+    ``mlwarden backdoor detect`` reverse-engineers, and with neither it is not measured;
+    the baseline is the larger of the trigger's ASR on a clean reference trained from
+    scratch on the student's data (a trigger-shaped perturbation alone moves some inputs
+    of any model) and the student's clean rate (non-target inputs it already puts in the
+    target class), and inheritance is graded on the excess;
 (b) the transferability of adversarial examples crafted on the teacher with
     `mlwarden.attacks.evasion.PGD` (Papernot et al., "Transferability in Machine
     Learning", 2016: a public teacher is a free surrogate for attacking its students);
@@ -26,16 +31,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
+from mlwarden.attacks.poisoning.triggers import MaskPatternTrigger, Trigger
 from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, register_check
 from mlwarden.core.contract import Capability, note_assumptions, require
-from mlwarden.core.errors import DataError, ParameterError
+from mlwarden.core.errors import DataError, InputError, ParameterError
 from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
+from mlwarden.core.seeding import make_generator
+from mlwarden.core.spec import InputSpec
 
 ATLAS = ["AML.T0018.000"]
 OWASP = ["ML07", "ML10"]  # Transfer Learning Attack, Model Poisoning
@@ -53,25 +62,249 @@ FINE_TUNING_NEEDS = (Capability.TRAINABLE,)
 """Training a student copies the teacher's weights and fine-tunes them."""
 
 
+INHERITANCE_MARGIN = 0.2
+"""Excess ASR (student ASR minus the baseline) above which the student is said to inherit
+the backdoor (MEDIUM). Half a percent of 400 audit samples is noise; 0.2 is 80 inputs."""
+INHERITANCE_HIGH = 0.5
+"""Excess ASR from which the inheritance is HIGH: the trigger works on most inputs."""
+TRANSFER_ALERT = 0.5
+"""Adversarial transfer rate above which MLW-BKD-031 is raised."""
+NOT_MEASURED = "not measured: no trigger"
+"""A table cell whose figure needs a trigger when none is known."""
+REFERENCE_ROW = "reference (from scratch)"
+"""The comparison's row of the clean reference, whose ASR is the baseline."""
+
+
+@dataclass(frozen=True)
+class KnownTrigger:
+    """The trigger the audit measures, its target, where it came from and why.
+
+    ``trigger`` is None when none is known: the teacher scan flagged no class and the user
+    gave none. Inheritance is then not measured, never guessed.
+    """
+
+    trigger: Trigger | None
+    target: int | None
+    source: str  # "given", "teacher scan (<method>)" or "none"
+    note: str
+
+    @property
+    def known(self) -> bool:
+        return self.trigger is not None and self.target is not None
+
+
+def given_trigger(trigger: Trigger, target: int, note: str = "given by the user") -> KnownTrigger:
+    """A trigger handed in by the caller."""
+    return KnownTrigger(trigger, target, "given", note)
+
+
+def teacher_trigger(
+    teacher: Any,
+    data: Dataset,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> KnownTrigger:
+    """The trigger of the class ``mlwarden backdoor detect`` flags on ``teacher`` with ``data``.
+
+    The very scan of the command: `run_backdoor_scan` with the default `BackdoorSettings`
+    (``steps`` overrides only the optimisation steps), on the same data and seed, so the
+    two verdicts cannot disagree and the detector's calibration applies here unchanged.
+    """
+    from mlwarden.defenses.detection.model_scan import BackdoorSettings, run_backdoor_scan
+
+    settings = BackdoorSettings() if steps is None else BackdoorSettings(steps=steps)
+    scratch = Report(title="teacher scan")
+    scans = run_backdoor_scan(
+        teacher, data, settings, report=scratch, seed=seed, subject="teacher", progress=progress
+    )
+    flagged = [s for s in scans if s.is_backdoored]
+    top = scratch.metrics.get("backdoor.anomaly_index")
+    scope = f"{', '.join(settings.methods)} on {min(len(data), settings.samples)} samples"
+    # the command's verdict (its report's metrics) decides; the scans only supply the trigger
+    detected = scratch.metrics.get("backdoor.detected", int(bool(flagged)))
+    target = scratch.metrics.get("backdoor.target_class")
+    if not isinstance(target, int):
+        target = flagged[0].target_class if flagged else None
+    if not detected or target is None:
+        return KnownTrigger(
+            None,
+            None,
+            "none",
+            f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags no class "
+            f"(highest anomaly index {top})",
+        )
+    scan = next((s for s in flagged if s.target_class == target), (flagged or scans)[0])
+    return KnownTrigger(
+        scan.trigger_for(target),
+        target,
+        f"teacher scan ({scan.method})",
+        f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags class {target} "
+        f"(anomaly index {top}); its {scan.method} trigger is measured",
+    )
+
+
+def load_trigger(path: str | Path, spec: InputSpec) -> MaskPatternTrigger:
+    """A mask/pattern trigger from an ``.npz`` with arrays ``mask`` and ``pattern``, checked
+    against the model's input: ``pattern`` of the input shape inside its bounds, ``mask``
+    broadcastable to it with values in [0, 1] and not all zero."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"trigger file '{path}' not found")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"trigger file '{path}' is not a readable .npz archive: {exc}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"trigger file '{path}' holds a single array, not an .npz archive")
+    with archive:
+        missing = [k for k in ("mask", "pattern") if k not in archive.files]
+        if missing:
+            raise DataError(
+                f"trigger file '{path}' lacks array(s) {', '.join(missing)}; it needs 'mask' "
+                f"and 'pattern' (has: {', '.join(archive.files) or 'nothing'})"
+            )
+        try:
+            mask, pattern = archive["mask"], archive["pattern"]
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"trigger file '{path}' is unreadable: {exc}") from None
+    shape = tuple(spec.shape)
+    for name, arr in (("mask", mask), ("pattern", pattern)):
+        if arr.dtype.kind not in "biuf":
+            raise DataError(f"trigger {name} must be numeric, got dtype {arr.dtype}")
+        if not np.isfinite(arr).all():
+            raise DataError(f"trigger {name} contains NaN or infinite values")
+    if tuple(pattern.shape) != shape:
+        raise DataError(
+            f"trigger pattern has shape {tuple(pattern.shape)}; the model's input is {shape}"
+        )
+    try:
+        fits = np.broadcast_shapes(mask.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise DataError(
+            f"trigger mask of shape {tuple(mask.shape)} does not broadcast to the model's input "
+            f"{shape}"
+        )
+    if float(mask.min()) < 0.0 or float(mask.max()) > 1.0:
+        raise DataError(
+            f"trigger mask values must lie in [0, 1], got [{float(mask.min()):g}, "
+            f"{float(mask.max()):g}]"
+        )
+    if not bool((mask > 0).any()):
+        raise DataError("trigger mask is all zero: it leaves every input unchanged")
+    low, high = spec.bounds
+    tol = 1e-6 * max(1.0, high - low)
+    if float(pattern.min()) < low - tol or float(pattern.max()) > high + tol:
+        raise DataError(
+            f"trigger pattern values [{float(pattern.min()):g}, {float(pattern.max()):g}] lie "
+            f"outside the model's input bounds [{low:g}, {high:g}]"
+        )
+    return MaskPatternTrigger(
+        torch.as_tensor(mask, dtype=torch.float32), torch.as_tensor(pattern, dtype=torch.float32)
+    )
+
+
+def trigger_from_file(path: str | Path, target: int, spec: InputSpec) -> KnownTrigger:
+    """`load_trigger` and a target class checked against the model's classes."""
+    if not 0 <= target < spec.num_classes:
+        raise ParameterError(
+            f"target must be a class of the model, 0 to {spec.num_classes - 1}, got {target}"
+        )
+    return given_trigger(load_trigger(path, spec), target, f"given by the user ({path})")
+
+
+def reinitialise(module: torch.nn.Module, seed: int) -> None:
+    """Re-draw every parameter of ``module`` in place as a fresh model's would be: weights
+    with PyTorch's default (Kaiming-uniform, a=sqrt(5)), norm scales 1, biases 0, running
+    statistics reset. Works by name and shape, so it also serves ``.pt2`` graphs, whose
+    layers are no longer `nn.Linear`/`nn.Conv2d` with ``reset_parameters``."""
+    gen = make_generator(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() >= 2:
+                torch.nn.init.kaiming_uniform_(p, a=5**0.5, generator=gen)
+            elif name.rsplit(".", 1)[-1] == "weight":
+                p.fill_(1.0)
+            else:
+                p.zero_()
+        for name, b in module.named_buffers():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "running_mean" or leaf == "num_batches_tracked":
+                b.zero_()
+            elif leaf == "running_var":
+                b.fill_(1.0)
+
+
+def reference_model(
+    teacher: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> Classifier:
+    """The clean reference of the inheritance baseline: the teacher's architecture,
+    re-initialised and trained from scratch on the student's data (it never saw the
+    teacher's weights, so whatever the trigger does to it, it does without a backdoor)."""
+    from mlwarden.core.training import fit, trainable_copy
+
+    reference = trainable_copy(teacher, name=f"{teacher.name}-reference")
+    reinitialise(reference.module, seed)
+    fit(
+        reference,
+        x,
+        y,
+        epochs=epochs,
+        lr=lr,
+        seed=seed,
+        progress=progress,
+        task="reference (from scratch)",
+    )
+    reference.eval()
+    return reference
+
+
 @dataclass
 class TransferAudit:
-    """The numbers of one teacher/student pair (None where not measured)."""
+    """The numbers of one teacher/student pair (None where no trigger is known).
+
+    ``baseline_asr`` is what the trigger achieves without any inherited backdoor: the
+    larger of the trigger's ASR on the clean reference (``reference_asr``) and the
+    student's ``clean_rate`` (the share of untriggered non-target inputs it already puts
+    in the target class); ``excess_asr = student_asr - baseline_asr`` grades inheritance.
+    """
 
     student_accuracy: float
     teacher_accuracy: float
     teacher_asr: float | None
     student_asr: float | None
-    clean_rate: (
-        float | None
-    )  # fraction of non-target clean inputs the student already puts in the target
+    clean_rate: float | None
+    reference_asr: float | None
+    reference_accuracy: float | None
+    baseline_asr: float | None
+    excess_asr: float | None
     target_class: int | None
-    adversarial_transfer_rate: float | None
+    adversarial_transfer_rate: float
+    adversarial_transfer_reason: str
     weight_divergence: float
     feature_divergence: float
-    trigger_source: str  # "given", "reverse-engineered" or "none"
+    trigger_source: str  # "given", "teacher scan (<method>)" or "none"
+    trigger_note: str
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def measured(self) -> bool:
+        """Whether a trigger was known, so inheritance was measured."""
+        return self.excess_asr is not None
 
 
 def weight_divergence(teacher: torch.nn.Module, student: torch.nn.Module) -> float:
@@ -109,6 +342,17 @@ def feature_divergence(
     return 1.0 - linear_cka(teacher.features(x, name).cpu(), student.features(x, name).cpu())
 
 
+@dataclass(frozen=True)
+class AdversarialTransfer:
+    """Of ``fooled_teacher`` PGD examples that fool the teacher, the share ``rate`` that fool
+    the student; ``reason`` says how it was measured, or why it is 0.0 (nothing to transfer)."""
+
+    rate: float
+    reason: str
+    candidates: int  # inputs both models classify correctly, the examples' starting points
+    fooled_teacher: int
+
+
 def adversarial_transfer_rate(
     teacher: Any,
     student: Any,
@@ -118,43 +362,45 @@ def adversarial_transfer_rate(
     eps: float,
     steps: int,
     seed: int,
-) -> float | None:
+) -> AdversarialTransfer:
     """Of the PGD examples that fool the teacher, the fraction that fool the student.
 
-    Crafted on the inputs both models classify correctly.
+    Crafted on the inputs both models classify correctly. When no example fools the
+    teacher there is nothing that could transfer: the rate is 0.0 and the reason says so.
     """
     from mlwarden.attacks.evasion import PGD
 
     both = (teacher.predict(x).cpu() == y) & (student.predict(x).cpu() == y)
-    if not bool(both.any()):
-        return None
+    candidates = int(both.sum())
+    if candidates == 0:
+        return AdversarialTransfer(
+            0.0,
+            f"none of the {len(x)} audit inputs is classified correctly by both teacher and "
+            "student, so no adversarial example could be crafted to transfer",
+            0,
+            0,
+        )
     xs, ys = x[both], y[both]
     result = PGD(eps, steps=steps, seed=seed)(teacher, xs, ys)
     fooled_teacher = result.success.cpu()
-    if not bool(fooled_teacher.any()):
-        return 0.0
+    n_fooled = int(fooled_teacher.sum())
+    if n_fooled == 0:
+        return AdversarialTransfer(
+            0.0,
+            f"PGD (L-inf eps {eps:g}, {steps} steps) fooled the teacher on none of the "
+            f"{candidates} inputs both models classify correctly: nothing to transfer",
+            candidates,
+            0,
+        )
     fooled_student = student.predict(result.x_adv[fooled_teacher]).cpu() != ys[fooled_teacher]
-    return float(fooled_student.float().mean())
-
-
-def teacher_trigger(
-    teacher: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    steps: int | None = None,
-    seed: int = 0,
-    progress: ProgressCallback = null_progress,
-) -> tuple[Any | None, int | None]:
-    """(trigger, target) the model scan reverse-engineers from ``teacher``, or (None, None)
-    when it flags no class; the method with the highest anomaly index decides."""
-    from mlwarden.defenses.detection.model_scan import scan_model
-
-    scans = scan_model(teacher, x, y, steps=steps, seed=seed, progress=progress)
-    best = max(scans, key=lambda s: s.max_anomaly_index)
-    if best.target_class is None:
-        return None, None
-    return best.trigger_for(best.target_class), best.target_class
+    n_transfer = int(fooled_student.sum())
+    return AdversarialTransfer(
+        n_transfer / n_fooled,
+        f"{n_transfer} of the {n_fooled} PGD examples (L-inf eps {eps:g}, {steps} steps) that "
+        f"fool the teacher also fool the student ({candidates} inputs both classify correctly)",
+        candidates,
+        n_fooled,
+    )
 
 
 def audit_transfer(
@@ -165,19 +411,21 @@ def audit_transfer(
     *,
     trigger: Any | None = None,
     target: int | None = None,
-    reverse_engineer: bool = True,
+    known: KnownTrigger | None = None,
+    reference: Any | None = None,
     eps: float = 0.1,
     pgd_steps: int = 20,
     max_samples: int = 400,
-    scan_steps: int | None = None,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
 ) -> TransferAudit:
-    """Measure (a) backdoor ASR on the student, (b) adversarial transferability, (c) divergence.
+    """Measure (a) backdoor ASR on the student against its baseline, (b) adversarial
+    transferability, (c) divergence, on at most ``max_samples`` of ``(x, y)``.
 
-    With no ``trigger``, and ``reverse_engineer`` true, Neural Cleanse and the universal
-    perturbation scan run on the teacher; when they flag a class, its reverse-engineered
-    trigger is what (a) measures.
+    The trigger is ``known`` (from `teacher_trigger` or `trigger_from_file`), or
+    ``trigger`` and ``target`` directly; with neither, (a) is not measured. The baseline
+    is the trigger's ASR on ``reference`` (a clean model, `reference_model`) or, without
+    one, the student's clean rate alone.
     """
     from mlwarden.attacks.poisoning.metrics import attack_success_rate
 
@@ -196,20 +444,28 @@ def audit_transfer(
         raise DataError("the audit data holds a single class; need at least 2")
     if (trigger is None) != (target is None):
         raise ParameterError("give both trigger and target, or neither")
+    if known is not None and trigger is not None:
+        raise ParameterError("give the trigger as known or as trigger and target, not both")
+    if trigger is not None:
+        known = given_trigger(trigger, int(target or 0))
+    if known is None:
+        known = KnownTrigger(None, None, "none", "no trigger was given and none was searched")
     x, y = x[:max_samples], y[:max_samples]
-    source = "given" if trigger is not None else "none"
-    if trigger is None and reverse_engineer:
-        trigger, target = teacher_trigger(
-            teacher, x, y, steps=scan_steps, seed=seed, progress=progress
-        )
-        if trigger is not None:
-            source = "reverse-engineered"
-    teacher_asr = student_asr = clean_rate = None
-    if trigger is not None and target is not None:
-        teacher_asr = attack_success_rate(teacher, x, y, trigger, target)
-        student_asr = attack_success_rate(student, x, y, trigger, target)
-        keep = y != target
-        clean_rate = float((student.predict(x[keep]).cpu() == target).float().mean())
+    teacher_asr = student_asr = clean_rate = reference_asr = reference_acc = None
+    baseline = excess = None
+    if known.known:
+        trig, tgt = known.trigger, int(known.target or 0)
+        assert trig is not None  # known.known
+        teacher_asr = attack_success_rate(teacher, x, y, trig, tgt)
+        student_asr = attack_success_rate(student, x, y, trig, tgt)
+        keep = y != tgt
+        clean_rate = float((student.predict(x[keep]).cpu() == tgt).float().mean())
+        baseline = clean_rate
+        if reference is not None:
+            reference_asr = attack_success_rate(reference, x, y, trig, tgt)
+            reference_acc = reference.accuracy(x, y)
+            baseline = max(baseline, reference_asr)
+        excess = student_asr - baseline
     transfer = adversarial_transfer_rate(
         teacher, student, x, y, eps=eps, steps=pgd_steps, seed=seed
     )
@@ -219,38 +475,85 @@ def audit_transfer(
         teacher_asr=teacher_asr,
         student_asr=student_asr,
         clean_rate=clean_rate,
-        target_class=target,
-        adversarial_transfer_rate=transfer,
+        reference_asr=reference_asr,
+        reference_accuracy=reference_acc,
+        baseline_asr=baseline,
+        excess_asr=excess,
+        target_class=known.target,
+        adversarial_transfer_rate=transfer.rate,
+        adversarial_transfer_reason=transfer.reason,
         weight_divergence=weight_divergence(teacher.module, student.module),
         feature_divergence=feature_divergence(teacher, student, x),
-        trigger_source=source,
+        trigger_source=known.source,
+        trigger_note=known.note,
     )
 
 
-def inherits_backdoor(audit: TransferAudit, margin: float = 0.2) -> bool:
-    """True when the student's ASR exceeds its clean rate by more than ``margin``."""
-    if audit.student_asr is None or audit.clean_rate is None:
-        return False
-    return audit.student_asr - audit.clean_rate > margin
+def inherits_backdoor(audit: TransferAudit, margin: float = INHERITANCE_MARGIN) -> bool:
+    """True when the student's ASR exceeds its baseline by more than ``margin``."""
+    return audit.excess_asr is not None and audit.excess_asr > margin
 
 
-def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
-    """One paragraph of advice from the audit's numbers."""
+def inheritance_severity(audit: TransferAudit) -> Severity | None:
+    """HIGH from an excess ASR of `INHERITANCE_HIGH`, MEDIUM above `INHERITANCE_MARGIN`."""
+    if not inherits_backdoor(audit):
+        return None
+    assert audit.excess_asr is not None
+    return Severity.HIGH if audit.excess_asr >= INHERITANCE_HIGH else Severity.MEDIUM
+
+
+def _asr_phrase(audit: TransferAudit) -> str:
+    ref = (
+        f"reference from scratch {audit.reference_asr:.2f}, "
+        if audit.reference_asr is not None
+        else ""
+    )
+    return (
+        f"ASR {audit.student_asr:.2f} vs baseline {audit.baseline_asr:.2f} ({ref}clean rate "
+        f"{audit.clean_rate:.2f}): excess {audit.excess_asr:+.2f}"
+    )
+
+
+def _fix(strategy: str | None, alternative: str | None) -> str:
+    """What to do about an inheriting student: never ``strategy``, the one that made it."""
+    if alternative is not None and alternative != strategy:
+        fix = f"retrain with strategy '{alternative}', which measured without the backdoor"
+    elif strategy:
+        fix = (
+            f"retrain with a strategy other than '{strategy}' (`--strategy compare` measures "
+            "them all)"
+        )
+    else:
+        fix = (
+            "retrain it from this teacher another way (`mlwarden transfer --strategy compare` "
+            "measures each strategy)"
+        )
+    return f"Do not deploy it: {fix}, or choose another teacher."
+
+
+def recommendation(
+    audit: TransferAudit, strategy: str | None = None, alternative: str | None = None
+) -> str:
+    """One paragraph of advice from the audit's numbers.
+
+    It never recommends ``strategy`` (the one that produced the student) when the student
+    inherits: ``alternative`` is the best strategy measured without inheritance (from
+    ``compare``), else the user is sent to measure the others.
+    """
     parts = []
     if inherits_backdoor(audit):
         parts.append(
-            f"The student inherits the teacher's backdoor (ASR {audit.student_asr:.2f} vs clean "
-            f"rate {audit.clean_rate:.2f}). Do not deploy it: retrain with strategy 'fineprune' "
-            "or 'full_reinit' and re-run this audit, or choose another teacher."
+            f"The student inherits the teacher's backdoor ({_asr_phrase(audit)}). "
+            + _fix(strategy, alternative)
         )
-    elif audit.student_asr is not None:
+    elif audit.measured:
         parts.append(
-            f"The teacher's trigger no longer works on the student (ASR {audit.student_asr:.2f}, "
-            f"clean rate {audit.clean_rate:.2f})."
+            f"The teacher's trigger does not work on the student beyond its baseline "
+            f"({_asr_phrase(audit)}, at most {INHERITANCE_MARGIN:g})."
         )
     else:
-        parts.append("No backdoor trigger was found in the teacher to test on the student.")
-    if audit.adversarial_transfer_rate is not None and audit.adversarial_transfer_rate > 0.5:
+        parts.append(f"Backdoor inheritance was not measured: {audit.trigger_note}.")
+    if audit.adversarial_transfer_rate > TRANSFER_ALERT:
         parts.append(
             f"{audit.adversarial_transfer_rate:.0%} of adversarial examples crafted on the teacher "
             "fool the student: anyone holding the public teacher can attack it. Use adversarial "
@@ -262,6 +565,65 @@ def recommendation(audit: TransferAudit, strategy: str | None = None) -> str:
             "teachers."
         )
     return " ".join(parts)
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _evidence(audit: TransferAudit) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in audit.as_dict().items()}
+
+
+def inheritance_finding(
+    audit: TransferAudit,
+    *,
+    check: str,
+    subject: str,
+    strategy: str | None,
+    alternative: str | None = None,
+) -> Finding | None:
+    """MLW-BKD-030 when the student inherits (severity by the excess ASR), else None."""
+    severity = inheritance_severity(audit)
+    if severity is None:
+        return None
+    by = f" (strategy {strategy})" if strategy else ""
+    return Finding(
+        id="MLW-BKD-030",
+        severity=severity,
+        check=check,
+        location=subject,
+        title=f"The student{by} inherits the teacher's backdoor",
+        detail=f"the teacher's trigger ({audit.trigger_source}) sends {audit.student_asr:.0%} of "
+        f"non-target inputs to class {audit.target_class} on the student; without the backdoor "
+        f"it would send {audit.baseline_asr:.0%} (baseline: "
+        + (
+            f"the trigger on a reference trained from scratch {audit.reference_asr:.0%}, "
+            if audit.reference_asr is not None
+            else ""
+        )
+        + f"clean rate {audit.clean_rate:.0%}): excess {audit.excess_asr:.0%}. "
+        + _fix(strategy, alternative),
+        evidence=_evidence(audit),
+        atlas=ATLAS,
+        owasp=OWASP,
+    )
+
+
+def not_measured_finding(audit: TransferAudit, *, check: str, subject: str) -> Finding:
+    """MLW-BKD-034 (info): no trigger is known, so inheritance was not measured."""
+    return Finding(
+        id="MLW-BKD-034",
+        severity=Severity.INFO,
+        check=check,
+        location=subject,
+        title="Backdoor inheritance not measured: no trigger known",
+        detail=f"{audit.trigger_note}. Give a known trigger with --trigger FILE --target N "
+        "(an .npz with 'mask' and 'pattern') to measure it.",
+        evidence={"trigger_source": audit.trigger_source, "trigger_note": audit.trigger_note},
+        atlas=ATLAS,
+        owasp=OWASP,
+    )
 
 
 def transfer_report(
@@ -277,38 +639,28 @@ def transfer_report(
     m = report.metrics
     m["transfer.student_accuracy"] = round(audit.student_accuracy, 4)
     m["transfer.teacher_accuracy"] = round(audit.teacher_accuracy, 4)
-    m["transfer.teacher_asr"] = None if audit.teacher_asr is None else round(audit.teacher_asr, 4)
-    m["transfer.asr"] = None if audit.student_asr is None else round(audit.student_asr, 4)
-    m["transfer.clean_rate"] = None if audit.clean_rate is None else round(audit.clean_rate, 4)
-    m["transfer.target_class"] = audit.target_class
-    m["transfer.adversarial_transfer_rate"] = (
-        None
-        if audit.adversarial_transfer_rate is None
-        else round(audit.adversarial_transfer_rate, 4)
-    )
+    if audit.measured:  # else MLW-BKD-034 says why there are no such figures
+        m["transfer.teacher_asr"] = _r(audit.teacher_asr)
+        m["transfer.asr"] = _r(audit.student_asr)
+        m["transfer.clean_rate"] = _r(audit.clean_rate)
+        if audit.reference_asr is not None:
+            m["transfer.reference_asr"] = _r(audit.reference_asr)
+        m["transfer.baseline_asr"] = _r(audit.baseline_asr)
+        m["transfer.excess_asr"] = _r(audit.excess_asr)
+        m["transfer.target_class"] = audit.target_class
+    m["transfer.adversarial_transfer_rate"] = round(audit.adversarial_transfer_rate, 4)
     m["transfer.weight_divergence"] = round(audit.weight_divergence, 4)
     m["transfer.feature_divergence"] = round(audit.feature_divergence, 4)
     m["transfer.trigger_source"] = audit.trigger_source
     if strategy:
         m["transfer.strategy"] = strategy
-    evidence = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in audit.as_dict().items()}
-    if inherits_backdoor(audit):
-        report.add(
-            Finding(
-                id="MLW-BKD-030",
-                severity=Severity.HIGH,
-                check=check,
-                location=subject,
-                title="The student inherits the teacher's backdoor",
-                detail=f"the teacher's trigger ({audit.trigger_source}) sends "
-                f"{audit.student_asr:.0%} of inputs to class {audit.target_class} on the student "
-                f"(clean rate {audit.clean_rate:.0%})",
-                evidence=evidence,
-                atlas=ATLAS,
-                owasp=OWASP,
-            )
-        )
-    if audit.adversarial_transfer_rate is not None and audit.adversarial_transfer_rate > 0.5:
+    evidence = _evidence(audit)
+    finding = inheritance_finding(audit, check=check, subject=subject, strategy=strategy)
+    if finding is not None:
+        report.add(finding)
+    elif not audit.measured:
+        report.add(not_measured_finding(audit, check=check, subject=subject))
+    if audit.adversarial_transfer_rate > TRANSFER_ALERT:
         report.add(
             Finding(
                 id="MLW-BKD-031",
@@ -316,8 +668,8 @@ def transfer_report(
                 check=check,
                 location=subject,
                 title="Adversarial examples crafted on the teacher transfer to the student",
-                detail=f"{audit.adversarial_transfer_rate:.0%} of PGD examples that fool the "
-                "teacher also fool the student",
+                detail=f"{audit.adversarial_transfer_reason} "
+                f"({audit.adversarial_transfer_rate:.0%})",
                 evidence=evidence,
                 atlas=["AML.T0043"],
                 owasp=["ML07", "ML01"],
@@ -338,6 +690,35 @@ def transfer_report(
     return report
 
 
+COMPARE_COLUMNS = [
+    "strategy",
+    "clean accuracy",
+    "backdoor ASR",
+    "baseline ASR",
+    "excess ASR",
+    "adversarial transfer",
+    "weight divergence",
+    "feature divergence",
+]
+"""The columns of the strategy comparison; the baseline and excess are those of the audit."""
+
+
+def _compare_row(name: str, audit: TransferAudit) -> list[Any]:
+    def cell(value: float | None) -> float | str:
+        return NOT_MEASURED if value is None else round(value, 4)
+
+    return [
+        name,
+        round(audit.student_accuracy, 4),
+        cell(audit.student_asr),
+        cell(audit.baseline_asr),
+        cell(audit.excess_asr),
+        round(audit.adversarial_transfer_rate, 4),
+        round(audit.weight_divergence, 4),
+        round(audit.feature_divergence, 4),
+    ]
+
+
 def compare_strategies(
     teacher: Any,
     train_x: torch.Tensor,
@@ -345,33 +726,31 @@ def compare_strategies(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     *,
+    known: KnownTrigger,
     strategies: Sequence[str] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune"),
-    trigger: Any | None = None,
-    target: int | None = None,
     epochs: int = 10,
+    lr: float = 1e-3,
     eps: float = 0.1,
     max_samples: int = 400,
-    scan_steps: int | None = None,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
     report: Report | None = None,
+    check: str = "transfer",
     **train_kwargs: Any,
 ) -> tuple[Report, dict[str, TransferAudit]]:
-    """Train one student per strategy, audit each, and tabulate them in one `Report`.
+    """Train one student per strategy, audit each against the same baseline, and tabulate
+    them in one `Report`.
 
-    The teacher's trigger (unless given) is searched once, on the audit samples every
-    student is then measured on.
+    With a known trigger a clean reference is trained from scratch on the same data
+    (`reference_model`) and audited too: its row is the baseline's. An inheriting
+    strategy's finding recommends the most accurate strategy measured without inheritance.
     """
     from mlwarden.defenses.training.finetune import train_student
 
-    if trigger is None:
-        trigger, target = teacher_trigger(
-            teacher,
-            test_x[:max_samples],
-            test_y[:max_samples],
-            steps=scan_steps,
-            seed=seed,
-            progress=progress,
+    reference = None
+    if known.known:
+        reference = reference_model(
+            teacher, train_x, train_y, epochs=epochs, lr=lr, seed=seed, progress=progress
         )
     audits: dict[str, TransferAudit] = {}
     rows = []
@@ -383,6 +762,7 @@ def compare_strategies(
             train_y,
             strategy=strategy,
             epochs=epochs,
+            lr=lr,
             seed=seed,
             progress=progress,
             **train_kwargs,
@@ -392,60 +772,78 @@ def compare_strategies(
             student,
             test_x,
             test_y,
-            trigger=trigger,
-            target=target,
-            reverse_engineer=False,
+            known=known,
+            reference=reference,
             eps=eps,
             max_samples=max_samples,
             seed=seed,
             progress=progress,
         )
         audits[strategy] = audit
-        rows.append(
-            [
-                strategy,
-                round(audit.student_accuracy, 4),
-                None if audit.student_asr is None else round(audit.student_asr, 4),
-                None
-                if audit.adversarial_transfer_rate is None
-                else round(audit.adversarial_transfer_rate, 4),
-                round(audit.weight_divergence, 4),
-                round(audit.feature_divergence, 4),
-            ]
+        rows.append(_compare_row(strategy, audit))
+        for key, col in (("accuracy", 1), ("asr", 2), ("baseline_asr", 3), ("excess_asr", 4)):
+            if rows[-1][col] != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
+                report.metrics[f"transfer.{strategy}.{key}"] = rows[-1][col]
+        report.metrics[f"transfer.{strategy}.adversarial_transfer_rate"] = rows[-1][5]
+        report.metrics[f"transfer.{strategy}.weight_divergence"] = rows[-1][6]
+        report.metrics[f"transfer.{strategy}.feature_divergence"] = rows[-1][7]
+    if reference is not None:
+        ref_audit = audit_transfer(
+            teacher,
+            reference,
+            test_x,
+            test_y,
+            known=known,
+            reference=reference,
+            eps=eps,
+            max_samples=max_samples,
+            seed=seed,
+            progress=progress,
         )
-        report.metrics[f"transfer.{strategy}.asr"] = rows[-1][2]
-        report.metrics[f"transfer.{strategy}.accuracy"] = rows[-1][1]
+        rows.append(_compare_row(REFERENCE_ROW, ref_audit))
+    if known.known:
+        report.metrics["transfer.target_class"] = known.target
+    report.metrics["transfer.trigger_source"] = known.source
     report.tables.append(
         Table(
             id="transfer-strategies",
             title="Student strategies compared",
-            columns=[
-                "strategy",
-                "clean accuracy",
-                "backdoor ASR",
-                "adversarial transfer",
-                "weight divergence",
-                "feature divergence",
-            ],
+            columns=list(COMPARE_COLUMNS),
             rows=rows,
         )
     )
     safe = [s for s in strategies if not inherits_backdoor(audits[s])]
-    if safe:
-        best = max(safe, key=lambda s: audits[s].student_accuracy)
+    best = max(safe, key=lambda s: audits[s].student_accuracy) if safe else None
+    for strategy in strategies:
+        finding = inheritance_finding(
+            audits[strategy],
+            check=check,
+            subject=f"student ({strategy})",
+            strategy=strategy,
+            alternative=best,
+        )
+        if finding is not None:
+            report.add(finding)
+    if not known.known:
+        report.add(not_measured_finding(audits[strategies[0]], check=check, subject="students"))
+    if best is None:
+        advice = "Every strategy tried keeps the backdoor; do not fine-tune from this teacher."
+    elif known.known:
         advice = (
-            f"Use strategy '{best}': the most accurate student that does not carry the "
-            "teacher's backdoor."
+            f"Use strategy '{best}': the most accurate student whose excess ASR stays at most "
+            f"{INHERITANCE_MARGIN:g} above the baseline."
         )
     else:
-        best = None
-        advice = "Every strategy tried keeps the backdoor; do not fine-tune from this teacher."
+        advice = (
+            f"Use strategy '{best}': the most accurate student (no trigger is known, so the "
+            "choice is by accuracy and the table's transfer and divergence figures alone)."
+        )
     report.metrics["transfer.recommended_strategy"] = best
     report.add(
         Finding(
             id="MLW-BKD-033",
             severity=Severity.INFO if best else Severity.HIGH,
-            check="transfer",
+            check=check,
             title="Recommended fine-tuning strategy",
             detail=advice,
             evidence={"recommended": best, "safe": safe},
@@ -483,6 +881,12 @@ class TransferSettings(CheckConfig):
     scan_steps: int | None = Field(
         None, ge=1, description="steps of the teacher trigger scan (default: the detector's)"
     )
+    trigger: str | None = Field(
+        None,
+        description="a known trigger to measure (.npz with 'mask' and 'pattern'), instead of "
+        "the teacher scan's; needs target",
+    )
+    target: int | None = Field(None, ge=0, description="target class of the given trigger")
     seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
 
     @field_validator("strategy")
@@ -493,6 +897,12 @@ class TransferSettings(CheckConfig):
         if value != "compare" and value not in STRATEGIES:
             raise ValueError(f"must be one of {', '.join(STRATEGIES)} or compare, got '{value}'")
         return value
+
+    @model_validator(mode="after")
+    def _trigger_with_target(self) -> TransferSettings:
+        if (self.trigger is None) != (self.target is None):
+            raise ValueError("trigger and target go together: give both or neither")
+        return self
 
 
 class TransferCheck(TransferSettings):
@@ -563,14 +973,29 @@ def run_transfer(
     note_assumptions(report, teacher, check)
     if student is not None:
         note_assumptions(report, student, check)
+    known = known_trigger(teacher, data, settings, seed=seed, progress=progress)
+    report.metrics["transfer.trigger_source"] = known.source
+    if student is not None:
+        reference = None
+        if known.known:  # trained on the audit data: the only data there is (see the docs)
+            reference = reference_model(
+                teacher,
+                data.x,
+                data.y,
+                epochs=settings.epochs,
+                lr=settings.lr,
+                seed=seed,
+                progress=progress,
+            )
         audit = audit_transfer(
             teacher,
             student,
             data.x,
             data.y,
+            known=known,
+            reference=reference,
             eps=settings.eps,
             max_samples=settings.samples,
-            scan_steps=settings.scan_steps,
             seed=seed,
             progress=progress,
         )
@@ -584,14 +1009,15 @@ def run_transfer(
             train.y,
             test.x,
             test.y,
+            known=known,
             epochs=settings.epochs,
+            lr=settings.lr,
             eps=settings.eps,
             max_samples=settings.samples,
-            scan_steps=settings.scan_steps,
             seed=seed,
             progress=progress,
             report=report,
-            lr=settings.lr,
+            check=check,
             k=settings.k,
         )
         return TransferRun(audits, None, len(train), len(test))
@@ -609,14 +1035,26 @@ def run_transfer(
         seed=seed,
         progress=progress,
     )
+    reference = None
+    if known.known:
+        reference = reference_model(
+            teacher,
+            train.x,
+            train.y,
+            epochs=settings.epochs,
+            lr=settings.lr,
+            seed=seed,
+            progress=progress,
+        )
     audit = audit_transfer(
         teacher,
         trained.classifier,
         test.x,
         test.y,
+        known=known,
+        reference=reference,
         eps=settings.eps,
         max_samples=settings.samples,
-        scan_steps=settings.scan_steps,
         seed=seed,
         progress=progress,
     )
@@ -626,6 +1064,21 @@ def run_transfer(
         report.metrics["transfer.dp_delta"] = trained.details["delta"]
         report.headline.append("transfer.dp_epsilon")
     return TransferRun({settings.strategy: audit}, trained.classifier, len(train), len(test))
+
+
+def known_trigger(
+    teacher: Any,
+    data: Dataset,
+    settings: TransferSettings,
+    *,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> KnownTrigger:
+    """The user's trigger (``settings.trigger``/``target``), else the teacher scan's on all
+    of ``data`` (`teacher_trigger`), else none."""
+    if settings.trigger is not None and settings.target is not None:
+        return trigger_from_file(settings.trigger, settings.target, teacher.spec)
+    return teacher_trigger(teacher, data, steps=settings.scan_steps, seed=seed, progress=progress)
 
 
 @register_check("transfer", TransferCheck, title="Teacher-to-student transfer audit", cost=80)
@@ -650,6 +1103,8 @@ def transfer_check(ctx: AuditContext, cfg: TransferCheck) -> None:
         require_teacher(teacher, trains=student is None)
     except ParameterError as exc:
         raise CheckSkipped(str(exc)) from None
+    if cfg.trigger is not None:  # relative to the configuration file, as teacher is
+        cfg = cfg.model_copy(update={"trigger": str(ctx.resolve(cfg.trigger))})
     run_transfer(
         teacher,
         ctx.data,

@@ -17,9 +17,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mlwarden.core.findings import Report
+from mlwarden.core.findings import Table as FindingsTable
 from mlwarden.core.verdict import report_verdict, resolved_checks
 from mlwarden.report.formatting import (
     format_metric,
+    format_value,
     humanize,
     sorted_checks,
     sorted_findings,
@@ -185,3 +187,14 @@ def to_text(report: Report, width: int = 100) -> str:
     )
     print_report(report, console)
     return buffer.getvalue()
+
+
+def table_renderable(table: FindingsTable) -> Table:
+    """One report table (`mlwarden.core.findings.Table`) as a Rich table, for commands whose
+    table is the result (``transfer --strategy compare``)."""
+    out = Table(title=_t(table.title, "bold"), box=box.SIMPLE_HEAD, title_justify="left")
+    for pos, column in enumerate(table.columns):  # folded, never cut, on a narrow terminal
+        out.add_column(_t(column), justify="left" if pos == 0 else "right", overflow="fold")
+    for row in table.rows:
+        out.add_row(*(_t(format_value(cell)) for cell in row))
+    return out
