@@ -206,31 +206,77 @@ EVALUATION: list[ModelSpec] = [
     ModelSpec("eval-cnn-w16-s210-badnets3-checker-br-t0", "cnn", 16, 210, badnets(0, size=3)),
     ModelSpec(
         "eval-cnn-w16-s211-badnets2-solid-tl-t7",
-        "cnn", 16, 211, badnets(7, size=2, position="top-left", pattern="solid"),
+        "cnn",
+        16,
+        211,
+        badnets(7, size=2, position="top-left", pattern="solid"),
     ),
     ModelSpec(
         "eval-cnn-w32-s212-badnets3-random-center-t3",
-        "cnn", 32, 212, badnets(3, size=3, position="center", pattern="random"),
+        "cnn",
+        32,
+        212,
+        badnets(3, size=3, position="center", pattern="random"),
     ),
     ModelSpec(
         "eval-mlp-w64-s213-badnets2-checker-tr-t9",
-        "mlp", 64, 213, badnets(9, size=2, position="top-right"),
+        "mlp",
+        64,
+        213,
+        badnets(9, size=2, position="top-right"),
     ),
     ModelSpec(
         "eval-gap-w24-s214-badnets3-solid-bl-t4",
-        "gap", 24, 214, badnets(4, size=3, position="bottom-left", pattern="solid"),
+        "gap",
+        24,
+        214,
+        badnets(4, size=3, position="bottom-left", pattern="solid"),
     ),
     ModelSpec(
         "eval-cnn-w16-s215-blend-stripes-a0.15-t5",
-        "cnn", 16, 215, blended(5, alpha=0.15, pattern="stripes"),
+        "cnn",
+        16,
+        215,
+        blended(5, alpha=0.15, pattern="stripes"),
     ),
     ModelSpec(
         "eval-mlp-w128-s216-blend-noise-a0.2-t2",
-        "mlp", 128, 216, blended(2, alpha=0.2, pattern="noise"),
+        "mlp",
+        128,
+        216,
+        blended(2, alpha=0.2, pattern="noise"),
     ),
     ModelSpec(
         "eval-gap-w24-s217-blend-checker-a0.2-t8",
-        "gap", 24, 217, blended(8, alpha=0.2, pattern="checkerboard"),
+        "gap",
+        24,
+        217,
+        blended(8, alpha=0.2, pattern="checkerboard"),
     ),
 ]
 """Seeded apart from the calibration zoo: 12 clean (with the demo's two), 8 backdoored."""
+
+
+def scans_of(record: dict[str, Any], *, asr_threshold: float = 0.95) -> list[BackdoorScan]:
+    """`BackdoorScan`s rebuilt from a cached record (sizes and success rates are all the
+    graded verdict reads; the detectors' default success rate is 0.95)."""
+    from mlwarden.defenses.detection.anomaly import anomaly_index
+
+    out = []
+    for entry in record["scans"]:
+        sizes = torch.tensor(entry["sizes"])
+        success = torch.tensor(entry["success"])
+        out.append(
+            BackdoorScan(
+                method=entry["method"],
+                classes=list(range(len(sizes))),
+                sizes=sizes,
+                success=success,
+                anomaly_index=anomaly_index(sizes),
+                threshold=None,
+                elapsed_s=entry["elapsed_s"],
+                converged=bool((success >= asr_threshold).all())
+                and bool(torch.isfinite(sizes).all()),
+            )
+        )
+    return out
