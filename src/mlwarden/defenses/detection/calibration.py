@@ -67,9 +67,9 @@ class Cut:
 # Measured by benchmarks/backdoor_calibrate.py (command in the module docstring) on
 # CALIBRATION_ZOO; cut = largest_clean x 1.10, rounded up to 2 decimals.
 CUTS: dict[str, Cut] = {
-    "neural_cleanse": Cut("median / min mask L1 norm", 0.0, 0.0, 0, 14),
-    "universal_perturbation": Cut("median / min perturbation L2 norm", 0.0, 0.0, 0, 14),
-    JOINT: Cut("product of both ratios at one class", 0.0, 0.0, 0, 14),
+    "neural_cleanse": Cut("median / min mask L1 norm", 2.75, 2.5, 0, 14),
+    "universal_perturbation": Cut("median / min perturbation L2 norm", 1.5, 1.36, 0, 14),
+    JOINT: Cut("product of both ratios at one class", 4.0, 3.6, 0, 14),
 }
 
 
@@ -204,7 +204,7 @@ def assess(scans: Sequence[BackdoorScan]) -> Assessment:
         target = joint.target if joint_agrees and joint is not None else over[0].target
         methods = " and ".join(e.statistic for e in per_method)
         return Assessment(
-            Severity.HIGH, target, evidence, unconverged, f"{methods} agree on class {target}"
+            Severity.HIGH, target, evidence, unconverged, f"both {methods} point at class {target}"
         )
     if far:
         best = max(far, key=lambda e: e.value / e.cut)
@@ -213,7 +213,7 @@ def assess(scans: Sequence[BackdoorScan]) -> Assessment:
             best.target,
             evidence,
             unconverged,
-            f"{best.statistic} is far over its cut ({best.value:.2f} >= "
+            f"the {best.statistic} statistic alone is far over its cut ({best.value:.2f} >= "
             f"{FAR_FACTOR:g} x {best.cut:g})",
         )
     if over or (joint is not None and joint.over):
@@ -240,8 +240,8 @@ def assess(scans: Sequence[BackdoorScan]) -> Assessment:
             best.target,
             evidence,
             unconverged,
-            f"{best.statistic} is within {WEAK_BAND:.0%} below its cut "
-            f"({best.value:.2f} vs {best.cut:g})",
+            f"the strongest statistic, {best.statistic} at class {best.target}, is within "
+            f"{WEAK_BAND:.0%} below its cut ({best.value:.2f} vs {best.cut:g})",
         )
     return Assessment(
         Severity.INFO, None, evidence, unconverged, "every statistic is under its cut"

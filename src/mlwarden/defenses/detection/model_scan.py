@@ -306,9 +306,8 @@ def backdoor_report(
                 location=subject,
                 title="Weak backdoor anomaly, not conclusive",
                 detail=(
-                    f"{assessment.reason[0].upper()}{assessment.reason[1:]} "
-                    f"(class '{class_names[assessment.target]}'), and no statistic is over "
-                    f"its cut. {stated} Clean models reach such values too; re-scan with more "
+                    f"{assessment.reason[0].upper()}{assessment.reason[1:]}, and no statistic "
+                    f"is over its cut. {stated} Clean models reach such values too; re-scan with more "
                     "clean samples or steps if the model's origin is untrusted."
                 ),
                 evidence={"target_class": assessment.target, **evidence},
