@@ -238,20 +238,10 @@ class TriggerSearch:
         classes = torch.arange(spec.num_classes)
         family = self.family(spec, make_generator(self.seed)).to(classifier.device)
         res = reverse_engineer(
-            classifier,
-            family,
-            classes,
-            x,
-            y,
-            steps=self.steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            init_cost=self.init_cost,
-            asr_threshold=self.asr_threshold,
-            patience=self.patience,
-            seed=self.seed,
-            progress=progress,
-            task=self.task,
+            classifier, family, classes, x, y,
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr, init_cost=self.init_cost,
+            asr_threshold=self.asr_threshold, patience=self.patience, seed=self.seed,
+            progress=progress, task=self.task,
         )
         images, triggers = self.visualise(res.tensors, spec)
         return BackdoorScan(

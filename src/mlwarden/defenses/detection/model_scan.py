@@ -307,8 +307,8 @@ def backdoor_report(
                 title="Weak backdoor anomaly, not conclusive",
                 detail=(
                     f"{assessment.reason[0].upper()}{assessment.reason[1:]}, and no statistic "
-                    f"is over its cut. {stated} Clean models reach such values too; re-scan with more "
-                    "clean samples or steps if the model's origin is untrusted."
+                    f"is over its cut. {stated} Clean models reach such values too; re-scan "
+                    "with more clean samples or steps if the model's origin is untrusted."
                 ),
                 evidence={"target_class": assessment.target, **evidence},
                 atlas=ATLAS,

@@ -207,7 +207,9 @@ OODDetector = MahalanobisDetector | EnergyDetector
 _KINDS: dict[str, type[_Detector]] = {"mahalanobis": MahalanobisDetector, "energy": EnergyDetector}
 
 
-def save_detector(detector: OODDetector, path: Path, extra: dict[str, Any] | None = None) -> None:
+def save_detector(
+    detector: OODDetector, path: Path, extra: dict[str, Any] | None = None
+) -> None:
     """Write a fitted detector (and ``extra`` JSON-able settings) to ``path`` (.safetensors)."""
     from safetensors.torch import save_file
 
