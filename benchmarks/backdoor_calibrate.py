@@ -31,7 +31,10 @@ def statistics(record: dict) -> dict[str, float]:
 
 def main() -> None:
     names = ["neural_cleanse", "universal_perturbation", JOINT]
-    print(f"{'model':24} {'acc':>6} {'NC ratio':>9} {'UAP ratio':>9} {'joint':>7} conv  secs")
+    print(
+        "| model | accuracy | NC ratio | UAP ratio | joint | converged | scan s |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     largest = dict.fromkeys(names, 0.0)
     for spec in CALIBRATION:
         record = scan(spec)
@@ -39,9 +42,9 @@ def main() -> None:
         for n in names:
             largest[n] = max(largest[n], stats[n])
         print(
-            f"{spec.name:24} {record['accuracy']:6.3f} {stats['neural_cleanse']:9.3f} "
-            f"{stats['universal_perturbation']:9.3f} {stats[JOINT]:7.3f} "
-            f"{'yes' if stats['converged'] else 'NO ':4} {record['seconds']:5.1f}"
+            f"| {spec.name} | {record['accuracy']:.3f} | {stats['neural_cleanse']:.2f} "
+            f"| {stats['universal_perturbation']:.2f} | {stats[JOINT]:.2f} "
+            f"| {'yes' if stats['converged'] else 'NO'} | {record['seconds']:.1f} |"
         )
     print(f"\n{len(CALIBRATION)} clean models; cut = largest x {1 + MARGIN:g}, rounded up")
     for n in names:

@@ -160,3 +160,38 @@ def test_calibrated_default_on_the_zoo(zoo, zoo_scans) -> None:
         else:
             assert worst >= Severity.MEDIUM, f"{name}: {report.findings[0].title}"
             assert report.metrics["backdoor.target_class"] == model.target, name
+
+
+@pytest.fixture(scope="module")
+def demo_files(tmp_path_factory, digits_split):
+    """The demo's teacher and student, trained by `mlwarden.demo` itself, and its test data."""
+    import numpy as np
+
+    from mlwarden.core.progress import null_progress
+    from mlwarden.demo import _train_models
+
+    root = tmp_path_factory.mktemp("demo-models")
+    _train_models(root, null_progress)
+    _, test = digits_split  # the split `mlwarden demo` writes to data/test.npz
+    np.savez(root / "test.npz", x=test.x.numpy(), y=test.y.numpy())
+    return root
+
+
+@pytest.mark.slow
+def test_cli_detect_with_defaults_clears_the_clean_demo_student(demo_files) -> None:
+    """Issue #21: the clean demo student was reported HIGH "Backdoor suspected: class '2'"."""
+    import json
+
+    from mlwarden.cli.main import run
+
+    out = demo_files / "student.json"
+    argv = ["backdoor", "detect", "--model", str(demo_files / "student.pt2")]
+    argv += ["--data", str(demo_files / "test.npz"), "--no-progress", "-f", "json", "-o", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        run(argv)
+    report = json.loads(out.read_text())
+    severities = [Severity(f["severity"]) for f in report["findings"]]
+    assert max(severities) < Severity.MEDIUM, report["findings"][0]["title"]
+    assert exc.value.code == 0
+    assert report["subject"]["threshold"] == "calibrated"
+    assert report["metrics"]["backdoor.detected"] == 0
