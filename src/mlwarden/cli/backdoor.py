@@ -47,7 +47,10 @@ def detect_command(
         help="neural_cleanse or universal_perturbation (repeatable; default: all).",
     ),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Anomaly index above which a class is flagged."
+        None,
+        "--threshold",
+        help="MAD anomaly index above which a class is flagged (default: cuts calibrated on "
+        "clean models; see docs/backdoors.md).",
     ),
     steps: int | None = typer.Option(
         None, "--steps", help="Optimisation steps per method (default: the detector's)."
@@ -98,7 +101,7 @@ def detect_command(
             "data": data,
             "samples": len(dataset),
             "methods": list(settings.methods),
-            "threshold": settings.threshold,
+            "threshold": "calibrated" if settings.threshold is None else settings.threshold,
             "seed": seed,
         },
     )

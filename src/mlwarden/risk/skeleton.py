@@ -33,7 +33,7 @@ _CHECK_BODY: dict[str, list[str]] = {
         "# min_robust_accuracy = 0.3       # at the largest eps; raise it to your requirement",
     ],
     "backdoor": [
-        "# threshold = 2.0                 # anomaly index above which a class is flagged"
+        "# threshold = 2.0                 # a MAD anomaly-index cut; unset = calibrated cuts"
     ],
     "transfer": [
         'teacher = "teacher.pt2"           # the pretrained model the student comes from',

@@ -196,7 +196,7 @@ class TriggerSearch:
         init_cost: float | None = None,
         asr_threshold: float = 0.95,
         patience: int = 2,
-        threshold: float = 2.0,
+        threshold: float | None = None,
         seed: int = 0,
     ) -> None:
         self.steps = steps
@@ -230,7 +230,7 @@ class TriggerSearch:
         progress: ProgressCallback = null_progress,
     ) -> BackdoorScan:
         """Reverse-engineer a trigger for every class of ``classifier`` from clean ``(x, y)``."""
-        if self.threshold <= 0:
+        if self.threshold is not None and self.threshold <= 0:
             raise ParameterError(f"threshold must be positive, got {self.threshold}")
         validate_clean_set(classifier, x, y)
         start = time.perf_counter()
@@ -255,6 +255,8 @@ class TriggerSearch:
             triggers=triggers,
             elapsed_s=time.perf_counter() - start,
             size_name=self.size_name,
+            converged=bool((res.success >= self.asr_threshold).all())
+            and bool(torch.isfinite(res.sizes).all()),
         )
 
 

@@ -71,8 +71,8 @@ class NeuralCleanse(TriggerSearch):
     Hyper-parameters follow the paper's reference settings scaled to small inputs:
     ``init_cost`` is the initial weight of the mask L1 penalty, ``asr_threshold`` the
     success rate a trigger must reach, ``patience`` the number of cost-adjustment
-    windows before the cost moves. ``threshold`` is the anomaly-index cut (2 in the
-    paper).
+    windows before the cost moves. ``threshold`` is an anomaly-index cut (2 in the
+    paper); left ``None`` the calibrated cut of the size ratio decides (`calibration`).
     """
 
     name = "neural_cleanse"

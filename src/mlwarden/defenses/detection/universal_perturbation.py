@@ -47,7 +47,8 @@ class AdditiveTriggers(TriggerFamily):
 
 
 class UniversalPerturbation(TriggerSearch):
-    """Model-level detector for blended / additive triggers (flags anomaly index > threshold)."""
+    """Model-level detector for blended / additive triggers (calibrated cut, or a user
+    anomaly-index ``threshold``)."""
 
     name = "universal_perturbation"
     title = "the universal-perturbation scan"
