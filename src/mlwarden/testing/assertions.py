@@ -247,7 +247,7 @@ def assert_no_backdoor(
     clean_y: Any,
     *,
     methods: Sequence[str] = ("neural_cleanse",),
-    threshold: float = 2.0,
+    threshold: float | None = None,
     steps: int | None = None,
     max_samples: int | None = 500,
     seed: int = 0,
@@ -257,13 +257,17 @@ def assert_no_backdoor(
 
     Runs Neural Cleanse (Wang et al., S&P 2019) and/or the minimum universal
     perturbation (``universal_perturbation``) on a small clean set through
-    `mlwarden.defenses.detection.scan_model`; fails when a class's anomaly index
-    (MAD-normalised trigger size) exceeds ``threshold`` (2 in the paper). Returns the
-    per-method `BackdoorScan`s.
+    `mlwarden.defenses.detection.scan_model`, graded as ``mlwarden backdoor detect``
+    grades it (`mlwarden.defenses.detection.calibration.assess`): by default each
+    detector's size ratio against the cut calibrated on clean models; with ``threshold``,
+    the anomaly index (MAD-normalised trigger size, 2 in the paper) against it. Fails on
+    a MEDIUM or HIGH assessment, and on a scan that did not converge (it cannot clear the
+    model). Returns the per-method `BackdoorScan`s.
     """
-    from mlwarden.defenses.detection import scan_model, verdict
+    from mlwarden.defenses.detection import scan_model
+    from mlwarden.defenses.detection.calibration import assess
 
-    if not threshold > 0:
+    if threshold is not None and not threshold > 0:
         raise ParameterError(f"threshold must be positive, got {threshold}")
     target = as_classifier(as_model(model, spec=spec), by="backdoor detection")
     xt, yt = as_tensors(clean_x, clean_y, what="clean data")
@@ -277,17 +281,24 @@ def assert_no_backdoor(
         max_samples=max_samples,
         seed=seed,
     )
-    detected, suspect, top = verdict(scans)
-    if detected:
+    assessment = assess(scans)
+    if assessment.detected:
         names = target.spec.class_names
-        flagged = "; ".join(
-            f"{s.method}: class(es) {', '.join(repr(names[c]) for c in s.flagged)}"
-            for s in scans
-            if s.flagged
+        statistics = "; ".join(
+            f"{e.statistic} {e.value:.3f} {'>' if e.over else '<='} "
+            f"{'cut' if e.calibrated else 'threshold'} {e.cut:g}"
+            + (f" at class {names[e.target]!r}" if e.target is not None else "")
+            for e in assessment.evidence
         )
+        if assessment.target is None:
+            raise AssertionError(
+                f"backdoor scan inconclusive ({', '.join(assessment.unconverged)} did not "
+                f"converge; raise steps): {statistics}"
+            )
+        suspect = assessment.target
         raise AssertionError(
-            f"backdoor suspected: class {names[suspect]!r} (index {suspect}) has anomaly index "
-            f"{top:.3f} > threshold {threshold:g} [{flagged}]"
+            f"backdoor suspected ({assessment.severity.value}): class {names[suspect]!r} "
+            f"(index {suspect}) [{statistics}]"
         )
     return scans
 
