@@ -304,3 +304,52 @@ def test_trigger_file_is_loaded_and_checked(experiment, tmp_path) -> None:
         trigger_from_file(good, 10, spec)
     with pytest.raises(ValueError, match="together"):
         TransferSettings(trigger=str(good))
+
+
+def _weak_scans(ratio_of_cut: float):
+    """Both detectors' scans, Neural Cleanse's class 3 trigger ``ratio_of_cut`` x its cut
+    smaller than the median (the other detector flat), with mask/pattern triggers."""
+    from mlwarden.defenses.detection.anomaly import anomaly_index
+    from mlwarden.defenses.detection.calibration import cut_for
+    from mlwarden.defenses.detection.result import BackdoorScan
+
+    scans = []
+    for method, ratio in (
+        ("neural_cleanse", ratio_of_cut * cut_for("neural_cleanse")),
+        ("universal_perturbation", 1.0),
+    ):
+        sizes = torch.full((10,), 10.0)
+        sizes[3] = 10.0 / ratio
+        scans.append(
+            BackdoorScan(
+                method=method,
+                classes=list(range(10)),
+                sizes=sizes,
+                success=torch.ones(10),
+                anomaly_index=anomaly_index(sizes),
+                threshold=None,
+                triggers={"mask": torch.zeros(10, 1, 8, 8), "pattern": torch.ones(10, 1, 8, 8)},
+            )
+        )
+    return scans
+
+
+@pytest.mark.parametrize(("ratio_of_cut", "measured"), [(0.95, True), (0.5, False)])
+def test_a_weak_teacher_anomaly_is_measured_as_a_candidate(
+    digits_cnn, digits_split, monkeypatch, ratio_of_cut: float, measured: bool
+) -> None:
+    """A LOW scan (a statistic within the band below its cut) names a class whose trigger is
+    measured against the baseline; a scan with nothing near a cut gives no trigger."""
+    import mlwarden.defenses.detection.model_scan as model_scan
+    from mlwarden.evaluation.transfer import teacher_trigger
+
+    monkeypatch.setattr(model_scan, "run_backdoor_scan", lambda *a, **k: _weak_scans(ratio_of_cut))
+    _, test = digits_split
+    known = teacher_trigger(digits_cnn, test)
+    assert known.known is measured
+    if measured:
+        assert known.target == 3
+        assert known.source == "teacher scan (neural_cleanse, weak anomaly)"
+        assert "below its cut" in known.note
+    else:
+        assert known.source == "none" and "no weak anomaly" in known.note

@@ -172,9 +172,13 @@ def transfer_command(
             saved = save_pt2(run.student, student_out, dynamic_batch=False)
         report.subject["student"] = str(saved)
     if fmt is OutputFormat.text and output is None:  # the tables are the result: print them
+        from rich.console import Console
+
         from mlwarden.cli.ui import console
         from mlwarden.report.terminal import table_renderable
 
+        # a log or pipe is not a narrow terminal: give the eight columns room to stay whole
+        out = console if console.is_terminal else Console(width=120, highlight=False)
         for table in report.tables:
-            console.print(table_renderable(table))
+            out.print(table_renderable(table))
     raise typer.Exit(emit_report(report, fmt, output, fail_on))

@@ -69,7 +69,7 @@ INHERITANCE_HIGH = 0.5
 """Excess ASR from which the inheritance is HIGH: the trigger works on most inputs."""
 TRANSFER_ALERT = 0.5
 """Adversarial transfer rate above which MLW-BKD-031 is raised."""
-NOT_MEASURED = "not measured: no trigger"
+NOT_MEASURED = "n/a"  # no trigger known: the table title and MLW-BKD-034 say so
 """A table cell whose figure needs a trigger when none is known."""
 REFERENCE_ROW = "reference (from scratch)"
 """The comparison's row of the clean reference, whose ASR is the baseline."""
@@ -85,7 +85,7 @@ class KnownTrigger:
 
     trigger: Trigger | None
     target: int | None
-    source: str  # "given", "teacher scan (<method>)" or "none"
+    source: str  # "given", "teacher scan (<method>[, weak anomaly])" or "none"
     note: str
 
     @property
@@ -119,6 +119,8 @@ def teacher_trigger(
     scans = run_backdoor_scan(
         teacher, data, settings, report=scratch, seed=seed, subject="teacher", progress=progress
     )
+    from mlwarden.defenses.detection.calibration import assess
+
     flagged = [s for s in scans if s.is_backdoored]
     top = scratch.metrics.get("backdoor.anomaly_index")
     scope = f"{', '.join(settings.methods)} on {min(len(data), settings.samples)} samples"
@@ -127,21 +129,31 @@ def teacher_trigger(
     target = scratch.metrics.get("backdoor.target_class")
     if not isinstance(target, int):
         target = flagged[0].target_class if flagged else None
+    weak = ""
     if not detected or target is None:
-        return KnownTrigger(
-            None,
-            None,
-            "none",
-            f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags no class "
-            f"(highest anomaly index {top})",
-        )
+        # A weak anomaly (LOW: a statistic within the band below its cut) still names a
+        # class and a reverse-engineered trigger. Measuring it costs one student forward
+        # pass, and the excess over the from-scratch reference decides: a clean teacher's
+        # candidate moves the reference as much as the student, a real backdoor does not.
+        assessment = assess(scans)
+        if assessment.severity is not Severity.LOW or assessment.target is None:
+            return KnownTrigger(
+                None,
+                None,
+                "none",
+                f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags no "
+                f"class and shows no weak anomaly (highest anomaly index {top})",
+            )
+        target = assessment.target
+        weak = f", weak anomaly: {assessment.reason}"
     scan = next((s for s in flagged if s.target_class == target), (flagged or scans)[0])
+    verb = "flags" if not weak else "points, below its cut, at"
     return KnownTrigger(
         scan.trigger_for(target),
         target,
-        f"teacher scan ({scan.method})",
-        f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) flags class {target} "
-        f"(anomaly index {top}); its {scan.method} trigger is measured",
+        f"teacher scan ({scan.method}{', weak anomaly' if weak else ''})",
+        f"the teacher scan (that of `mlwarden backdoor detect`: {scope}) {verb} class "
+        f"{target} (anomaly index {top}{weak}); its {scan.method} trigger is measured",
     )
 
 
@@ -807,7 +819,8 @@ def compare_strategies(
     report.tables.append(
         Table(
             id="transfer-strategies",
-            title="Student strategies compared",
+            title="Student strategies compared"
+            + ("" if known.known else " (ASR columns n/a: no trigger known, see MLW-BKD-034)"),
             columns=list(COMPARE_COLUMNS),
             rows=rows,
         )

@@ -192,9 +192,19 @@ def to_text(report: Report, width: int = 100) -> str:
 def table_renderable(table: FindingsTable) -> Table:
     """One report table (`mlwarden.core.findings.Table`) as a Rich table, for commands whose
     table is the result (``transfer --strategy compare``)."""
-    out = Table(title=_t(table.title, "bold"), box=box.SIMPLE_HEAD, title_justify="left")
+    out = Table(
+        title=_t(table.title, "bold"),
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for pos, column in enumerate(table.columns):  # folded, never cut, on a narrow terminal
-        out.add_column(_t(column), justify="left" if pos == 0 else "right", overflow="fold")
+        out.add_column(
+            _t(column),
+            justify="left" if pos == 0 else "right",
+            overflow="fold",
+        )
     for row in table.rows:
         out.add_row(*(_t(format_value(cell)) for cell in row))
     return out
