@@ -66,6 +66,20 @@ def test_round_trip_across_chunks_and_sizes(tmp_path: Path, key_file: Path) -> N
         assert out.read_bytes() == src.read_bytes()
 
 
+def test_a_plain_scan_names_an_encrypted_file_and_never_calls_it_safe(
+    tmp_path: Path, key_file: Path
+) -> None:
+    from mlwarden.supplychain import scan_file
+
+    src = tmp_path / "weights.pkl"
+    src.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    enc = encrypt_file(src, tmp_path / "weights.pkl.enc", read_key(key_file))
+    scan = scan_file(enc)
+    assert scan.format == "mlwarden-encrypted"
+    assert scan.verdict.value == "unreadable"
+    assert "without the key" in scan.findings[0].detail
+
+
 @pytest.mark.parametrize(
     ("tamper", "message"),
     [

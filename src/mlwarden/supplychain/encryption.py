@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlwarden.core.errors import DependencyError, InputError, UnsafeArtefactError, first_line
+from mlwarden.supplychain.magic import ENCRYPTED_MAGIC
 
 __all__ = [
     "KEY_ENV",
@@ -47,7 +48,7 @@ __all__ = [
     "read_key",
 ]
 
-MAGIC = b"MLWENC"
+MAGIC = ENCRYPTED_MAGIC
 VERSION = 1
 ALG_AES_256_GCM = 1
 CHUNK_SIZE = 1 << 20  # 1 MiB of plaintext per chunk

@@ -14,6 +14,7 @@ ZIP_MAGIC = b"PK\x03\x04"
 NPY_MAGIC = b"\x93NUMPY"
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 GGUF_MAGIC = b"GGUF"
+ENCRYPTED_MAGIC = b"MLWENC"  # mlwarden encrypt (supplychain/encryption.py)
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy format
 CHUNK = 1 << 20  # bytes read or decompressed at a time
 

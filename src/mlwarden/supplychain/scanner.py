@@ -26,6 +26,7 @@ from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.supplychain.context import ScanContext, ScanLimits
 from mlwarden.supplychain.magic import (
     CHUNK,
+    ENCRYPTED_MAGIC,
     GGUF_MAGIC,
     HDF5_MAGIC,
     LEGACY_MAGIC,
@@ -555,6 +556,14 @@ def _scan_embedded(buf: Any, ctx: ScanContext, member: str | None, start: int = 
 
 def _scan_unknown(buf: Any, ctx: ScanContext, member: str | None) -> str:
     """An unrecognised binary fails closed: unreadable, and unsafe if a pickle is inside."""
+    if bytes(buf[: len(ENCRYPTED_MAGIC)]) == ENCRYPTED_MAGIC:
+        ctx.add(
+            "MLW-SCAN-061",
+            "encrypted by `mlwarden encrypt`: the content cannot be judged without the key "
+            "(`load_model` with the key scans the decrypted bytes before loading them)",
+            member=member,
+        )
+        return "mlwarden-encrypted"
     if not _scan_embedded(buf, ctx, member):
         head = bytes(buf[:8]).hex(" ")
         ctx.add(
