@@ -178,7 +178,7 @@ def transfer_command(
         from mlwarden.report.terminal import table_renderable
 
         # a log or pipe is not a narrow terminal: give the eight columns room to stay whole
-        out = console if console.is_terminal else Console(width=120, highlight=False)
+        out = console if console.is_terminal else Console(width=max(console.width, 120))
         for table in report.tables:
             out.print(table_renderable(table))
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
