@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 import torch
 from torch import nn
@@ -35,7 +36,49 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class Classifier(nn.Module):
+class ModelModule(nn.Module):
+    """Train/eval switching and device lookup shared by the tensor `Classifier` and the
+    text models (`mlwarden.core.text`): they wrap graphs whose modules may refuse
+    ``nn.Module.train``'s recursion (exported programs), so modes are set module by module."""
+
+    def _set_mode(self, training: bool) -> None:
+        """Set train/eval on every submodule that allows it (exported graphs do not)."""
+        for mod in self.modules():
+            if mod is self:
+                continue
+            mod.training = training
+        self.training = training
+
+    def train(self, mode: bool = True) -> Self:  # noqa: D401 - nn.Module API
+        self._set_mode(mode)
+        return self
+
+    def eval(self) -> Self:
+        self._set_mode(False)
+        return self
+
+    @contextmanager
+    def evaluating(self) -> Iterator[Self]:
+        """Temporarily switch to eval mode and restore the previous mode afterwards."""
+        was = self.training
+        if was:  # already in eval mode: skip walking every submodule (hot in query loops)
+            self._set_mode(False)
+        try:
+            yield self
+        finally:
+            if was:
+                self._set_mode(True)
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+
+class Classifier(ModelModule):
     """Wraps a module that maps a batch to logits, together with its `InputSpec`.
 
     ``forward`` keeps gradients (attacks use it); `logits`, `predict` and
@@ -69,43 +112,6 @@ class Classifier(nn.Module):
             self.to(resolve_device(device))
         self._set_mode(False)
 
-    # -- mode handling ----------------------------------------------------
-    def _set_mode(self, training: bool) -> None:
-        """Set train/eval on every submodule that allows it (exported graphs do not)."""
-        for mod in self.modules():
-            if mod is self:
-                continue
-            mod.training = training
-        self.training = training
-
-    def train(self, mode: bool = True) -> Classifier:  # noqa: D401 - nn.Module API
-        self._set_mode(mode)
-        return self
-
-    def eval(self) -> Classifier:
-        self._set_mode(False)
-        return self
-
-    @contextmanager
-    def evaluating(self) -> Iterator[Classifier]:
-        """Temporarily switch to eval mode and restore the previous mode afterwards."""
-        was = self.training
-        if was:  # already in eval mode: skip walking every submodule (hot in query loops)
-            self._set_mode(False)
-        try:
-            yield self
-        finally:
-            if was:
-                self._set_mode(True)
-
-    # -- basics -----------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return torch.device("cpu")
 
     @property
     def num_classes(self) -> int:

@@ -21,14 +21,14 @@ Face call signature, and the tokenizer any callable that returns a ``BatchEncodi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from mlwarden.core.classifier import ModelModule
 from mlwarden.core.contract import Capability, ModelKind, require
 from mlwarden.core.errors import DataError, ParameterError
 
@@ -94,7 +94,7 @@ def check_texts(texts: Any, *, what: str = "inputs") -> list[str]:
     return list(texts)
 
 
-class _TextModel(nn.Module):
+class _TextModel(ModelModule):
     """What classifiers and encoders share: the tokenizer, modes, batching, embeddings."""
 
     model_kind: ModelKind
@@ -120,37 +120,6 @@ class _TextModel(nn.Module):
 
             self.to(resolve_device(device))
         self._set_mode(False)
-
-    # -- modes, as `Classifier` ----------------------------------------------------------
-    def _set_mode(self, training: bool) -> None:
-        for mod in self.modules():
-            mod.training = training
-
-    def train(self, mode: bool = True) -> _TextModel:  # noqa: D401 - nn.Module API
-        self._set_mode(mode)
-        return self
-
-    def eval(self) -> _TextModel:
-        self._set_mode(False)
-        return self
-
-    @contextmanager
-    def evaluating(self) -> Iterator[_TextModel]:
-        """Eval mode for the block (dropout off), the previous mode restored afterwards."""
-        was = self.training
-        if was:
-            self._set_mode(False)
-        try:
-            yield self
-        finally:
-            if was:
-                self._set_mode(True)
-
-    @property
-    def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        return torch.device("cpu")
 
     # -- tokens ---------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
