@@ -713,6 +713,16 @@ COMPARE_COLUMNS = [
     "feature divergence",
 ]
 """The columns of the strategy comparison; the baseline and excess are those of the audit."""
+_COMPARE_METRICS = (
+    "accuracy",
+    "asr",
+    "baseline_asr",
+    "excess_asr",
+    "adversarial_transfer_rate",
+    "weight_divergence",
+    "feature_divergence",
+)
+"""The metric key (``transfer.<strategy>.<key>``) of each comparison column after the name."""
 
 
 def _compare_row(name: str, audit: TransferAudit) -> list[Any]:
@@ -793,12 +803,9 @@ def compare_strategies(
         )
         audits[strategy] = audit
         rows.append(_compare_row(strategy, audit))
-        for key, col in (("accuracy", 1), ("asr", 2), ("baseline_asr", 3), ("excess_asr", 4)):
-            if rows[-1][col] != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
-                report.metrics[f"transfer.{strategy}.{key}"] = rows[-1][col]
-        report.metrics[f"transfer.{strategy}.adversarial_transfer_rate"] = rows[-1][5]
-        report.metrics[f"transfer.{strategy}.weight_divergence"] = rows[-1][6]
-        report.metrics[f"transfer.{strategy}.feature_divergence"] = rows[-1][7]
+        for key, value in zip(_COMPARE_METRICS, rows[-1][1:], strict=True):
+            if value != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
+                report.metrics[f"transfer.{strategy}.{key}"] = value
     if reference is not None:
         ref_audit = audit_transfer(
             teacher,
