@@ -94,6 +94,12 @@ def check_texts(texts: Any, *, what: str = "inputs") -> list[str]:
     return list(texts)
 
 
+def _given(**tensors: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The model inputs that were given, by name (transformers applies its own defaults to
+    the others)."""
+    return {name: t for name, t in tensors.items() if t is not None}
+
+
 class _TextModel(ModelModule):
     """What classifiers and encoders share: the tokenizer, modes, batching, embeddings."""
 
@@ -214,12 +220,9 @@ class TextClassifier(_TextModel):
         token_type_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        batch = {"attention_mask": attention_mask}
-        if input_ids is not None:
-            batch["input_ids"] = input_ids
-        if token_type_ids is not None:
-            batch["token_type_ids"] = token_type_ids
-        batch = {k: v for k, v in batch.items() if v is not None}
+        batch = _given(
+            attention_mask=attention_mask, input_ids=input_ids, token_type_ids=token_type_ids
+        )
         return self._call(batch, inputs_embeds, False).logits  # type: ignore[no-any-return]
 
     def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> torch.Tensor:
@@ -281,11 +284,9 @@ class TextEncoder(_TextModel):
     ) -> torch.Tensor:
         if attention_mask is None:
             raise ParameterError("a TextEncoder needs the attention mask to pool")
-        batch = {"attention_mask": attention_mask}
-        if input_ids is not None:
-            batch["input_ids"] = input_ids
-        if token_type_ids is not None:
-            batch["token_type_ids"] = token_type_ids
+        batch = _given(
+            attention_mask=attention_mask, input_ids=input_ids, token_type_ids=token_type_ids
+        )
         hidden = self._call(batch, inputs_embeds, False).last_hidden_state
         return self.pool(hidden, attention_mask)
 
