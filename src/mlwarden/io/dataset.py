@@ -43,21 +43,27 @@ class Dataset:
 
     def split(self, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
         """Shuffle with ``seed`` and split into (first ``fraction``, rest), stratified."""
-        if not 0.0 < fraction < 1.0:
-            raise ParameterError(f"fraction must be in (0, 1), got {fraction}")
-        gen = make_generator(seed)
-        first, rest = [], []
-        for cls in torch.unique(self.y):
-            idx = torch.nonzero(self.y == cls).flatten()
-            idx = idx[torch.randperm(len(idx), generator=gen)]
-            cut = int(round(len(idx) * fraction))
-            first.append(idx[:cut])
-            rest.append(idx[cut:])
-        a = torch.cat(first)
-        b = torch.cat(rest)
-        a = a[torch.randperm(len(a), generator=gen)]
-        b = b[torch.randperm(len(b), generator=gen)]
+        a, b = stratified_split(self.y, fraction, seed)
         return self.subset(a), self.subset(b)
+
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (first ``fraction`` of each class, the rest), each shuffled with ``seed``."""
+    if not 0.0 < fraction < 1.0:
+        raise ParameterError(f"fraction must be in (0, 1), got {fraction}")
+    gen = make_generator(seed)
+    first, rest = [], []
+    for cls in torch.unique(labels):
+        idx = torch.nonzero(labels == cls).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        cut = int(round(len(idx) * fraction))
+        first.append(idx[:cut])
+        rest.append(idx[cut:])
+    a = torch.cat(first)
+    b = torch.cat(rest)
+    return a[torch.randperm(len(a), generator=gen)], b[torch.randperm(len(b), generator=gen)]
 
 
 BUILTIN = ("digits", "breast_cancer")

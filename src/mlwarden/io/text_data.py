@@ -11,6 +11,9 @@ Every problem is a `DataError` that names the file and the line or row:
 * a text over ``max_chars`` characters (`DEFAULT_MAX_CHARS`), refused before any
   tokenizer runs.
 
+A name in `mlwarden.io.text_builtin.BUILTIN_TEXT` (``rotten_tomatoes``: real review
+sentences) that is not a file loads the built-in data set, as ``digits`` does for tensors.
+
 Against a text model, `check_token_lengths` counts tokens: texts over the model's
 ``max_tokens`` are truncated by the model (``overlong="truncate"``, the count is returned
 so a report can state it) or refused (``overlong="error"``).
@@ -29,6 +32,7 @@ from typing import Any, Literal
 import torch
 
 from mlwarden.core.errors import DataError, ParameterError, first_line, require
+from mlwarden.io.text_builtin import is_builtin_text, load_builtin_text
 
 TEXT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 DEFAULT_MAX_CHARS = 100_000
@@ -58,6 +62,19 @@ class TextDataset:
         labels = self.labels[idx] if self.labels is not None else None
         return TextDataset(tuple(self.texts[i] for i in idx), labels, self.class_names, self.name)
 
+    def take(self, n: int) -> TextDataset:
+        return self.subset(range(min(n, len(self))))
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[TextDataset, TextDataset]:
+        """Shuffle with ``seed`` and split into (first ``fraction``, rest), stratified by label
+        (labelled text only), as `Dataset.split` does."""
+        from mlwarden.io.dataset import stratified_split
+
+        if self.labels is None:
+            raise DataError(f"{self.name}: unlabelled text cannot be split by label")
+        a, b = stratified_split(self.labels, fraction, seed)
+        return self.subset(a), self.subset(b)
+
 
 def load_text_data(
     source: str | Path,
@@ -72,6 +89,8 @@ def load_text_data(
     if max_chars <= 0:
         raise ParameterError(f"max_chars must be positive, got {max_chars}")
     path = Path(source)
+    if not path.exists() and is_builtin_text(source):
+        return _builtin(str(source), class_names)
     if not path.exists():
         raise DataError(f"text data '{path}' does not exist")
     if path.is_dir():
@@ -123,6 +142,18 @@ def check_token_lengths(
             f"row {over[0] + 1}, {counts[over[0]]} tokens); shorten them or allow truncation"
         )
     return len(over)
+
+
+def _builtin(name: str, class_names: Sequence[str] | None) -> TextDataset:
+    """A built-in data set, its labels checked against ``class_names`` if given (a model's)."""
+    data = load_builtin_text(name)
+    if class_names is not None and data.class_names is not None:
+        if tuple(class_names) != data.class_names:
+            raise DataError(
+                f"'{name}' has classes {', '.join(data.class_names)}, the model "
+                f"{', '.join(class_names)}"
+            )
+    return data
 
 
 # -- reading ----------------------------------------------------------------------------------
