@@ -39,9 +39,11 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    source: str = Field(description=".npz, .npy, .csv, an image folder, digits or breast_cancer")
+    source: str = Field(description=".npz, .npy, .csv, an image folder, digits or breast_cancer; "
+                        ".jsonl, .csv or .tsv text for a text model")
     limit: int | None = Field(None, gt=0, description="use the first N samples")
     label_column: str = "label"
+    text_column: str = Field("text", description="the text column of text data (text models)")
 
 
 class AuditSection(_Section):

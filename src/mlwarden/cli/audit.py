@@ -20,12 +20,13 @@ def audit_command(
         None, "--config", "-c", help="Configuration file (default: ./mlwarden.toml if present)."
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."
+        None, "--model", "-m", help="Model file (.pt2, .onnx, weights) or Hugging Face folder."
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
     data: str | None = typer.Option(
-        None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...)."
+        None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...; "
+        ".jsonl/.csv/.tsv text for a text model)."
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     check: list[str] = typer.Option(
@@ -80,6 +81,7 @@ def audit_command(
             source=source,
             limit=limit,
             label_column=cfg.data.label_column if cfg.data else "label",
+            text_column=cfg.data.text_column if cfg.data else "text",
         )
     elif limit is not None and cfg.data is not None:
         cfg.data.limit = limit

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlwarden.attacks.extraction import ExtractionResult, KnockoffExtraction
 from mlwarden.audit.registry import AuditContext, CheckConfig, register_check
 from mlwarden.core.contract import as_oracle, note_assumptions
-from mlwarden.core.errors import DataError
+from mlwarden.core.errors import ConfigError, DataError, ParameterError
 from mlwarden.core.findings import Figure, Finding, Report, Series, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.oracle import Oracle
     from mlwarden.io.dataset import Dataset
+    from mlwarden.io.text_data import TextDataset
 
 
 class ExtractionSettings(BaseModel):
@@ -38,6 +40,12 @@ class ExtractionSettings(BaseModel):
     )
     epochs: int = Field(30, gt=0, description="training epochs of the copy")
     max_agreement: float = Field(0.9, gt=0, le=1, description="a finding at or above this")
+    queries: str | None = Field(
+        None, description="text models: the thief's own texts (.jsonl/.csv/.tsv, labels not "
+                          "read); default: half of the data, in-domain")
+    encoder: str | None = Field(
+        None, description="text models: the thief's sentence-encoder folder (required), "
+                          "e.g. all-MiniLM-L6-v2")
     seed: int = Field(0, description="seed of the split, queries and copy "
                                      "(the audit check: [audit] seed)")
 
@@ -89,13 +97,18 @@ def extraction_report(result: ExtractionResult, *, strategy: str, access: str,
 
 def run_extraction(
     model: Classifier | Oracle,
-    data: Dataset,
+    data: Dataset | TextDataset,
     settings: ExtractionSettings,
     report: Report,
     *,
+    queries: Sequence[str] | None = None,
+    encoder: Any = None,
     progress: ProgressCallback = null_progress,
 ) -> ExtractionResult:
     """Knockoff extraction of ``model`` into ``report``; the result keeps the stolen copy.
+
+    A text model is attacked with `TextKnockoff`: the thief's ``queries`` (default: the
+    pool half of ``data``) and its sentence ``encoder`` (a `TextEncoder`, required).
 
     The one runner behind ``mlwarden attack extraction`` and the ``extraction`` audit check.
     Half of ``data`` is the thief's in-domain pool, the other half is held out to score
@@ -103,7 +116,10 @@ def run_extraction(
     before any query otherwise.
     """
     output = "labels" if settings.access == "labels" else "probabilities"
-    oracle = as_oracle(model, output, by=f"extraction with {settings.access} access")
+    oracle = as_oracle(model, output, by=f"extraction with {settings.access} access", text=True)
+    if oracle.takes_text:
+        return _run_text_extraction(oracle, data, settings, report, queries=queries,
+                                    encoder=encoder, progress=progress)
     note_assumptions(report, model, "extraction")
     if len(data) < 4:
         raise DataError("model extraction needs at least 4 samples (half pool, half held out)")
@@ -120,6 +136,63 @@ def run_extraction(
     return result
 
 
+def _run_text_extraction(
+    oracle: Oracle,
+    data: Dataset | TextDataset,
+    settings: ExtractionSettings,
+    report: Report,
+    *,
+    queries: Sequence[str] | None,
+    encoder: Any,
+    progress: ProgressCallback,
+) -> ExtractionResult:
+    """`run_extraction` of a text oracle: natural text queries, a head on the thief's encoder."""
+    from mlwarden.attacks.extraction import TextKnockoff
+    from mlwarden.audit.text import inputs_of, labels_of, split
+
+    if settings.strategy != "natural":
+        raise ParameterError(
+            f"text extraction sends natural text only; strategy '{settings.strategy}' "
+            "(noise or input gradients) needs tensor inputs"
+        )
+    if encoder is None:
+        raise ParameterError(
+            "text extraction needs the thief's sentence encoder: --encoder FOLDER "
+            "([checks.extraction] encoder), e.g. an all-MiniLM-L6-v2 folder"
+        )
+    if len(data) < 4:
+        raise DataError("model extraction needs at least 4 samples (half pool, half held out)")
+    pool, held_out = split(data, 0.5, seed=settings.seed)
+    source = "the thief's own texts" if queries is not None else "half of the data (in-domain)"
+    thief = list(queries) if queries is not None else inputs_of(pool)
+    eval_texts = inputs_of(held_out)
+    with torch.inference_mode():
+        eval_labels = oracle.labels(eval_texts).cpu()
+    oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
+    attack = TextKnockoff(settings.budget, encoder, epochs=settings.epochs, seed=settings.seed)
+    result = attack.extract(oracle, thief, eval_texts=eval_texts,  # type: ignore[arg-type]
+                            eval_labels=eval_labels, eval_y=labels_of(held_out),
+                            progress=progress)
+    report.merge(extraction_report(result, strategy=settings.strategy, access=settings.access,
+                                   max_agreement=settings.max_agreement))
+    counts = torch.bincount(eval_labels, minlength=oracle.num_classes)
+    share = float(counts.max()) / len(eval_labels)
+    prefix = f"extraction.{settings.strategy}.{settings.access}"
+    report.metrics[f"{prefix}.chance_agreement"] = round(share, 6)
+    report.tables.append(Table(
+        id="extraction-text-thief", title="The simulated thief (text)",
+        columns=["setting", "value"],
+        rows=[["query texts", f"{len(thief)} from {source}"],
+              ["queries sent", result.queries],
+              ["thief's encoder",
+               f"{settings.encoder or encoder.name} ({encoder.spec.embedding_dim}-d embeddings)"],
+              ["copy", "the thief's encoder + a 2-layer MLP head trained on the answers"],
+              ["held-out texts scored", len(eval_texts)],
+              ["chance agreement (the victim's commonest label)", round(share, 4)]],
+    ))
+    return result
+
+
 class ExtractionCheck(CheckConfig, ExtractionSettings):
     """``[checks.extraction]``: knockoff extraction through the model's oracle within a budget."""
 
@@ -127,4 +200,35 @@ class ExtractionCheck(CheckConfig, ExtractionSettings):
 @register_check("extraction", ExtractionCheck, title="Model extraction", cost=70)
 def extraction_check(ctx: AuditContext, cfg: ExtractionCheck) -> None:
     settings = cfg if "seed" in cfg.model_fields_set else cfg.model_copy(update={"seed": ctx.seed})
-    run_extraction(ctx.model, ctx.data, settings, ctx.report, progress=ctx.progress)
+    model = ctx.model
+    queries, encoder = None, None
+    if ctx.takes_text:
+        queries, encoder = thief_means(settings, resolve=ctx.resolve, device=ctx.device,
+                                       text_column=ctx.text_column, allow=ctx.allow_imports)
+    elif settings.queries is not None or settings.encoder is not None:
+        raise ConfigError("[checks.extraction] queries and encoder apply to text models only")
+    run_extraction(model, ctx.data, settings, ctx.report, queries=queries, encoder=encoder,
+                   progress=ctx.progress)
+
+
+def thief_means(
+    settings: ExtractionSettings,
+    *,
+    resolve: Callable[[str], str] = str,
+    device: str = "auto",
+    text_column: str = "text",
+    allow: tuple[str, ...] = (),
+) -> tuple[list[str] | None, Any]:
+    """The thief's texts (unlabelled) and encoder that ``settings`` name, loaded, for a text
+    victim; the encoder folder is scanned before it loads, like every model."""
+    from mlwarden.io.models import load_model
+    from mlwarden.io.text_data import load_text_data
+
+    queries = None
+    if settings.queries is not None:
+        queries = list(load_text_data(resolve(settings.queries), text_column=text_column,
+                                      label_column=None).texts)
+    encoder = None
+    if settings.encoder is not None:
+        encoder = load_model(resolve(settings.encoder), device=device, allow=allow)
+    return queries, encoder

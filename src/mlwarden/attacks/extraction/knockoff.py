@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,6 +50,8 @@ class ExtractionResult:
     accuracy: float | None
     curve: list[ExtractionPoint] = field(default_factory=list)
     stopped: str | None = None  # why the oracle stopped answering early, if it did
+    text_copy: Any = None
+    """For a text victim: the thief's encoder plus ``copy`` (a head over its embeddings)."""
 
 
 def default_architecture(shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -148,10 +148,15 @@ class LiRA:
             progress("shadow models", s + 1, k)
         return shadow_in, confs
 
-    def score(self, target: Oracle, x: torch.Tensor, y: torch.Tensor, shadow_in: torch.Tensor,
-              shadow_conf: torch.Tensor) -> LiRAResult:
-        """Membership score of each record for ``target`` (higher = member)."""
-        obs = membership_logit(target, x, y)
+    def score(self, target: Oracle, x: torch.Tensor | list[str], y: torch.Tensor,
+              shadow_in: torch.Tensor, shadow_conf: torch.Tensor,
+              observed: torch.Tensor | None = None) -> LiRAResult:
+        """Membership score of each record for ``target`` (higher = member).
+
+        ``observed`` is the target's `membership_logit` on ``(x, y)`` when the caller has it
+        already (the threshold attack's scores): no query is asked twice.
+        """
+        obs = membership_logit(target, x, y) if observed is None else observed.double()
         out_mask = ~shadow_in
         mu_out = _masked_mean(shadow_conf, out_mask)
         mu_in = _masked_mean(shadow_conf, shadow_in)
