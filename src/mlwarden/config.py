@@ -113,13 +113,15 @@ class MlwardenConfig(_Section):
     def resolve(self, path: str | None) -> str | None:
         """A path from the file, made absolute relative to the file's folder.
 
-        Built-in data set names (``digits``) and absolute paths pass unchanged.
+        Built-in data set names (``digits``, ``rotten_tomatoes``) and absolute paths pass
+        unchanged.
         """
         if path is None:
             return None
         from mlwarden.io.dataset import BUILTIN
+        from mlwarden.io.text_builtin import BUILTIN_TEXT
 
-        if path in BUILTIN or Path(path).is_absolute():
+        if path in BUILTIN or path in BUILTIN_TEXT or Path(path).is_absolute():
             return path
         return str((self.base_dir / path).resolve())
 

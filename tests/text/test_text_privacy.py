@@ -23,9 +23,15 @@ def leak_report(text_victim, splits):
 
     members = splits["members"].subset(range(80))
     non_members = splits["non_members"].subset(range(80))
-    return membership_audit(text_victim, members, non_members,
-                            attacks=["threshold", "lira-offline"], shadow_models=8,
-                            shadow_epochs=100, shadow_lr=1e-2)
+    return membership_audit(
+        text_victim,
+        members,
+        non_members,
+        attacks=["threshold", "lira-offline"],
+        shadow_models=8,
+        shadow_epochs=100,
+        shadow_lr=1e-2,
+    )
 
 
 def test_overfit_text_victim_leaks_membership(leak_report) -> None:
@@ -46,9 +52,12 @@ def test_lira_shadows_of_a_text_model_state_their_recipe(leak_report) -> None:
 def test_non_members_against_non_members_is_chance(text_victim, splits) -> None:
     from mlwarden.evaluation.privacy import membership_audit
 
-    report = membership_audit(text_victim, splits["non_members"].subset(range(80, 150)),
-                              splits["more_non_members"].subset(range(70)),
-                              attacks=["threshold"])
+    report = membership_audit(
+        text_victim,
+        splits["non_members"].subset(range(80, 150)),
+        splits["more_non_members"].subset(range(70)),
+        attacks=["threshold"],
+    )
     assert abs(report.metrics["privacy.threshold.auc"] - 0.5) < 0.15
     assert not any(f.id == "MLW-PRIV-001" for f in report.findings)
 
@@ -60,16 +69,29 @@ def test_shadow_heads_reproduce_the_target(text_victim) -> None:
     features = head_features(text_victim, texts)
     _, head = classification_head(text_victim)
     with torch.no_grad():
-        torch.testing.assert_close(head(features), text_victim.logits(texts), atol=1e-4,
-                                   rtol=1e-4)
+        torch.testing.assert_close(head(features), text_victim.logits(texts), atol=1e-4, rtol=1e-4)
 
 
 def test_privacy_cli_on_a_text_model(tmp_path: Path, cli, text_victim_path, text_splits) -> None:
     out = tmp_path / "privacy.json"
-    result = cli("privacy", "audit", "--model", str(text_victim_path),
-                 "--members", str(text_splits["members"]),
-                 "--non-members", str(text_splits["non_members"]),
-                 "--samples", "40", "--attack", "threshold", "-f", "json", "-o", str(out))
+    result = cli(
+        "privacy",
+        "audit",
+        "--model",
+        str(text_victim_path),
+        "--members",
+        str(text_splits["members"]),
+        "--non-members",
+        str(text_splits["non_members"]),
+        "--samples",
+        "40",
+        "--attack",
+        "threshold",
+        "-f",
+        "json",
+        "-o",
+        str(out),
+    )
     metrics = json.loads(out.read_text(encoding="utf-8"))["metrics"]
     assert metrics["privacy.members"] == 40
     assert metrics["privacy.threshold.auc"] > 0.6
@@ -95,12 +117,13 @@ def test_text_oracle_counts_and_budgets_queries(text_victim) -> None:
 
 
 def test_tensor_attack_paths_refuse_text_and_back(text_victim, cancer_mlp) -> None:
+    from mlwarden.attacks.extraction import TextKnockoff
     from mlwarden.core.contract import as_oracle
     from mlwarden.core.errors import ParameterError
-    from mlwarden.attacks.extraction import TextKnockoff
 
     with pytest.raises(ParameterError, match="Square needs tensor inputs; .* text classifier"):
         as_oracle(text_victim, by="Square")
-    with pytest.raises(ParameterError, match="needs pooled embeddings, text inputs; .* "
-                                             "white-box classifier"):
+    with pytest.raises(
+        ParameterError, match="needs pooled embeddings, text inputs; .* white-box classifier"
+    ):
         TextKnockoff(10, cancer_mlp)

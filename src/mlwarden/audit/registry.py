@@ -145,8 +145,14 @@ class AuditContext:
     _data: Dataset | TextDataset | None = None
 
     def resolve(self, path: str) -> str:
-        """A path from a check's settings, relative to the configuration file's folder."""
+        """A path from a check's settings, relative to the configuration file's folder; a
+        built-in data set's name (``rotten_tomatoes_plots``) passes unchanged."""
+        from mlwarden.io.dataset import BUILTIN
+        from mlwarden.io.text_builtin import BUILTIN_TEXT
+
         p = Path(path)
+        if path in (*BUILTIN, *BUILTIN_TEXT) and not (self.base_dir / p).exists():
+            return path
         return str(p if p.is_absolute() else (self.base_dir / p).resolve())
 
     # -- model --------------------------------------------------------------
@@ -249,11 +255,9 @@ class AuditContext:
         if self._data is None:
             if not self.data_source:
                 raise ConfigError("this check needs data: set [data] source or --data")
-            from mlwarden.audit.text import take
-
             data = self.load_data(self.data_source)
             if self.data_limit is not None:
-                data = take(data, self.data_limit)
+                data = data.take(self.data_limit)
             if len(data) == 0:
                 raise InputError(f"data set '{self.data_source}' is empty")
             self._data = data

@@ -1,9 +1,9 @@
 """Labelled text as the audit checks, ``mlwarden privacy`` and ``mlwarden attack extraction``
-use it: read against a text model's class names, cut, split and batched like a `Dataset`.
+use it: read against a text model's class names, its inputs and labels taken like a `Dataset`'s.
 
-A `TextDataset` holds strings and a label tensor; the checks that run on both kinds of
-model (accuracy, privacy, extraction) ask these helpers for their inputs, so one branch
-on the kind of data lives here rather than in each check.
+A `TextDataset` holds strings and a label tensor (``take`` and ``split`` as `Dataset`'s); the
+checks that run on both kinds of model (accuracy, privacy, extraction) ask these helpers for
+their inputs and labels, so the one branch on the kind of data lives here, not in each check.
 """
 
 from __future__ import annotations
@@ -28,39 +28,12 @@ def labelled_text(
     from mlwarden.io.text_data import load_text_data
 
     class_names = getattr(model.spec, "class_names", None)
-    data = load_text_data(source, text_column=text_column, label_column=label_column,
-                          class_names=class_names)
+    data = load_text_data(
+        source, text_column=text_column, label_column=label_column, class_names=class_names
+    )
     if len(data) == 0:
         raise DataError(f"text data '{source}' is empty")
     return data
-
-
-def take(data: Dataset | TextDataset, n: int) -> Dataset | TextDataset:
-    """The first ``n`` records of ``data`` (all of them when it has fewer)."""
-    if hasattr(data, "take"):
-        return data.take(n)
-    return data.subset(range(min(n, len(data))))
-
-
-def split(data: Dataset | TextDataset, fraction: float, seed: int = 0
-          ) -> tuple[Dataset | TextDataset, Dataset | TextDataset]:
-    """Shuffle with ``seed`` and split into (first ``fraction``, rest), as `Dataset.split`
-    does (stratified for text too)."""
-    if hasattr(data, "split"):
-        return data.split(fraction, seed=seed)
-    from mlwarden.core.seeding import make_generator
-
-    labels = labels_of(data)
-    gen = make_generator(seed)
-    first: list[int] = []
-    rest: list[int] = []
-    for cls in labels.unique().tolist():
-        idx = torch.nonzero(labels == cls).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
-        cut = round(len(idx) * fraction)
-        first += idx[:cut]
-        rest += idx[cut:]
-    return data.subset(sorted(first)), data.subset(sorted(rest))
 
 
 def inputs_of(data: Dataset | TextDataset) -> torch.Tensor | list[str]:

@@ -25,8 +25,11 @@ def audit_command(
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
     data: str | None = typer.Option(
-        None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...; "
-        ".jsonl/.csv/.tsv text for a text model)."
+        None,
+        "--data",
+        "-d",
+        help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...; "
+        ".jsonl/.csv/.tsv text for a text model).",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     check: list[str] = typer.Option(
@@ -75,8 +78,10 @@ def audit_command(
         cfg.spec = read_spec_file(spec)
     if data is not None:
         from mlwarden.io.dataset import BUILTIN
+        from mlwarden.io.text_builtin import BUILTIN_TEXT
 
-        source = data if data in BUILTIN else str(Path(data).resolve())
+        builtin = data in BUILTIN or data in BUILTIN_TEXT
+        source = data if builtin and not Path(data).exists() else str(Path(data).resolve())
         cfg.data = DataSection(
             source=source,
             limit=limit,

@@ -154,10 +154,10 @@ def load_subject(
     if text and takes_text(loaded):
         if data is None:
             return loaded, None
-        from mlwarden.audit.text import labelled_text, take
+        from mlwarden.audit.text import labelled_text
 
         texts = labelled_text(data, loaded, text_column=text_column, label_column=label_column)
-        return loaded, take(texts, samples) if samples is not None else texts
+        return loaded, texts.take(samples) if samples is not None else texts
     # Other commands work on tensor models so far; a text model gets the contract's message.
     require(
         loaded,

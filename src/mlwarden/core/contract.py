@@ -187,8 +187,9 @@ def as_oracle(
     if kind is ModelKind.TEXT_CLASSIFIER:
         from mlwarden.core.text import DEFAULT_TEXT_BATCH
 
-        return TextClassifierOracle(model, output=output,
-                                    batch_size=min(batch_size, DEFAULT_TEXT_BATCH))
+        return TextClassifierOracle(
+            model, output=output, batch_size=min(batch_size, DEFAULT_TEXT_BATCH)
+        )
     if output == "labels" and kind in (ModelKind.SCORE_ORACLE, ModelKind.TEXT_SCORE_ORACLE):
         return LabelOnlyOracle(model)
     return model  # type: ignore[no-any-return]

@@ -148,7 +148,7 @@ def _run_text_extraction(
 ) -> ExtractionResult:
     """`run_extraction` of a text oracle: natural text queries, a head on the thief's encoder."""
     from mlwarden.attacks.extraction import TextKnockoff
-    from mlwarden.audit.text import inputs_of, labels_of, split
+    from mlwarden.audit.text import inputs_of, labels_of
 
     if settings.strategy != "natural":
         raise ParameterError(
@@ -162,7 +162,7 @@ def _run_text_extraction(
         )
     if len(data) < 4:
         raise DataError("model extraction needs at least 4 samples (half pool, half held out)")
-    pool, held_out = split(data, 0.5, seed=settings.seed)
+    pool, held_out = data.split(0.5, seed=settings.seed)
     source = "the thief's own texts" if queries is not None else "half of the data (in-domain)"
     thief = list(queries) if queries is not None else inputs_of(pool)
     eval_texts = inputs_of(held_out)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlwarden.attacks.inference import LiRA, ShadowTraining, ThresholdAttack, membership_metrics
 from mlwarden.attacks.inference.lira import ShadowTrainer
 from mlwarden.audit.registry import AuditContext, CheckConfig, register_check
-from mlwarden.audit.text import concat, inputs_of, labels_of, take
+from mlwarden.audit.text import concat, inputs_of, labels_of
 from mlwarden.core.classifier import Classifier
 from mlwarden.core.contract import (
     Capability,
@@ -318,7 +318,7 @@ def run_privacy(
     plans = [(label, target, *plan_attacks(target, settings,
                                             shadow_factory=shadow_training is not None))
              for label, target in subjects]
-    members, non_members = take(members, settings.samples), take(non_members, settings.samples)
+    members, non_members = members.take(settings.samples), non_members.take(settings.samples)
     rows = []
     names = [getattr(target, "name", None) or label for label, target in subjects]
     keys = dict(zip([label for label, _ in subjects], _metric_keys(names), strict=True))

@@ -60,12 +60,22 @@ class TextKnockoff:
     ) -> None:
         from mlwarden.core.contract import Capability, require
 
-        require(encoder, (Capability.EMBEDDINGS, Capability.TEXT_INPUTS),
-                by="the thief's encoder of text extraction",
-                hint="give a sentence-encoder folder, e.g. all-MiniLM-L6-v2")
+        require(
+            encoder,
+            (Capability.EMBEDDINGS, Capability.TEXT_INPUTS),
+            by="the thief's encoder of text extraction",
+            hint="give a sentence-encoder folder, e.g. all-MiniLM-L6-v2",
+        )
         # The same checks of budget and sizes as the tensor attack, in one place.
-        KnockoffExtraction(budget, epochs=epochs, lr=lr, batch_size=batch_size,
-                           query_batch=query_batch, checkpoints=checkpoints, seed=seed)
+        KnockoffExtraction(
+            budget,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            query_batch=query_batch,
+            checkpoints=checkpoints,
+            seed=seed,
+        )
         self.budget = budget
         self.encoder = encoder
         self.epochs = epochs
@@ -95,15 +105,21 @@ class TextKnockoff:
         order = torch.randperm(len(queries), generator=gen).tolist()
         pool = [queries[i] for i in order[: self.budget]]
         total = len(pool)
-        marks = sorted({max(1, round(total * (i + 1) / self.checkpoints))
-                        for i in range(self.checkpoints)})
+        marks = sorted(
+            {max(1, round(total * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)}
+        )
         eval_emb = self.encoder.embed(list(eval_texts)).cpu()
         embs: list[torch.Tensor] = []
         answers: list[torch.Tensor] = []
         curve: list[ExtractionPoint] = []
-        stopped = None if total == self.budget else (
-            f"after {total} queries: the thief's query set has only {len(queries)} texts "
-            f"(budget {self.budget})")
+        stopped = (
+            None
+            if total == self.budget
+            else (
+                f"after {total} queries: the thief's query set has only {len(queries)} texts "
+                f"(budget {self.budget})"
+            )
+        )
         spent = 0
         head: Classifier | None = None
         interrupted = False
@@ -131,8 +147,15 @@ class TextKnockoff:
         if head is None:
             raise OracleError(f"the oracle answered no query ({stopped})")
         last = curve[-1]
-        return ExtractionResult(head, spent, last.agreement, last.accuracy, curve, stopped,
-                                text_copy=TextCopy(self.encoder, head))
+        return ExtractionResult(
+            head,
+            spent,
+            last.agreement,
+            last.accuracy,
+            curve,
+            stopped,
+            text_copy=TextCopy(self.encoder, head),
+        )
 
     def _train_head(self, x: torch.Tensor, answers: torch.Tensor, oracle: Oracle) -> Classifier:
         from mlwarden.core.training import fit
@@ -141,9 +164,19 @@ class TextKnockoff:
         module = default_architecture((dim,), oracle.num_classes)
         torch.manual_seed(self.seed)
         targets = answers.long() if oracle.output == "labels" else answers.float()
-        fit(module, x, targets, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            seed=self.seed)
+        fit(
+            module,
+            x,
+            targets,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
         low, high = float(x.min()), float(x.max())
-        spec = InputSpec(shape=(dim,), bounds=(low, high if high > low else low + 1.0),
-                         class_names=oracle.spec.class_names)  # type: ignore[arg-type]
+        spec = InputSpec(
+            shape=(dim,),
+            bounds=(low, high if high > low else low + 1.0),
+            class_names=oracle.spec.class_names,
+        )  # type: ignore[arg-type]
         return Classifier(module, spec, name=f"knockoff-head on {self.encoder.name} embeddings")

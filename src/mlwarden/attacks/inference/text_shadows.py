@@ -28,8 +28,10 @@ from mlwarden.core.spec import InputSpec
 
 HEAD_NAMES = ("classifier", "score")
 """Attributes under which transformers' sequence classifiers keep their output head."""
-SHADOW_RECIPE = "a re-initialised copy of the target's classification head, trained on the " \
-                "target's frozen head-input features (the encoder body is not re-trained)"
+SHADOW_RECIPE = (
+    "a re-initialised copy of the target's classification head, trained on the "
+    "target's frozen head-input features (the encoder body is not re-trained)"
+)
 
 
 def classification_head(model: Any) -> tuple[str, nn.Module]:
@@ -93,7 +95,17 @@ def head_shadow_training(
     """`ShadowTraining` of copies of ``model``'s head over ``features`` (`head_features`)."""
     _, head = classification_head(model)
     low, high = float(features.min()), float(features.max())
-    spec = InputSpec(shape=(features.shape[1],), bounds=(low, high if high > low else low + 1),
-                     class_names=model.spec.class_names)
-    return ShadowTraining(head, spec, epochs=epochs, lr=lr, batch_size=batch_size,
-                          dp_epsilon=dp_epsilon, dp_max_grad_norm=dp_max_grad_norm)
+    spec = InputSpec(
+        shape=(features.shape[1],),
+        bounds=(low, high if high > low else low + 1),
+        class_names=model.spec.class_names,
+    )
+    return ShadowTraining(
+        head,
+        spec,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        dp_epsilon=dp_epsilon,
+        dp_max_grad_norm=dp_max_grad_norm,
+    )
