@@ -18,7 +18,7 @@ def audited(tmp_path_factory, cli, text_victim_path, text_splits, plot_queries_j
 path = "{text_victim_path}"
 [data]
 source = "{text_splits["non_members"]}"
-limit = 40
+limit = 24
 [audit]
 output_dir = "report"
 formats = ["html", "json"]
@@ -26,10 +26,10 @@ formats = ["html", "json"]
 [checks.scan]
 [checks.privacy]
 members = "{text_splits["members"]}"
-samples = 40
+samples = 24
 shadow_models = 4
 [checks.extraction]
-budget = 48
+budget = 32
 queries = "{plot_queries_jsonl}"
 encoder = "{minilm_path}"
 [checks.evasion]
@@ -63,8 +63,8 @@ def test_audit_of_a_text_model_runs_the_checks_that_apply(audited) -> None:
     # The overfit victim leaks membership at the default limits: the audit fails on it.
     assert status["privacy"] == "failed" and code == 1
     assert status["extraction"] in ("passed", "failed")
-    assert report["metrics"]["samples"] == 40
-    assert report["metrics"]["extraction.natural.scores.queries"] == 48
+    assert report["metrics"]["samples"] == 24
+    assert report["metrics"]["extraction.natural.scores.queries"] == 32
     assert report["metrics"]["privacy.threshold.auc"] > 0.6
     assert "privacy.lira-offline.auc" in report["metrics"]
 

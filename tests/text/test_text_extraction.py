@@ -3,40 +3,45 @@ the text oracle, into a head on the thief's own MiniLM embeddings."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 
 def test_text_knockoff_copies_the_victim(
-    tmp_path: Path, cli, text_victim_path, text_splits, plot_queries_jsonl, minilm_path
+    text_victim, text_splits, plot_queries_jsonl, minilm
 ) -> None:
-    out = tmp_path / "extraction.json"
-    result = cli(
-        "attack",
-        "extraction",
-        "--model",
-        str(text_victim_path),
-        "--data",
-        str(text_splits["non_members"]),
-        "--queries",
-        str(plot_queries_jsonl),
-        "--encoder",
-        str(minilm_path),
-        "--budget",
-        "128",
-        "-f",
-        "json",
-        "-o",
-        str(out),
+    from mlwarden.audit.text import labelled_text
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.extraction import ExtractionSettings, run_extraction
+    from mlwarden.io.text_data import load_text_data
+
+    data = labelled_text(str(text_splits["non_members"]), text_victim).take(100)
+    thief_texts = list(load_text_data(plot_queries_jsonl, label_column=None).texts)
+    report = Report()
+    result = run_extraction(
+        text_victim,
+        data,
+        ExtractionSettings(budget=128),
+        report,
+        queries=thief_texts,
+        encoder=minilm,
     )
-    assert result.code == 0, result.err
-    report = json.loads(out.read_text(encoding="utf-8"))
-    metrics = report["metrics"]
-    assert metrics["extraction.natural.scores.queries"] == 128
+    metrics = report.metrics
+    assert result.queries == metrics["extraction.natural.scores.queries"] == 128
     chance = metrics["extraction.natural.scores.chance_agreement"]
     assert metrics["extraction.natural.scores.agreement"] > max(0.65, chance + 0.1)
-    curve = next(t for t in report["tables"] if t["id"] == "extraction-curve-natural-scores")
-    assert [row[0] for row in curve["rows"]] == [32, 64, 96, 128]
+    assert [p.queries for p in result.curve] == [32, 64, 96, 128]
+    # The copy is the thief's encoder plus its head, and answers text.
+    assert result.text_copy.predict(["A dull, lifeless film."]).shape == (1,)
+
+
+def test_text_extraction_stops_when_the_thief_runs_out_of_text(text_victim, minilm) -> None:
+    from mlwarden.attacks.extraction import TextKnockoff
+    from mlwarden.core.contract import as_oracle
+
+    oracle = as_oracle(text_victim, text=True)
+    texts = ["It rains in the city.", "A man walks his dog.", "The train is late.", "Snow."]
+    result = TextKnockoff(10, minilm, epochs=2, checkpoints=2).extract(
+        oracle, texts, eval_texts=texts, eval_labels=oracle.labels(texts)
+    )
+    assert result.queries == 4 and "only 4 texts" in (result.stopped or "")
 
 
 def test_text_extraction_refuses_tensor_strategies_in_one_line(
