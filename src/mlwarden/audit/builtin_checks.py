@@ -36,8 +36,12 @@ def accuracy_check(ctx: AuditContext, cfg: AccuracyCheck) -> None:
         if bool(mask.any()):
             rows.append([name, int(mask.sum()), round(float(correct[mask].float().mean()), 4)])
     ctx.report.tables.append(
-        Table(id="clean-accuracy-per-class", title="Clean accuracy per class",
-              columns=["class", "samples", "accuracy"], rows=rows)
+        Table(
+            id="clean-accuracy-per-class",
+            title="Clean accuracy per class",
+            columns=["class", "samples", "accuracy"],
+            rows=rows,
+        )
     )
     if acc < cfg.min_accuracy:
         ctx.report.add(

@@ -108,9 +108,7 @@ def available_checks() -> dict[str, CheckSpec]:
 def check_spec(name: str) -> CheckSpec:
     checks = available_checks()
     if name not in checks:
-        raise ConfigError(
-            f"unknown check 'checks.{name}'; available: {', '.join(sorted(checks))}"
-        )
+        raise ConfigError(f"unknown check 'checks.{name}'; available: {', '.join(sorted(checks))}")
     return checks[name]
 
 
@@ -235,9 +233,7 @@ class AuditContext:
 
         self.require(Capability.SCORES, input_kind(self.model))
         if self._oracle is None:
-            self._oracle = as_oracle(
-                self.model, by=self._by, batch_size=self.batch_size, text=True
-            )
+            self._oracle = as_oracle(self.model, by=self._by, batch_size=self.batch_size, text=True)
         return self._oracle
 
     @property
@@ -268,8 +264,9 @@ class AuditContext:
         if self.takes_text:
             from mlwarden.audit.text import labelled_text
 
-            return labelled_text(source, self.model, text_column=self.text_column,
-                                 label_column=self.label_column)
+            return labelled_text(
+                source, self.model, text_column=self.text_column, label_column=self.label_column
+            )
         from mlwarden.io.data import load_data
 
         return load_data(source, spec=self.spec, label_column=self.label_column)

@@ -36,13 +36,19 @@ def extraction_command(
         None, "--model", "-m", help="A local model file (or Hugging Face folder) to attack."
     ),
     queries: str | None = typer.Option(
-        None, "--queries", help="Text models: the thief's own texts (.jsonl/.csv/.tsv, labels "
-        "not read). Default: the pool half of --data."),
+        None,
+        "--queries",
+        help="Text models: the thief's own texts (.jsonl/.csv/.tsv, labels "
+        "not read). Default: the pool half of --data.",
+    ),
     encoder: str | None = typer.Option(
-        None, "--encoder", help="Text models: the thief's sentence-encoder folder (required), "
-        "e.g. all-MiniLM-L6-v2."),
+        None,
+        "--encoder",
+        help="Text models: the thief's sentence-encoder folder (required), e.g. all-MiniLM-L6-v2.",
+    ),
     text_column: str = typer.Option(
-        "text", "--text-column", help="Text models: the column that holds the text."),
+        "text", "--text-column", help="Text models: the column that holds the text."
+    ),
     factory: str | None = FactoryOption,
     url: str | None = typer.Option(None, "--url", help="Attack an mlwarden gateway at this URL."),
     api_key: str | None = typer.Option(
@@ -137,18 +143,24 @@ def extraction_command(
                 )
             from mlwarden.evaluation.extraction import thief_means
 
-            thief, thief_encoder = thief_means(settings, device=device, text_column=text_column,
-                                               allow=tuple(allow))
+            thief, thief_encoder = thief_means(
+                settings, device=device, text_column=text_column, allow=tuple(allow)
+            )
         elif queries is not None or encoder is not None:
             raise ConfigError("--queries and --encoder apply to text models only")
     report = Report(
         title="mlwarden model-extraction stress test",
-        subject={"model": model or url, "data": data, "budget": settings.budget,
-                 "seed": settings.seed},
+        subject={
+            "model": model or url,
+            "data": data,
+            "budget": settings.budget,
+            "seed": settings.seed,
+        },
     )
     with progress_bars(progress) as bar:
-        result = run_extraction(target, dataset, settings, report, queries=thief,
-                                encoder=thief_encoder, progress=bar)
+        result = run_extraction(
+            target, dataset, settings, report, queries=thief, encoder=thief_encoder, progress=bar
+        )
     if save_copy is not None:
         from mlwarden.io.export import save_pt2
 

@@ -72,14 +72,20 @@ def audit(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
     dp_epsilon: float | None = typer.Option(
-        None, "--dp-epsilon", help="The model was trained with DP-SGD to this epsilon: "
-        "LiRA's shadows are trained so too."),
+        None,
+        "--dp-epsilon",
+        help="The model was trained with DP-SGD to this epsilon: "
+        "LiRA's shadows are trained so too.",
+    ),
     dp_max_grad_norm: float | None = typer.Option(
-        None, "--dp-max-grad-norm", help="The model's DP-SGD clipping norm."),
+        None, "--dp-max-grad-norm", help="The model's DP-SGD clipping norm."
+    ),
     compare_dp_epsilon: float | None = typer.Option(
-        None, "--compare-dp-epsilon", help="The compared model's DP-SGD epsilon."),
+        None, "--compare-dp-epsilon", help="The compared model's DP-SGD epsilon."
+    ),
     compare_dp_max_grad_norm: float | None = typer.Option(
-        None, "--compare-dp-max-grad-norm", help="The compared model's DP-SGD clipping norm."),
+        None, "--compare-dp-max-grad-norm", help="The compared model's DP-SGD clipping norm."
+    ),
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -116,14 +122,22 @@ def audit(
         },
         names={"attacks": "--attack"},
     )
-    common = {"factory": factory, "spec": spec, "config": config, "device": device,
-              "allow": allow, "text": True}
+    common = {
+        "factory": factory,
+        "spec": spec,
+        "config": config,
+        "device": device,
+        "allow": allow,
+        "text": True,
+    }
     target, _ = load_subject(model, None, **common)
     plan_attacks(target, settings)  # the contract before any data or second model loads
     other = load_subject(compare, None, **common)[0] if compare is not None else None
     if other is not None and takes_text(other) != takes_text(target):
-        raise ParameterError("--compare needs a model of the same input kind (text or tensors) "
-                             "as --model: both are attacked on the same records")
+        raise ParameterError(
+            "--compare needs a model of the same input kind (text or tensors) "
+            "as --model: both are attacked on the same records"
+        )
     if takes_text(target):
         member_data = labelled_text(members, target, text_column=text_column)
         non_member_data = labelled_text(non_members, target, text_column=text_column)

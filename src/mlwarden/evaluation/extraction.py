@@ -41,57 +41,102 @@ class ExtractionSettings(BaseModel):
     epochs: int = Field(30, gt=0, description="training epochs of the copy")
     max_agreement: float = Field(0.9, gt=0, le=1, description="a finding at or above this")
     queries: str | None = Field(
-        None, description="text models: the thief's own texts (.jsonl/.csv/.tsv, labels not "
-                          "read); default: half of the data, in-domain")
+        None,
+        description="text models: the thief's own texts (.jsonl/.csv/.tsv, labels not "
+        "read); default: half of the data, in-domain",
+    )
     encoder: str | None = Field(
-        None, description="text models: the thief's sentence-encoder folder (required), "
-                          "e.g. all-MiniLM-L6-v2")
-    seed: int = Field(0, description="seed of the split, queries and copy "
-                                     "(the audit check: [audit] seed)")
+        None,
+        description="text models: the thief's sentence-encoder folder (required), "
+        "e.g. all-MiniLM-L6-v2",
+    )
+    seed: int = Field(
+        0, description="seed of the split, queries and copy (the audit check: [audit] seed)"
+    )
 
 
-def extraction_report(result: ExtractionResult, *, strategy: str, access: str,
-                      max_agreement: float) -> Report:
+def extraction_report(
+    result: ExtractionResult, *, strategy: str, access: str, max_agreement: float
+) -> Report:
     """Metrics, the agreement curve, and a finding when the copy agrees too well."""
     report = Report(title="Model-extraction stress test")
     prefix = f"extraction.{strategy}.{access}"
-    report.metrics.update({
-        f"{prefix}.queries": result.queries,
-        f"{prefix}.agreement": round(result.agreement, 6),
-    })
+    report.metrics.update(
+        {
+            f"{prefix}.queries": result.queries,
+            f"{prefix}.agreement": round(result.agreement, 6),
+        }
+    )
     report.headline.append(f"{prefix}.agreement")
     if result.accuracy is not None:
         report.metrics[f"{prefix}.copy_accuracy"] = round(result.accuracy, 6)
-    series = [Series(label=f"agreement ({strategy}, {access})",
-                     x=[p.queries for p in result.curve], y=[p.agreement for p in result.curve])]
+    series = [
+        Series(
+            label=f"agreement ({strategy}, {access})",
+            x=[p.queries for p in result.curve],
+            y=[p.agreement for p in result.curve],
+        )
+    ]
     if result.accuracy is not None:
-        series.append(Series(label="copy accuracy", x=[p.queries for p in result.curve],
-                             y=[p.accuracy or 0.0 for p in result.curve]))
-    report.figures.append(Figure(
-        id=f"extraction-{strategy}-{access}", title="Stolen copy vs. queries spent", kind="line",
-        x_label="queries", y_label="agreement with the model", series=series,
-        caption="Agreement: share of held-out inputs on which the copy predicts the model's label.",
-    ))
-    report.tables.append(Table(
-        id=f"extraction-curve-{strategy}-{access}", title="Extraction curve",
-        columns=["queries", "agreement", "copy accuracy"],
-        rows=[[p.queries, round(p.agreement, 4),
-               None if p.accuracy is None else round(p.accuracy, 4)] for p in result.curve],
-    ))
+        series.append(
+            Series(
+                label="copy accuracy",
+                x=[p.queries for p in result.curve],
+                y=[p.accuracy or 0.0 for p in result.curve],
+            )
+        )
+    report.figures.append(
+        Figure(
+            id=f"extraction-{strategy}-{access}",
+            title="Stolen copy vs. queries spent",
+            kind="line",
+            x_label="queries",
+            y_label="agreement with the model",
+            series=series,
+            caption="Agreement: share of held-out inputs on which the copy predicts the "
+            "model's label.",
+        )
+    )
+    report.tables.append(
+        Table(
+            id=f"extraction-curve-{strategy}-{access}",
+            title="Extraction curve",
+            columns=["queries", "agreement", "copy accuracy"],
+            rows=[
+                [
+                    p.queries,
+                    round(p.agreement, 4),
+                    None if p.accuracy is None else round(p.accuracy, 4),
+                ]
+                for p in result.curve
+            ],
+        )
+    )
     if result.stopped:
         report.metrics[f"{prefix}.stopped"] = result.stopped
     if result.agreement >= max_agreement:
-        report.add(Finding(
-            id="MLW-EXT-001", title="The model can be copied through its query interface",
-            severity=Severity.HIGH,
-            detail=(f"a knockoff copy trained on {result.queries} {strategy} queries with "
+        report.add(
+            Finding(
+                id="MLW-EXT-001",
+                title="The model can be copied through its query interface",
+                severity=Severity.HIGH,
+                detail=(
+                    f"a knockoff copy trained on {result.queries} {strategy} queries with "
                     f"{access} access agrees with the model on {result.agreement:.1%} of held-out "
                     f"inputs (limit {max_agreement:.0%}). Harden outputs (labels only, perturbed "
-                    "scores), rate-limit, and monitor query patterns."),
-            evidence={"queries": result.queries, "agreement": round(result.agreement, 4),
-                      "strategy": strategy, "access": access},
-            atlas=["AML.T0024.002"], owasp=["ML05"], check="extraction",
-        ))
+                    "scores), rate-limit, and monitor query patterns."
+                ),
+                evidence={
+                    "queries": result.queries,
+                    "agreement": round(result.agreement, 4),
+                    "strategy": strategy,
+                    "access": access,
+                },
+                atlas=["AML.T0024.002"],
+                owasp=["ML05"],
+                check="extraction",
+            )
+        )
     return report
 
 
@@ -118,8 +163,9 @@ def run_extraction(
     output = "labels" if settings.access == "labels" else "probabilities"
     oracle = as_oracle(model, output, by=f"extraction with {settings.access} access", text=True)
     if oracle.takes_text:
-        return _run_text_extraction(oracle, data, settings, report, queries=queries,
-                                    encoder=encoder, progress=progress)
+        return _run_text_extraction(
+            oracle, data, settings, report, queries=queries, encoder=encoder, progress=progress
+        )
     note_assumptions(report, model, "extraction")
     if len(data) < 4:
         raise DataError("model extraction needs at least 4 samples (half pool, half held out)")
@@ -127,12 +173,25 @@ def run_extraction(
     with torch.inference_mode():
         eval_labels = oracle.labels(held_out.x).cpu()
     oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
-    attack = KnockoffExtraction(settings.budget, settings.strategy, epochs=settings.epochs,
-                                seed=settings.seed)
-    result = attack.extract(oracle, natural=pool.x, eval_x=held_out.x, eval_labels=eval_labels,
-                            eval_y=held_out.y, progress=progress)
-    report.merge(extraction_report(result, strategy=settings.strategy, access=settings.access,
-                                   max_agreement=settings.max_agreement))
+    attack = KnockoffExtraction(
+        settings.budget, settings.strategy, epochs=settings.epochs, seed=settings.seed
+    )
+    result = attack.extract(
+        oracle,
+        natural=pool.x,
+        eval_x=held_out.x,
+        eval_labels=eval_labels,
+        eval_y=held_out.y,
+        progress=progress,
+    )
+    report.merge(
+        extraction_report(
+            result,
+            strategy=settings.strategy,
+            access=settings.access,
+            max_agreement=settings.max_agreement,
+        )
+    )
     return result
 
 
@@ -170,26 +229,45 @@ def _run_text_extraction(
         eval_labels = oracle.labels(eval_texts).cpu()
     oracle.queries = 0  # scoring the copy is the auditor's work, not the attacker's budget
     attack = TextKnockoff(settings.budget, encoder, epochs=settings.epochs, seed=settings.seed)
-    result = attack.extract(oracle, thief, eval_texts=eval_texts,  # type: ignore[arg-type]
-                            eval_labels=eval_labels, eval_y=labels_of(held_out),
-                            progress=progress)
-    report.merge(extraction_report(result, strategy=settings.strategy, access=settings.access,
-                                   max_agreement=settings.max_agreement))
+    result = attack.extract(
+        oracle,
+        thief,
+        eval_texts=eval_texts,  # type: ignore[arg-type]
+        eval_labels=eval_labels,
+        eval_y=labels_of(held_out),
+        progress=progress,
+    )
+    report.merge(
+        extraction_report(
+            result,
+            strategy=settings.strategy,
+            access=settings.access,
+            max_agreement=settings.max_agreement,
+        )
+    )
     counts = torch.bincount(eval_labels, minlength=oracle.num_classes)
     share = float(counts.max()) / len(eval_labels)
     prefix = f"extraction.{settings.strategy}.{settings.access}"
     report.metrics[f"{prefix}.chance_agreement"] = round(share, 6)
-    report.tables.append(Table(
-        id="extraction-text-thief", title="The simulated thief (text)",
-        columns=["setting", "value"],
-        rows=[["query texts", f"{len(thief)} from {source}"],
-              ["queries sent", result.queries],
-              ["thief's encoder",
-               f"{settings.encoder or encoder.name} ({encoder.spec.embedding_dim}-d embeddings)"],
-              ["copy", "the thief's encoder + a 2-layer MLP head trained on the answers"],
-              ["held-out texts scored", len(eval_texts)],
-              ["chance agreement (the victim's commonest label)", round(share, 4)]],
-    ))
+    report.tables.append(
+        Table(
+            id="extraction-text-thief",
+            title="The simulated thief (text)",
+            columns=["setting", "value"],
+            rows=[
+                ["query texts", f"{len(thief)} from {source}"],
+                ["queries sent", result.queries],
+                [
+                    "thief's encoder",
+                    f"{settings.encoder or encoder.name} "
+                    f"({encoder.spec.embedding_dim}-d embeddings)",
+                ],
+                ["copy", "the thief's encoder + a 2-layer MLP head trained on the answers"],
+                ["held-out texts scored", len(eval_texts)],
+                ["chance agreement (the victim's commonest label)", round(share, 4)],
+            ],
+        )
+    )
     return result
 
 
@@ -203,12 +281,24 @@ def extraction_check(ctx: AuditContext, cfg: ExtractionCheck) -> None:
     model = ctx.model
     queries, encoder = None, None
     if ctx.takes_text:
-        queries, encoder = thief_means(settings, resolve=ctx.resolve, device=ctx.device,
-                                       text_column=ctx.text_column, allow=ctx.allow_imports)
+        queries, encoder = thief_means(
+            settings,
+            resolve=ctx.resolve,
+            device=ctx.device,
+            text_column=ctx.text_column,
+            allow=ctx.allow_imports,
+        )
     elif settings.queries is not None or settings.encoder is not None:
         raise ConfigError("[checks.extraction] queries and encoder apply to text models only")
-    run_extraction(model, ctx.data, settings, ctx.report, queries=queries, encoder=encoder,
-                   progress=ctx.progress)
+    run_extraction(
+        model,
+        ctx.data,
+        settings,
+        ctx.report,
+        queries=queries,
+        encoder=encoder,
+        progress=ctx.progress,
+    )
 
 
 def thief_means(
@@ -226,8 +316,11 @@ def thief_means(
 
     queries = None
     if settings.queries is not None:
-        queries = list(load_text_data(resolve(settings.queries), text_column=text_column,
-                                      label_column=None).texts)
+        queries = list(
+            load_text_data(
+                resolve(settings.queries), text_column=text_column, label_column=None
+            ).texts
+        )
     encoder = None
     if settings.encoder is not None:
         encoder = load_model(resolve(settings.encoder), device=device, allow=allow)
