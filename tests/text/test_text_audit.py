@@ -110,3 +110,29 @@ def test_default_audit_of_a_text_model(tmp_path: Path, cli, text_victim_path, te
     assert status == {"accuracy": "passed", "scan": "passed", "evasion": "skipped"}
     assert code == 0  # nothing failed; evasion is stated, not passed
     assert any(f["id"] == "MLW-AUDIT-002" for f in report["findings"])
+
+
+def test_an_audit_where_no_check_ran_does_not_pass(
+    tmp_path: Path, cli, text_victim_path, text_splits
+) -> None:
+    from mlwarden.core.findings import Report
+    from mlwarden.core.verdict import report_verdict
+
+    out = tmp_path / "report"
+    code = cli(
+        "audit",
+        "--model",
+        str(text_victim_path),
+        "--data",
+        str(text_splits["non_members"]),
+        "--check",
+        "evasion",
+        "-o",
+        str(out),
+        "-f",
+        "json",
+    )
+    report = Report.model_validate_json((out / "report.json").read_text(encoding="utf-8"))
+    verdict = report_verdict(report)
+    assert code == 1 and not verdict.passed  # fail closed: a skipped check proved nothing
+    assert "none of the 1 checks ran" in verdict.line()
