@@ -26,11 +26,8 @@ def test_text_kinds_offer_text_inputs_and_embedding_gradients(minilm, seqcls, di
 def test_an_image_attack_refuses_a_text_classifier(seqcls):
     from mlwarden.attacks.evasion.registry import require_attack
 
-    with pytest.raises(
-        ParameterError,
-        match=r"attack 'pgd' needs gradients, tensor inputs; "
-        r"'.*' is a text classifier",
-    ) as info:
+    with pytest.raises(ParameterError, match=r"attack 'pgd' needs gradients, tensor inputs; "
+                                             r"'.*' is a text classifier") as info:
         require_attack(seqcls, "pgd")
     assert "that work on it" not in str(info.value)  # no tensor attack works on text
     with pytest.raises(ParameterError, match="attack 'square' needs tensor inputs"):
@@ -40,10 +37,8 @@ def test_an_image_attack_refuses_a_text_classifier(seqcls):
 def test_oracle_views_refuse_text_models(minilm):
     from mlwarden.core.contract import as_oracle
 
-    with pytest.raises(
-        ParameterError,
-        match="membership inference needs class scores, tensor inputs; '.*' is a text encoder",
-    ):
+    with pytest.raises(ParameterError, match="membership inference needs class scores, "
+                                             "tensor inputs; '.*' is a text encoder"):
         as_oracle(minilm, by="membership inference")
 
 
@@ -64,9 +59,8 @@ def test_text_spec_validates_and_round_trips(seqcls):
     spec = seqcls.spec
     assert TextSpec.model_validate_json(spec.model_dump_json()) == spec
     with pytest.raises(ValueError, match="at least 2 class names"):
-        TextSpec(
-            max_tokens=8, class_names=("only",), tokenizer="T", tokenizer_sha256="0", vocab_size=10
-        )
+        TextSpec(max_tokens=8, class_names=("only",), tokenizer="T", tokenizer_sha256="0",
+                 vocab_size=10)
     with pytest.raises(ParameterError, match="no classes"):
         _ = TextSpec(max_tokens=8, tokenizer="T", tokenizer_sha256="0", vocab_size=10).num_classes
 
