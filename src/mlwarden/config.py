@@ -39,9 +39,11 @@ class ModelSection(_Section):
 
 
 class DataSection(_Section):
-    source: str = Field(description=".npz, .npy, .csv, an image folder, digits or breast_cancer")
+    source: str = Field(description=".npz, .npy, .csv, an image folder, digits or breast_cancer; "
+                        ".jsonl, .csv or .tsv text for a text model")
     limit: int | None = Field(None, gt=0, description="use the first N samples")
     label_column: str = "label"
+    text_column: str = Field("text", description="the text column of text data (text models)")
 
 
 class AuditSection(_Section):
@@ -111,13 +113,15 @@ class MlwardenConfig(_Section):
     def resolve(self, path: str | None) -> str | None:
         """A path from the file, made absolute relative to the file's folder.
 
-        Built-in data set names (``digits``) and absolute paths pass unchanged.
+        Built-in data set names (``digits``, ``rotten_tomatoes``) and absolute paths pass
+        unchanged.
         """
         if path is None:
             return None
         from mlwarden.io.dataset import BUILTIN
+        from mlwarden.io.text_builtin import BUILTIN_TEXT
 
-        if path in BUILTIN or Path(path).is_absolute():
+        if path in BUILTIN or path in BUILTIN_TEXT or Path(path).is_absolute():
             return path
         return str((self.base_dir / path).resolve())
 

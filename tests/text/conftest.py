@@ -103,3 +103,87 @@ def reviews_jsonl(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reviews") / "reviews.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return out
+
+
+# -- a victim that learned something, for the audit, privacy and extraction tests ------------
+def _write_jsonl(path: Path, records: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def text_splits(tmp_path_factory, reviews_jsonl: Path) -> dict[str, Path]:
+    """The 500 reviews as ``text``/``label`` files: 200 members (the victim's training set),
+    150 non-members and 150 more non-members (for a non-member vs non-member control)."""
+    rows = [json.loads(line) for line in reviews_jsonl.read_text(encoding="utf-8").splitlines()]
+    records = [{"text": r["review"], "label": r["sentiment"]} for r in rows]
+    folder = tmp_path_factory.mktemp("text-splits")
+    return {
+        "members": _write_jsonl(folder / "members.jsonl", records[:200]),
+        "non_members": _write_jsonl(folder / "non_members.jsonl", records[200:350]),
+        "more_non_members": _write_jsonl(folder / "more_non_members.jsonl", records[350:]),
+    }
+
+
+@pytest.fixture(scope="session")
+def plot_queries_jsonl(tmp_path_factory) -> Path:
+    """The thief's own text: the 802 sentences of the corpus' 156 plot summaries (no review,
+    no label), a different source than the victim's training reviews."""
+    import re
+
+    from mlwarden.io.text_builtin import PLOTS, load_builtin_text
+
+    plots = load_builtin_text(PLOTS).texts
+    sentences = [s for t in plots for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) >= 4]
+    out = tmp_path_factory.mktemp("plots") / "plot_sentences.jsonl"
+    return _write_jsonl(out, [{"text": s} for s in sentences])
+
+
+@pytest.fixture(scope="session")
+def text_victim_path(tmp_path_factory, minilm_path: Path, text_splits: dict[str, Path]) -> Path:
+    """A sequence-classification folder that learned, and overfit, its 200 member reviews:
+    MiniLM with its classification head trained (full batch, Adam, 300 steps) on the frozen
+    pooled features of the members, saved with transformers' ``save_pretrained``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path,
+        num_labels=2,
+        id2label=dict(enumerate(CLASS_NAMES)),
+        label2id={n: i for i, n in enumerate(CLASS_NAMES)},
+        local_files_only=True,
+    ).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path, local_files_only=True)
+    rows = [json.loads(line) for line in text_splits["members"].read_text().splitlines()]
+    texts = [r["text"] for r in rows]
+    labels = torch.tensor([CLASS_NAMES.index(r["label"]) for r in rows])
+    features: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_pre_hook(lambda _m, a: features.append(a[0]))
+    with torch.inference_mode():
+        for start in range(0, len(texts), 32):
+            model(
+                **tokenizer(
+                    texts[start : start + 32], padding=True, truncation=True, return_tensors="pt"
+                )
+            )
+    hook.remove()
+    x = torch.cat(features).clone()
+    optimiser = torch.optim.Adam(model.classifier.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model.classifier(x), labels)
+        loss.backward()
+        optimiser.step()
+    folder = tmp_path_factory.mktemp("text-victim")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def text_victim(text_victim_path: Path):
+    from mlwarden.io import load_model
+
+    return load_model(text_victim_path, device="cpu")

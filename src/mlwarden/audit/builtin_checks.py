@@ -18,24 +18,30 @@ class AccuracyCheck(CheckConfig):
 def accuracy_check(ctx: AuditContext, cfg: AccuracyCheck) -> None:
     import torch
 
+    from mlwarden.audit.text import inputs_of, labels_of
+
     data = ctx.data
     oracle = ctx.oracle
-    preds = torch.cat(
-        [oracle.labels(data.x[i : i + ctx.batch_size]) for i in range(0, len(data), ctx.batch_size)]
-    )
-    correct = preds.cpu() == data.y
+    x, y = inputs_of(data), labels_of(data)
+    step = ctx.batch_size
+    preds = torch.cat([oracle.labels(x[i : i + step]).cpu() for i in range(0, len(data), step)])
+    correct = preds == y
     acc = float(correct.float().mean())
     ctx.report.metrics["clean_accuracy"] = round(acc, 6)
     ctx.report.metrics["samples"] = len(data)
     ctx.report.headline.append("clean_accuracy")
     rows = []
     for idx, name in enumerate(ctx.spec.class_names):
-        mask = data.y == idx
+        mask = y == idx
         if bool(mask.any()):
             rows.append([name, int(mask.sum()), round(float(correct[mask].float().mean()), 4)])
     ctx.report.tables.append(
-        Table(id="clean-accuracy-per-class", title="Clean accuracy per class",
-              columns=["class", "samples", "accuracy"], rows=rows)
+        Table(
+            id="clean-accuracy-per-class",
+            title="Clean accuracy per class",
+            columns=["class", "samples", "accuracy"],
+            rows=rows,
+        )
     )
     if acc < cfg.min_accuracy:
         ctx.report.add(

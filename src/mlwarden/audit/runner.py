@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlwarden.audit.registry import AuditContext, CheckConfig, CheckSkipped, check_spec
+from mlwarden.audit.registry import (
+    TEXT_NOT_YET,
+    AuditContext,
+    CheckConfig,
+    CheckSkipped,
+    NotApplicable,
+    check_spec,
+)
 from mlwarden.config import MlwardenConfig, validate_checks
 from mlwarden.core.errors import ConfigError, MlwardenError
 from mlwarden.core.findings import CheckResult, CheckStatus, Finding, Report, Severity
@@ -49,6 +56,17 @@ def selected_checks(config: MlwardenConfig, only: list[str] | None) -> dict[str,
     return {name: cfg for name, cfg in checks.items() if cfg.enabled}
 
 
+def _not_applicable(ctx: AuditContext, exc: CheckSkipped) -> bool:
+    """Whether ``exc`` skipped a tensor-only check on a text model (a check that exists but
+    is not built for text yet, as opposed to one the model's access rules out)."""
+    if isinstance(exc, NotApplicable):
+        return True
+    from mlwarden.core.contract import Capability
+
+    loaded = ctx._classifier is not None or ctx._oracle is not None
+    return loaded and ctx.takes_text and Capability.TENSOR_INPUTS.value in str(exc)
+
+
 def run_audit(
     config: MlwardenConfig,
     *,
@@ -69,6 +87,7 @@ def run_audit(
         data_source=config.resolve(config.data.source) if config.data else None,
         data_limit=config.data.limit if config.data else None,
         label_column=config.data.label_column if config.data else "label",
+        text_column=config.data.text_column if config.data else "text",
         spec_override=config.spec,
         seed=audit.seed,
         batch_size=audit.batch_size,
@@ -101,6 +120,18 @@ def run_audit(
             spec.run(ctx, selected[name])
         except CheckSkipped as exc:
             ran, summary = "skipped", str(exc)
+            if _not_applicable(ctx, exc):
+                summary = summary if TEXT_NOT_YET in summary else f"{summary} ({TEXT_NOT_YET})"
+                report.add(
+                    Finding(
+                        id="MLW-AUDIT-002",
+                        title=f"Check '{name}' not applicable to this model: not run",
+                        severity=Severity.INFO,
+                        detail=summary,
+                        check=name,
+                        evidence={"check": name, "status": "not applicable"},
+                    )
+                )
         except MlwardenError:
             raise
         except Exception as exc:  # a bug in a check must not hide the other checks

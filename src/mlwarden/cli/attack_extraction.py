@@ -32,7 +32,23 @@ def extraction_command(
         help="In-domain data: half is the attacker's query pool, half is held out to score "
         "the copy.",
     ),
-    model: str | None = typer.Option(None, "--model", "-m", help="A local model file to attack."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="A local model file (or Hugging Face folder) to attack."
+    ),
+    queries: str | None = typer.Option(
+        None,
+        "--queries",
+        help="Text models: the thief's own texts (.jsonl/.csv/.tsv, labels "
+        "not read). Default: the pool half of --data.",
+    ),
+    encoder: str | None = typer.Option(
+        None,
+        "--encoder",
+        help="Text models: the thief's sentence-encoder folder (required), e.g. all-MiniLM-L6-v2.",
+    ),
+    text_column: str = typer.Option(
+        "text", "--text-column", help="Text models: the column that holds the text."
+    ),
     factory: str | None = FactoryOption,
     url: str | None = typer.Option(None, "--url", help="Attack an mlwarden gateway at this URL."),
     api_key: str | None = typer.Option(
@@ -82,8 +98,17 @@ def extraction_command(
             "epochs": epochs,
             "max_agreement": max_agreement,
             "seed": seed,
+            "queries": queries,
+            "encoder": encoder,
         },
     )
+    if url is not None and (queries is not None or encoder is not None):
+        raise ConfigError(
+            "--queries and --encoder attack a text model, which --url cannot reach yet; "
+            "attack the local folder with --model"
+        )
+    thief: list[str] | None = None
+    thief_encoder = None
     if url is not None:
         from mlwarden.config import resolve_spec
         from mlwarden.gateway.client import HttpOracle
@@ -105,14 +130,37 @@ def extraction_command(
             config=config,
             device=device,
             allow=allow,
+            text=True,
+            text_column=text_column,
         )
+        from mlwarden.core.contract import takes_text
+
+        if takes_text(target):
+            if save_copy is not None:
+                raise ConfigError(
+                    "--save-copy writes a tensor copy (.pt2); the copy of a text model is the "
+                    "thief's encoder plus a head and is not saved yet"
+                )
+            from mlwarden.evaluation.extraction import thief_means
+
+            thief, thief_encoder = thief_means(
+                settings, device=device, text_column=text_column, allow=tuple(allow)
+            )
+        elif queries is not None or encoder is not None:
+            raise ConfigError("--queries and --encoder apply to text models only")
     report = Report(
         title="mlwarden model-extraction stress test",
-        subject={"model": model or url, "data": data, "budget": settings.budget,
-                 "seed": settings.seed},
+        subject={
+            "model": model or url,
+            "data": data,
+            "budget": settings.budget,
+            "seed": settings.seed,
+        },
     )
     with progress_bars(progress) as bar:
-        result = run_extraction(target, dataset, settings, report, progress=bar)
+        result = run_extraction(
+            target, dataset, settings, report, queries=thief, encoder=thief_encoder, progress=bar
+        )
     if save_copy is not None:
         from mlwarden.io.export import save_pt2
 

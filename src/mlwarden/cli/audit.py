@@ -20,12 +20,16 @@ def audit_command(
         None, "--config", "-c", help="Configuration file (default: ./mlwarden.toml if present)."
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Model file (.pt2, .onnx, weights)."
+        None, "--model", "-m", help="Model file (.pt2, .onnx, weights) or Hugging Face folder."
     ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
     data: str | None = typer.Option(
-        None, "--data", "-d", help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...)."
+        None,
+        "--data",
+        "-d",
+        help="Evaluation data (.npz, .npy, .csv, image folder, digits, ...; "
+        ".jsonl/.csv/.tsv text for a text model).",
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Use the first N samples."),
     check: list[str] = typer.Option(
@@ -74,12 +78,15 @@ def audit_command(
         cfg.spec = read_spec_file(spec)
     if data is not None:
         from mlwarden.io.dataset import BUILTIN
+        from mlwarden.io.text_builtin import BUILTIN_TEXT
 
-        source = data if data in BUILTIN else str(Path(data).resolve())
+        builtin = data in BUILTIN or data in BUILTIN_TEXT
+        source = data if builtin and not Path(data).exists() else str(Path(data).resolve())
         cfg.data = DataSection(
             source=source,
             limit=limit,
             label_column=cfg.data.label_column if cfg.data else "label",
+            text_column=cfg.data.text_column if cfg.data else "text",
         )
     elif limit is not None and cfg.data is not None:
         cfg.data.limit = limit

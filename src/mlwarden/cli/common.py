@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from mlwarden.core.findings import Report
     from mlwarden.io.dataset import Dataset
+    from mlwarden.io.text_data import TextDataset
 
 SettingsT = TypeVar("SettingsT", bound="BaseModel")
 
@@ -125,12 +126,15 @@ def load_subject(
     allow: list[str] | tuple[str, ...] = (),
     samples: int | None = None,
     label_column: str = "label",
-) -> tuple[Any, Dataset | None]:
+    text: bool = False,
+    text_column: str = "text",
+) -> tuple[Any, Dataset | TextDataset | None]:
     """The model of a command (scanned before loading) and its data, validated against its spec.
 
     The spec is what the model file says with the fields of ``--spec`` (else of ``[spec]``
     in the configuration) over it (`mlwarden.core.spec.complete_spec`). Without ``data``
-    only the model loads.
+    only the model loads. A command that handles text models passes ``text=True``: a text
+    model's data is then labelled text (`mlwarden.audit.text.labelled_text`).
     """
     from mlwarden.config import resolve_spec
     from mlwarden.core.contract import require
@@ -145,7 +149,16 @@ def load_subject(
         loaded = load_model(
             model, factory=factory, spec=override, device=device, allow=tuple(allow)
         )
-    # The commands work on tensor models so far; a text model gets the contract's message.
+    from mlwarden.core.contract import takes_text
+
+    if text and takes_text(loaded):
+        if data is None:
+            return loaded, None
+        from mlwarden.audit.text import labelled_text
+
+        texts = labelled_text(data, loaded, text_column=text_column, label_column=label_column)
+        return loaded, texts.take(samples) if samples is not None else texts
+    # Other commands work on tensor models so far; a text model gets the contract's message.
     require(
         loaded,
         (),

@@ -28,9 +28,16 @@ privacy_app = typer.Typer(help="Membership-inference audits.", no_args_is_help=T
 
 @privacy_app.command("audit")
 def audit(
-    model: str = typer.Option(..., "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
-    members: str = typer.Option(..., "--members", help="Records the model was trained on."),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model file (.pt2, .onnx, weights) or Hugging Face folder."
+    ),
+    members: str = typer.Option(
+        ..., "--members", help="Records the model was trained on (.jsonl/.csv/.tsv for text)."
+    ),
     non_members: str = typer.Option(..., "--non-members", help="Held-out records."),
+    text_column: str = typer.Option(
+        "text", "--text-column", help="Text models: the column that holds the text."
+    ),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
     config: Path | None = ConfigOption,
@@ -65,14 +72,20 @@ def audit(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
     dp_epsilon: float | None = typer.Option(
-        None, "--dp-epsilon", help="The model was trained with DP-SGD to this epsilon: "
-        "LiRA's shadows are trained so too."),
+        None,
+        "--dp-epsilon",
+        help="The model was trained with DP-SGD to this epsilon: "
+        "LiRA's shadows are trained so too.",
+    ),
     dp_max_grad_norm: float | None = typer.Option(
-        None, "--dp-max-grad-norm", help="The model's DP-SGD clipping norm."),
+        None, "--dp-max-grad-norm", help="The model's DP-SGD clipping norm."
+    ),
     compare_dp_epsilon: float | None = typer.Option(
-        None, "--compare-dp-epsilon", help="The compared model's DP-SGD epsilon."),
+        None, "--compare-dp-epsilon", help="The compared model's DP-SGD epsilon."
+    ),
     compare_dp_max_grad_norm: float | None = typer.Option(
-        None, "--compare-dp-max-grad-norm", help="The compared model's DP-SGD clipping norm."),
+        None, "--compare-dp-max-grad-norm", help="The compared model's DP-SGD clipping norm."
+    ),
     allow: list[str] = AllowOption,
     device: str = DeviceOption,
     fmt: OutputFormat = FormatOption,
@@ -81,9 +94,12 @@ def audit(
     progress: bool = ProgressOption,
 ) -> None:
     """AUC and TPR at low FPR of membership attacks, a ROC plot, the most exposed records."""
+    from mlwarden.audit.text import labelled_text
     from mlwarden.cli.common import emit_report, load_subject
     from mlwarden.cli.flags import settings_from_flags
     from mlwarden.cli.ui import progress_bars
+    from mlwarden.core.contract import takes_text
+    from mlwarden.core.errors import ParameterError
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.privacy import PrivacySettings, plan_attacks, run_privacy
     from mlwarden.io.data import load_data
@@ -106,12 +122,28 @@ def audit(
         },
         names={"attacks": "--attack"},
     )
-    common = {"factory": factory, "spec": spec, "config": config, "device": device, "allow": allow}
+    common = {
+        "factory": factory,
+        "spec": spec,
+        "config": config,
+        "device": device,
+        "allow": allow,
+        "text": True,
+    }
     target, _ = load_subject(model, None, **common)
     plan_attacks(target, settings)  # the contract before any data or second model loads
     other = load_subject(compare, None, **common)[0] if compare is not None else None
-    member_data = load_data(members, spec=target.spec)
-    non_member_data = load_data(non_members, spec=target.spec)
+    if other is not None and takes_text(other) != takes_text(target):
+        raise ParameterError(
+            "--compare needs a model of the same input kind (text or tensors) "
+            "as --model: both are attacked on the same records"
+        )
+    if takes_text(target):
+        member_data = labelled_text(members, target, text_column=text_column)
+        non_member_data = labelled_text(non_members, target, text_column=text_column)
+    else:
+        member_data = load_data(members, spec=target.spec)
+        non_member_data = load_data(non_members, spec=target.spec)
     report = Report(
         title="mlwarden privacy audit",
         subject={"model": model, "members": members, "non_members": non_members},

@@ -69,6 +69,8 @@ class ModelKind(str, Enum):
     LABEL_ORACLE = "label-only oracle"
     TEXT_CLASSIFIER = "text classifier"
     TEXT_ENCODER = "text encoder"
+    TEXT_SCORE_ORACLE = "text score oracle"
+    TEXT_LABEL_ORACLE = "text label-only oracle"
 
 
 _C = Capability
@@ -84,8 +86,21 @@ OFFERS: dict[ModelKind, frozenset[Capability]] = {
     ModelKind.TEXT_ENCODER: frozenset(
         {_C.EMBEDDING_GRADIENTS, _C.FEATURES, _C.TRAINABLE, _C.EMBEDDINGS, _C.TEXT_INPUTS}
     ),
+    ModelKind.TEXT_SCORE_ORACLE: frozenset({_C.SCORES, _C.LABELS, _C.TEXT_INPUTS}),
+    ModelKind.TEXT_LABEL_ORACLE: frozenset({_C.LABELS, _C.TEXT_INPUTS}),
 }
 """What each kind offers. A white-box classifier can always be queried like an oracle."""
+
+
+def takes_text(model: Any) -> bool:
+    """Whether ``model`` takes lists of strings (a text model or a text oracle)."""
+    return Capability.TEXT_INPUTS in offers(model)
+
+
+def input_kind(model: Any) -> Capability:
+    """`Capability.TEXT_INPUTS` or `Capability.TENSOR_INPUTS`: what ``model`` takes in, for a
+    declaration that works on both kinds of input."""
+    return Capability.TEXT_INPUTS if takes_text(model) else Capability.TENSOR_INPUTS
 
 
 def kind_of(model: Any) -> ModelKind:
@@ -146,21 +161,36 @@ def as_classifier(model: Any, *, by: str, hint: str = "") -> Classifier:
 
 
 def as_oracle(
-    model: Any, output: OracleOutput = "probabilities", *, by: str = "", batch_size: int = 512
+    model: Any,
+    output: OracleOutput = "probabilities",
+    *,
+    by: str = "",
+    batch_size: int = 512,
+    text: bool = False,
 ) -> Oracle:
     """``model`` seen through queries: a classifier is wrapped, an oracle is reused.
+
+    With ``text=True`` (callers that handle strings as well as tensors) a `TextClassifier`
+    becomes a `TextClassifierOracle` (strings in); without it a text model is refused, as
+    every tensor attack must refuse it.
 
     ``output="labels"`` gives a label-only view (of a score oracle too); asking a label-only
     oracle for probabilities is the requirement error for ``by``.
     """
-    from mlwarden.core.oracle import ClassifierOracle, LabelOnlyOracle
+    from mlwarden.core.oracle import ClassifierOracle, LabelOnlyOracle, TextClassifierOracle
 
     needed = Capability.SCORES if output == "probabilities" else Capability.LABELS
-    require(model, (needed,), by=by or "this attack")
+    require(model, (needed, input_kind(model)) if text else (needed,), by=by or "this attack")
     kind = kind_of(model)
     if kind is ModelKind.CLASSIFIER:
         return ClassifierOracle(model, output=output, batch_size=batch_size)
-    if output == "labels" and kind is ModelKind.SCORE_ORACLE:
+    if kind is ModelKind.TEXT_CLASSIFIER:
+        from mlwarden.core.text import DEFAULT_TEXT_BATCH
+
+        return TextClassifierOracle(
+            model, output=output, batch_size=min(batch_size, DEFAULT_TEXT_BATCH)
+        )
+    if output == "labels" and kind in (ModelKind.SCORE_ORACLE, ModelKind.TEXT_SCORE_ORACLE):
         return LabelOnlyOracle(model)
     return model  # type: ignore[no-any-return]
 

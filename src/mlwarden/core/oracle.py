@@ -3,12 +3,17 @@
 Black-box attacks, extraction and membership inference talk to an oracle, so the
 same code stress-tests a local model, an ONNX session or a deployed gateway over
 HTTP. Every oracle counts queries (samples asked) and can enforce a budget.
+
+An oracle whose spec is a `TextSpec` takes lists of strings instead of tensors (a text
+score oracle or a text label-only one, `mlwarden.core.contract`): one query is one text,
+counted and budgeted the same way; `TextClassifierOracle` wraps a local `TextClassifier`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -16,6 +21,13 @@ from mlwarden.core.classifier import Classifier
 from mlwarden.core.contract import ModelKind
 from mlwarden.core.errors import OracleError, ParameterError
 from mlwarden.core.spec import InputSpec
+from mlwarden.core.text import TextSpec, check_texts
+
+if TYPE_CHECKING:
+    from mlwarden.core.text import TextClassifier
+
+Queries = torch.Tensor | Sequence[str]
+"""A batch of queries: a tensor ``(N, *shape)``, or N strings for a text oracle."""
 
 OracleOutput = Literal["probabilities", "labels"]
 
@@ -37,7 +49,10 @@ class Oracle(ABC):
     spec_assumptions: tuple[str, ...] = ()
 
     def __init__(
-        self, spec: InputSpec, output: OracleOutput = "probabilities", budget: int | None = None
+        self,
+        spec: InputSpec | TextSpec,
+        output: OracleOutput = "probabilities",
+        budget: int | None = None,
     ) -> None:
         if output not in ("probabilities", "labels"):
             raise ParameterError(f"output must be 'probabilities' or 'labels', got {output!r}")
@@ -53,21 +68,44 @@ class Oracle(ABC):
         return self.spec.num_classes
 
     @property
+    def takes_text(self) -> bool:
+        return isinstance(self.spec, TextSpec)
+
+    @property
     def model_kind(self) -> ModelKind:
-        """A score oracle or a label-only one, by what it answers (`mlwarden.core.contract`)."""
-        return ModelKind.SCORE_ORACLE if self.output == "probabilities" else ModelKind.LABEL_ORACLE
+        """A score oracle or a label-only one, by what it answers and takes in
+        (`mlwarden.core.contract`)."""
+        scores = self.output == "probabilities"
+        if self.takes_text:
+            return ModelKind.TEXT_SCORE_ORACLE if scores else ModelKind.TEXT_LABEL_ORACLE
+        return ModelKind.SCORE_ORACLE if scores else ModelKind.LABEL_ORACLE
+
+    def _batch(self, x: Queries) -> Queries:
+        """One query as a batch of one; strings checked for a text oracle."""
+        if self.takes_text:
+            return check_texts(x, what="oracle queries")
+        if not isinstance(x, torch.Tensor):
+            raise OracleError(
+                f"this oracle takes tensors of shape {tuple(self.spec.shape)}, "  # type: ignore[union-attr]
+                f"got {type(x).__name__}"
+            )
+        if x.dim() == len(self.spec.shape):  # type: ignore[union-attr]
+            x = x.unsqueeze(0)
+        return x
+
+    def _spend(self, n: int) -> None:
+        if self.budget is not None and self.queries + n > self.budget:
+            raise BudgetExhausted(
+                f"query budget of {self.budget} exhausted ({self.queries} used, {n} asked)"
+            )
 
     @property
     def remaining(self) -> int | None:
         return None if self.budget is None else self.budget - self.queries
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == len(self.spec.shape):
-            x = x.unsqueeze(0)
-        if self.budget is not None and self.queries + len(x) > self.budget:
-            raise BudgetExhausted(
-                f"query budget of {self.budget} exhausted ({self.queries} used, {len(x)} asked)"
-            )
+    def __call__(self, x: Queries) -> torch.Tensor:
+        x = self._batch(x)
+        self._spend(len(x))
         out = self._query(x)
         self.queries += len(x)
         return self._check(out, len(x))
@@ -85,7 +123,7 @@ class Oracle(ABC):
             raise OracleError("oracle returned NaN or infinite scores")
         return out.float()
 
-    def log_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+    def log_probabilities(self, x: Queries) -> torch.Tensor:
         """Log class probabilities in float64, counted against the budget like a query.
 
         Membership scores need them: in float32 the most confident records all read
@@ -94,12 +132,8 @@ class Oracle(ABC):
         """
         if self.output != "probabilities":
             raise OracleError("log-probabilities need scores; this oracle returns labels only")
-        if x.dim() == len(self.spec.shape):
-            x = x.unsqueeze(0)
-        if self.budget is not None and self.queries + len(x) > self.budget:
-            raise BudgetExhausted(
-                f"query budget of {self.budget} exhausted ({self.queries} used, {len(x)} asked)"
-            )
+        x = self._batch(x)
+        self._spend(len(x))
         out = self._query_log(x)
         self.queries += len(x)
         if out.shape != (len(x), self.num_classes):
@@ -110,17 +144,17 @@ class Oracle(ABC):
             raise OracleError("oracle returned NaN or infinite scores")
         return out.double()
 
-    def _query_log(self, x: torch.Tensor) -> torch.Tensor:
+    def _query_log(self, x: Queries) -> torch.Tensor:
         probs = self._check(self._query(x), len(x)).double()
         return torch.log(probs.clamp_min(torch.finfo(torch.float64).tiny))
 
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
+    def labels(self, x: Queries) -> torch.Tensor:
         """Top-1 labels whatever the output kind."""
         out = self(x)
         return out if self.output == "labels" else out.argmax(dim=1)
 
     @abstractmethod
-    def _query(self, x: torch.Tensor) -> torch.Tensor:
+    def _query(self, x: Queries) -> torch.Tensor:
         """Answer one batch; subclasses do the real work."""
 
 
@@ -176,5 +210,34 @@ class LabelOnlyOracle(Oracle):
         inner = self.inner.remaining
         return inner if own is None else own if inner is None else min(own, inner)
 
-    def _query(self, x: torch.Tensor) -> torch.Tensor:
+    def _query(self, x: Queries) -> torch.Tensor:
         return self.inner.labels(x)
+
+
+class TextClassifierOracle(Oracle):
+    """A local `TextClassifier` behind the oracle interface: strings in, one query per text.
+
+    Answers come back on the CPU (a remote text oracle answers there too), in the order
+    asked; ``batch_size`` texts go through the model per forward pass.
+    """
+
+    def __init__(
+        self,
+        classifier: TextClassifier,
+        output: OracleOutput = "probabilities",
+        budget: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        super().__init__(classifier.spec, output, budget)
+        self.classifier = classifier
+        self.name = classifier.name
+        self.batch_size = batch_size
+        self.deterministic = True
+
+    def _query(self, x: Queries) -> torch.Tensor:
+        probs = self.classifier.probabilities(x, self.batch_size).cpu()  # type: ignore[arg-type]
+        return probs.argmax(1) if self.output == "labels" else probs
+
+    def _query_log(self, x: Queries) -> torch.Tensor:
+        logits = self.classifier.logits(x, self.batch_size)  # type: ignore[arg-type]
+        return torch.log_softmax(logits.double(), dim=1).cpu()

@@ -2,7 +2,8 @@
 
 A check that ran *failed* when one of its findings is at or above ``fail_on``; the
 report *fails* when a check failed or could not run (fail closed: an errored check
-proved nothing), or when a finding no check claims is at or above ``fail_on``. The
+proved nothing), when checks were asked for and every one was skipped (none ran, so none
+passed), or when a finding no check claims is at or above ``fail_on``. The
 audit runner, every renderer (terminal, HTML, Markdown, JUnit, SARIF), the exit code
 of the CLI and the pytest plugin all ask this module, so they cannot disagree.
 
@@ -129,7 +130,9 @@ class Verdict:
                 parts.append(f"{self.failed} of {self.checks} checks failed at {at}")
             if self.errored:
                 parts.append(f"{self.errored} of {self.checks} could not run")
-            if not self.failed and not self.errored:
+            if self.skipped == self.checks:
+                parts.append(f"none of the {self.checks} checks ran (nothing was proved)")
+            elif not self.failed and not self.errored:
                 ran = self.checks - self.skipped
                 parts.append(
                     f"all {ran} checks that ran passed at {at}"
@@ -166,7 +169,9 @@ def report_verdict(report: Report, fail_on: str | Severity | None = "report") ->
     errored = statuses.count("error")
     unclaimed = sum(f.severity >= threshold for f in orphans) if threshold is not None else 0
     at_or_above = len(report.at_or_above(threshold)) if threshold is not None else 0
-    passed = threshold is None or not (failed or errored or unclaimed)
+    # Checks were asked for and none ran (all skipped or not applicable): nothing was proved.
+    none_ran = bool(statuses) and statuses.count("skipped") == len(statuses)
+    passed = threshold is None or not (failed or errored or unclaimed or none_ran)
     return Verdict(
         passed=passed,
         fail_on=threshold,

@@ -6,5 +6,13 @@ from mlwarden.attacks.extraction.knockoff import (
     KnockoffExtraction,
     default_architecture,
 )
+from mlwarden.attacks.extraction.text import TextCopy, TextKnockoff
 
-__all__ = ["ExtractionPoint", "ExtractionResult", "KnockoffExtraction", "default_architecture"]
+__all__ = [
+    "ExtractionPoint",
+    "ExtractionResult",
+    "KnockoffExtraction",
+    "TextCopy",
+    "TextKnockoff",
+    "default_architecture",
+]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -50,14 +50,22 @@ class ExtractionResult:
     accuracy: float | None
     curve: list[ExtractionPoint] = field(default_factory=list)
     stopped: str | None = None  # why the oracle stopped answering early, if it did
+    text_copy: Any = None
+    """For a text victim: the thief's encoder plus ``copy`` (a head over its embeddings)."""
 
 
 def default_architecture(shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The attacker's guess when none is given: a two-layer MLP over flattened inputs."""
     import math
 
-    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(shape), 256), nn.ReLU(),
-                         nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, num_classes))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(math.prod(shape), 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, num_classes),
+    )
 
 
 class KnockoffExtraction:
@@ -82,9 +90,13 @@ class KnockoffExtraction:
             raise ParameterError(f"budget must be a positive number of queries, got {budget}")
         if strategy not in ("random", "natural", "synthetic"):
             raise ParameterError(f"strategy must be random, natural or synthetic, got {strategy!r}")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                            ("query_batch", query_batch), ("checkpoints", checkpoints),
-                            ("synthetic_seed_size", synthetic_seed_size)):
+        for name, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("query_batch", query_batch),
+            ("checkpoints", checkpoints),
+            ("synthetic_seed_size", synthetic_seed_size),
+        ):
             if value <= 0:
                 raise ParameterError(f"{name} must be positive, got {value}")
         if not lr > 0 or not synthetic_step > 0:
@@ -124,8 +136,12 @@ class KnockoffExtraction:
         gen = make_generator(self.seed)
         if eval_x is not None and eval_labels is None:
             eval_labels = oracle.labels(eval_x).cpu()
-        marks = sorted({max(1, round(self.budget * (i + 1) / self.checkpoints))
-                        for i in range(self.checkpoints)})
+        marks = sorted(
+            {
+                max(1, round(self.budget * (i + 1) / self.checkpoints))
+                for i in range(self.checkpoints)
+            }
+        )
         xs: list[torch.Tensor] = []
         ys: list[torch.Tensor] = []
         curve: list[ExtractionPoint] = []
@@ -177,7 +193,7 @@ class KnockoffExtraction:
         base = pool[idx].clone().requires_grad_(True)
         logits = copy(base.to(copy.device))
         target = logits.argmax(1)
-        grad, = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), base)
+        (grad,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), base)
         direction = torch.where(torch.rand(n, generator=gen) < 0.5, 1.0, -1.0)
         step = self.synthetic_step * (high - low) * direction.view(-1, *([1] * len(spec.shape)))
         return (base.detach() + step * grad.sign().cpu()).clamp(low, high)
@@ -196,8 +212,15 @@ class KnockoffExtraction:
         torch.manual_seed(self.seed)
         # Scores: distil the victim's probabilities (soft targets); labels: hard targets.
         targets = answers.long() if oracle.output == "labels" else answers.float()
-        fit(module, x, targets, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            seed=self.seed)
+        fit(
+            module,
+            x,
+            targets,
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
         # The copy works in the victim's input space, with whatever was assumed about it.
         return Classifier(
             module, spec, name="knockoff-copy", spec_assumptions=oracle.spec_assumptions

@@ -78,21 +78,40 @@ class ShadowTraining:
             # leakage it reports) is off.
             from mlwarden.defenses.training.dp import fit_private
 
-            fit_private(module, x, y, target_epsilon=self.dp_epsilon, epochs=self.epochs,
-                        lr=self.lr, batch_size=self.batch_size,
-                        max_grad_norm=self.dp_max_grad_norm, seed=seed)
+            fit_private(
+                module,
+                x,
+                y,
+                target_epsilon=self.dp_epsilon,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                max_grad_norm=self.dp_max_grad_norm,
+                seed=seed,
+            )
         else:
             from mlwarden.core.training import fit
 
-            fit(module, x, y, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                weight_decay=self.weight_decay, seed=seed)
+            fit(
+                module,
+                x,
+                y,
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_size=self.batch_size,
+                weight_decay=self.weight_decay,
+                seed=seed,
+            )
         return Classifier(module, self.spec)  # type: ignore[arg-type]
 
     def recipe(self) -> dict[str, object]:
         """How the shadows are trained, for the report."""
-        out: dict[str, object] = {"training": "DP-SGD" if self.dp_epsilon is not None else "SGD",
-                                  "epochs": self.epochs, "lr": self.lr,
-                                  "batch_size": self.batch_size}
+        out: dict[str, object] = {
+            "training": "DP-SGD" if self.dp_epsilon is not None else "SGD",
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+        }
         if self.dp_epsilon is not None:
             out.update(dp_epsilon=self.dp_epsilon, dp_max_grad_norm=self.dp_max_grad_norm)
         return out
@@ -109,8 +128,13 @@ class LiRAResult:
 class LiRA:
     """Likelihood-ratio attack with a shadow budget the user sets."""
 
-    def __init__(self, shadow_models: int = 16, variant: Variant = "online", seed: int = 0,
-                 global_variance: bool | None = None) -> None:
+    def __init__(
+        self,
+        shadow_models: int = 16,
+        variant: Variant = "online",
+        seed: int = 0,
+        global_variance: bool | None = None,
+    ) -> None:
         if shadow_models < 2:
             raise ParameterError(f"shadow_models must be at least 2, got {shadow_models}")
         if variant not in ("online", "offline"):
@@ -148,10 +172,21 @@ class LiRA:
             progress("shadow models", s + 1, k)
         return shadow_in, confs
 
-    def score(self, target: Oracle, x: torch.Tensor, y: torch.Tensor, shadow_in: torch.Tensor,
-              shadow_conf: torch.Tensor) -> LiRAResult:
-        """Membership score of each record for ``target`` (higher = member)."""
-        obs = membership_logit(target, x, y)
+    def score(
+        self,
+        target: Oracle,
+        x: torch.Tensor | list[str],
+        y: torch.Tensor,
+        shadow_in: torch.Tensor,
+        shadow_conf: torch.Tensor,
+        observed: torch.Tensor | None = None,
+    ) -> LiRAResult:
+        """Membership score of each record for ``target`` (higher = member).
+
+        ``observed`` is the target's `membership_logit` on ``(x, y)`` when the caller has it
+        already (the threshold attack's scores): no query is asked twice.
+        """
+        obs = membership_logit(target, x, y) if observed is None else observed.double()
         out_mask = ~shadow_in
         mu_out = _masked_mean(shadow_conf, out_mask)
         mu_in = _masked_mean(shadow_conf, shadow_in)
