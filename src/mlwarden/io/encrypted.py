@@ -86,7 +86,7 @@ def load_encrypted(
                 "architecture and spec, drop the factory and spec"
             )
         plain = _decrypt_signed(file)
-        return load_hf_archive(plain.buffer, str(file), device=device, allow=allow)
+        return load_hf_archive(plain, str(file), device=device, allow=allow)
     plain = open_encrypted(file, allow=allow)
     suffix = plain.suffix.lower()
     if suffix not in LOADABLE:

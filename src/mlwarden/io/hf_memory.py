@@ -76,11 +76,13 @@ class MemoryFolder:
         return f"{self.label}/{self.relative}" if self.relative else self.label
 
 
-def read_archive(buffer: Any, label: str) -> dict[str, bytes]:
-    """The regular files of the decrypted tar ``buffer``; anything else in it is refused."""
+def read_archive(plain: Any, label: str) -> dict[str, bytes]:
+    """The regular files of the decrypted tar ``plain`` (a file object over the decrypted
+    memory, read in place); anything else in it is refused."""
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(buffer), mode="r:") as tar:
+        plain.seek(0)
+        with tarfile.open(fileobj=plain, mode="r:") as tar:
             for member in tar:
                 name = posixpath.normpath(member.name)
                 if member.isdir():
@@ -121,13 +123,14 @@ def gate_memory_folder(folder: MemoryFolder, allow: Sequence[str]) -> None:
 
 
 def load_hf_archive(
-    buffer: Any, label: str, *, device: str = "auto", allow: Sequence[str] = ()
+    plain: Any, label: str, *, device: str = "auto", allow: Sequence[str] = ()
 ) -> TextClassifier | TextEncoder:
-    """A `TextClassifier` or `TextEncoder` from a decrypted folder archive, as `load_hf_folder`."""
+    """A `TextClassifier` or `TextEncoder` from a decrypted folder archive (the
+    `InMemoryFile` of `decrypt_to_memory`), as `load_hf_folder` builds one from a folder."""
     from mlwarden.core.device import resolve_device
     from mlwarden.io import hf
 
-    folder = MemoryFolder(read_archive(buffer, label), label)
+    folder = MemoryFolder(read_archive(plain, label), label)
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"encrypted folder '{label}' has no config.json")
     gate_memory_folder(folder, allow)
