@@ -74,12 +74,21 @@ def bench_head(kind: str, train: Any, test: Any) -> dict[str, Any]:
     scores_arr = np.array(scores)
     same = int((scores_arr.argmax(1) == plain.argmax(1)).sum())
     return {
-        "head": kind, "model": model, "hehead": head, "n": len(test.x), "same": same,
+        "head": kind,
+        "model": model,
+        "hehead": head,
+        "n": len(test.x),
+        "same": same,
         "accuracy": float((plain.argmax(1) == test.y.numpy()).mean()),
         "max_err": float(np.abs(scores_arr - plain).max()),
-        "keygen_s": keygen, "context_mb": len(public) / 1e6, "context_load_s": load_s,
-        "ciphertext_kb": len(ciphertext) / 1e3, "answer_kb": sum(map(len, answer)) / 1e3,
-        "encrypt_ms": _ms(enc), "compute_ms": _ms(comp), "decrypt_ms": _ms(dec),
+        "keygen_s": keygen,
+        "context_mb": len(public) / 1e6,
+        "context_load_s": load_s,
+        "ciphertext_kb": len(ciphertext) / 1e3,
+        "answer_kb": sum(map(len, answer)) / 1e3,
+        "encrypt_ms": _ms(enc),
+        "compute_ms": _ms(comp),
+        "decrypt_ms": _ms(dec),
     }
 
 
@@ -94,12 +103,14 @@ def bench_http(result: dict[str, Any], test: Any, requests: int) -> dict[str, An
     work = Path(tempfile.mkdtemp(prefix="bench-he-"))
     key = generate_key("bench", ("predict",))
     head_file = result["hehead"].save(work / "head.npz")
-    config = GatewayConfig.from_dict({
-        "auth": {"keys": [key.entry.model_dump()]},
-        "audit_log": {"path": str(work / "audit.jsonl")},
-        "monitoring": {"query_attack": {"enabled": False}},
-        "encrypted": {"enabled": True, "head": str(head_file)},
-    })
+    config = GatewayConfig.from_dict(
+        {
+            "auth": {"keys": [key.entry.model_dump()]},
+            "audit_log": {"path": str(work / "audit.jsonl")},
+            "monitoring": {"query_attack": {"enabled": False}},
+            "encrypted": {"enabled": True, "head": str(head_file)},
+        }
+    )
     app = create_app(result["model"], config)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,19 +145,24 @@ def main() -> int:
     args = parser.parse_args()
     train, test = load_builtin("breast_cancer").split(0.7, seed=0)
     ok = True
-    print("| head | test samples | same class as plaintext | plaintext accuracy | max abs "
-          "score error | encrypt ms | server compute ms | decrypt ms | ciphertext KB | "
-          "answer KB | public context MB | keygen s | context load s | HTTP request ms |")
+    print(
+        "| head | test samples | same class as plaintext | plaintext accuracy | max abs "
+        "score error | encrypt ms | server compute ms | decrypt ms | ciphertext KB | "
+        "answer KB | public context MB | keygen s | context load s | HTTP request ms |"
+    )
     print("|" + " --- |" * 14)
     for kind in args.heads.split(","):
         r = bench_head(kind, train, test)
         http = bench_http(r, test, args.http) if args.http else None
         ok = ok and r["same"] == r["n"] and (http is None or http["same"] == http["n"])
         http_ms = f"{http['request_ms']} (context upload {http['setup_s']:.1f} s)" if http else "-"
-        print(f"| {kind} | {r['n']} | {r['same']} | {r['accuracy']:.3f} | {r['max_err']:.1e} | "
-              f"{r['encrypt_ms']} | {r['compute_ms']} | {r['decrypt_ms']} | "
-              f"{r['ciphertext_kb']:.0f} | {r['answer_kb']:.0f} | {r['context_mb']:.1f} | "
-              f"{r['keygen_s']:.1f} | {r['context_load_s']:.1f} | {http_ms} |", flush=True)
+        print(
+            f"| {kind} | {r['n']} | {r['same']} | {r['accuracy']:.3f} | {r['max_err']:.1e} | "
+            f"{r['encrypt_ms']} | {r['compute_ms']} | {r['decrypt_ms']} | "
+            f"{r['ciphertext_kb']:.0f} | {r['answer_kb']:.0f} | {r['context_mb']:.1f} | "
+            f"{r['keygen_s']:.1f} | {r['context_load_s']:.1f} | {http_ms} |",
+            flush=True,
+        )
     if not ok:
         print("FAILED: an encrypted prediction differs from the plaintext model's")
     return 0 if ok else 1

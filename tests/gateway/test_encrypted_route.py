@@ -37,12 +37,15 @@ def cancer_head(cancer_split: tuple[Dataset, Dataset]) -> Any:
 
 @pytest.fixture
 def served(
-    tmp_path: Path, cancer_head: Any, gateway_config: Callable[..., GatewayConfig],
+    tmp_path: Path,
+    cancer_head: Any,
+    gateway_config: Callable[..., GatewayConfig],
     keys: dict[str, NewKey],
 ) -> Iterator[tuple[TestClient, str]]:
     head_file = HEHead.from_module(cancer_head).save(tmp_path / "head.npz")
-    config = gateway_config(encrypted={"enabled": True, "head": str(head_file),
-                                       "max_ciphertext_bytes": 1_000_000})
+    config = gateway_config(
+        encrypted={"enabled": True, "head": str(head_file), "max_ciphertext_bytes": 1_000_000}
+    )
     with TestClient(create_app(cancer_head, config)) as client:
         yield client, keys["full"].api_key
 
@@ -90,22 +93,30 @@ def test_malformed_payloads_get_4xx(served: tuple[TestClient, str]) -> None:
     assert client.post(PREDICT, json=huge, headers=auth).status_code == 413
     he = EncryptedClient(1)
     context_id = client.post(CONTEXT, content=he.public_context(), headers=auth).json()
-    garbage = {"context_id": context_id["context_id"],
-               "ciphertext": base64.b64encode(b"\x00" * 100).decode()}
+    garbage = {
+        "context_id": context_id["context_id"],
+        "ciphertext": base64.b64encode(b"\x00" * 100).decode(),
+    }
     assert client.post(PREDICT, json=garbage, headers=auth).status_code == 422
-    short = {"context_id": context_id["context_id"],
-             "ciphertext": base64.b64encode(he.encrypt([1.0, 2.0])).decode()}
+    short = {
+        "context_id": context_id["context_id"],
+        "ciphertext": base64.b64encode(he.encrypt([1.0, 2.0])).decode(),
+    }
     answer = client.post(PREDICT, json=short, headers=auth)
     assert answer.status_code == 422 and "this head takes 30" in answer.json()["error"]["message"]
 
 
 def test_rate_limits_apply(
-    tmp_path: Path, cancer_head: Any, gateway_config: Callable[..., GatewayConfig],
+    tmp_path: Path,
+    cancer_head: Any,
+    gateway_config: Callable[..., GatewayConfig],
     keys: dict[str, NewKey],
 ) -> None:
     head_file = HEHead.from_module(cancer_head).save(tmp_path / "head.npz")
-    config = gateway_config(encrypted={"enabled": True, "head": str(head_file)},
-                            rate_limit={"per_key": "2/minute", "per_key_burst": None})
+    config = gateway_config(
+        encrypted={"enabled": True, "head": str(head_file)},
+        rate_limit={"per_key": "2/minute", "per_key_burst": None},
+    )
     with TestClient(create_app(cancer_head, config)) as client:
         auth = {"X-API-Key": keys["full"].api_key}
         codes = [client.get(INFO, headers=auth).status_code for _ in range(3)]
@@ -121,5 +132,7 @@ def test_off_by_default_and_startup_errors(
         create_app(cancer_head, gateway_config(encrypted={"enabled": True}))
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(ConfigError, match="not an encrypted-inference head"):
-        create_app(cancer_head, gateway_config(encrypted={"enabled": True,
-                                                          "head": str(tmp_path / "bad.npz")}))
+        create_app(
+            cancer_head,
+            gateway_config(encrypted={"enabled": True, "head": str(tmp_path / "bad.npz")}),
+        )

@@ -288,8 +288,7 @@ class HEHead:
             )
         context = vector.context()
         hidden = [
-            _dot(vector, self.w1[:, j], float(self.b1[j]), context)
-            for j in range(self.w1.shape[1])
+            _dot(vector, self.w1[:, j], float(self.b1[j]), context) for j in range(self.w1.shape[1])
         ]
         if not self.coefficients:
             return hidden

@@ -202,6 +202,7 @@ def _state_dict(folder: MemoryFolder, label: str) -> dict[str, Any]:
             return safetensors.torch.load(single.read_bytes())
         if index.is_file():
             return _shards(folder, index, safetensors.torch.load)
+
         def load_pickle(data: bytes) -> Any:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 

@@ -228,8 +228,9 @@ class _EncryptingWriter(io.RawIOBase):
         super().close()
 
 
-def _encrypt_into(out: Path, source: str, suffix: str, key: bytes, chunk_size: int,
-                  fill: object) -> Path:
+def _encrypt_into(
+    out: Path, source: str, suffix: str, key: bytes, chunk_size: int, fill: object
+) -> Path:
     """Write ``out`` atomically: ``fill(writer)`` streams the plaintext into the encryptor."""
     header = Header.new(suffix, chunk_size)
     partial = out.with_name(out.name + ".partial")
