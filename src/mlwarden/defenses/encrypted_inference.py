@@ -2,9 +2,9 @@
 
 The client keeps the secret key. It sends a *public* TenSEAL context (relinearisation and
 Galois keys, no secret key) once and then encrypted feature vectors; the server evaluates
-the head on the ciphertext and returns an encrypted score vector only the client can
-decrypt (CKKS: Cheon, Kim, Kim and Song, "Homomorphic encryption for arithmetic of
-approximate numbers", ASIACRYPT 2017; TenSEAL: Benaissa et al., 2021). The features may
+the head on the ciphertext and returns encrypted scores only the client can decrypt (CKKS:
+Cheon, Kim, Kim and Song, "Homomorphic encryption for arithmetic of approximate numbers",
+ASIACRYPT 2017; TenSEAL: Benaissa et al., 2021). The features may
 be tabular inputs or a text encoder's embedding computed on the client.
 
 CKKS evaluates additions and multiplications only, each multiplication costing one level
@@ -17,10 +17,10 @@ of the modulus chain, so the heads are the ones a chain of a few levels holds:
 
 The answer is one ciphertext per class.
 
-`fit_head` trains either on features and labels; `HEHead.from_module` turns a trained
-torch head (also a `Classifier` whose input spec normalises: the normalisation is folded
-into the first layer) into plain matrices; `HEHead.evaluate` runs it on a CKKS vector;
-`EncryptedClient` makes the context, encrypts, and decrypts.
+`fit_head` trains either on features and labels (a `Classifier` that standardises its
+input); `HEHead.from_module` turns a trained torch head into plain matrices, a
+`Classifier`'s normalisation becoming the client's `HEHead.prepare` step; `HEHead.evaluate`
+runs it on a CKKS vector; `EncryptedClient` makes the context, encrypts and decrypts.
 
 What it protects: the client's input and the score (the server sees neither). What it
 does not: the weights from the client. The slots past each score (partial sums of the

@@ -134,6 +134,7 @@ def install_encrypted_routes(app: FastAPI, state: GatewayState, pipeline: Predic
 
     @app.post(PREDICT, summary="Evaluate the head on an encrypted feature vector")
     async def predict_encrypted(request: Request) -> JSONResponse:
+        # base64 makes the body 4/3 of the ciphertext; the ciphertext's own limit is below
         body, headers = await admitted(request, PREDICT, cfg.max_ciphertext_bytes * 2)
         context_id, ciphertext = _parse_predict(body)
         context = contexts.get(context_id)
