@@ -96,7 +96,9 @@ def install_encrypted_routes(app: FastAPI, state: GatewayState, pipeline: Predic
     }
     contexts = ContextStore(cfg.max_contexts)
 
-    async def admitted(request: Request, endpoint: str, limit: int) -> tuple[bytes, dict[str, str]]:
+    async def admitted(
+        request: Request, endpoint: str, limit: int
+    ) -> tuple[bytes, dict[str, str], Any]:
         """Auth (``predict`` scope), flags, body size, one input of the rate budget."""
         from mlwarden.gateway.auth import client_id
         from mlwarden.gateway.errors import GatewayError
@@ -112,30 +114,41 @@ def install_encrypted_routes(app: FastAPI, state: GatewayState, pipeline: Predic
         except GatewayError as err:
             pipeline.refused(err, principal, address, endpoint)
             raise
-        return body, headers
+        return body, headers, principal
 
     @app.get(INFO, summary="What an encrypted-inference client needs")
     async def encrypted_info(request: Request) -> JSONResponse:
-        _, headers = await admitted(request, INFO, 0)
+        _, headers, _ = await admitted(request, INFO, 0)
         return JSONResponse(info, headers=headers)
 
-    @app.post(CONTEXT, summary="Register a public CKKS context (raw TenSEAL bytes)")
-    async def encrypted_context(request: Request) -> JSONResponse:
+    def audited(endpoint: str, handler: Any) -> Any:
+        """Run ``handler(request)`` after `admitted`; its refusals are audited like the rest."""
+        from mlwarden.gateway.errors import GatewayError
+
+        async def route(request: Request) -> JSONResponse:
+            body, headers, principal = await admitted(request, endpoint, limits[endpoint])
+            try:
+                answer = await handler(body, principal, request)
+            except GatewayError as err:
+                address = request.client.host if request.client else "unknown"
+                pipeline.refused(err, principal, address, endpoint)
+                raise
+            return JSONResponse(answer, headers=headers)
+
+        return route
+
+    async def register(body: bytes, _principal: Any, _request: Request) -> dict[str, str]:
         from mlwarden.defenses.encrypted_inference import load_context
 
-        body, headers = await admitted(request, CONTEXT, cfg.max_context_bytes)
         try:
             context = await asyncio.to_thread(load_context, body)
         except InputError as exc:
             raise _bad(400, "invalid_context", exc.message) from None
         context_id = hashlib.sha256(body).hexdigest()
         contexts.put(context_id, context)
-        return JSONResponse({"context_id": context_id}, headers=headers)
+        return {"context_id": context_id}
 
-    @app.post(PREDICT, summary="Evaluate the head on an encrypted feature vector")
-    async def predict_encrypted(request: Request) -> JSONResponse:
-        # base64 makes the body 4/3 of the ciphertext; the ciphertext's own limit is below
-        body, headers = await admitted(request, PREDICT, cfg.max_ciphertext_bytes * 2)
+    async def predict(body: bytes, principal: Any, request: Request) -> dict[str, list[str]]:
         context_id, ciphertext = _parse_predict(body)
         context = contexts.get(context_id)
         if context is None:
@@ -151,12 +164,27 @@ def install_encrypted_routes(app: FastAPI, state: GatewayState, pipeline: Predic
         scores = await asyncio.to_thread(_evaluate, head, context, ciphertext)
         state.trail.event(
             "predict_encrypted",
+            key=principal.prefix if principal is not None else None,
             address=request.client.host if request.client else "unknown",
             context_id=context_id,
             status=200,
         )
-        encoded = [base64.b64encode(score).decode("ascii") for score in scores]
-        return JSONResponse({"scores": encoded}, headers=headers)
+        return {"scores": [base64.b64encode(score).decode("ascii") for score in scores]}
+
+    # base64 makes a predict body 4/3 of its ciphertext; the ciphertext's own limit is checked
+    limits = {CONTEXT: cfg.max_context_bytes, PREDICT: cfg.max_ciphertext_bytes * 2}
+    app.add_api_route(
+        CONTEXT,
+        audited(CONTEXT, register),
+        methods=["POST"],
+        summary="Register a public CKKS context (raw TenSEAL bytes)",
+    )
+    app.add_api_route(
+        PREDICT,
+        audited(PREDICT, predict),
+        methods=["POST"],
+        summary="Evaluate the head on an encrypted feature vector",
+    )
 
 
 async def _chunks(request: Request) -> AsyncIterator[bytes]:
