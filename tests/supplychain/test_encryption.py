@@ -270,5 +270,6 @@ def test_cli_encrypt_decrypt_round_trip(cli, clear_models: Path, tmp_path: Path)
     )
     result = cli("decrypt", str(enc), "--key-file", str(key))
     assert result.code == 2 and "already exists" in result.err
-    result = cli("encrypt", str(tmp_path), "--key-file", str(key))
-    assert result.code == 2 and "is a folder" in result.err
+    (tmp_path / "empty").mkdir()  # folders encrypt into one archive (test_encrypted_hf_folder)
+    result = cli("encrypt", str(tmp_path / "empty"), "--key-file", str(key))
+    assert result.code == 2 and "holds no files" in result.err

@@ -107,7 +107,7 @@ KeyEnvOption = typer.Option(
 
 
 def encrypt_command(
-    path: Path = typer.Argument(..., help="Model file to encrypt."),
+    path: Path = typer.Argument(..., help="Model file, or Hugging Face model folder, to encrypt."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Default: PATH.enc."),
     key_file: Path | None = KeyFileOption,
     key_env: str | None = KeyEnvOption,
@@ -115,19 +115,28 @@ def encrypt_command(
         False, "--new-key", help="Create the --key-file first (a new random key, mode 600)."
     ),
 ) -> None:
-    """Encrypt a model file with AES-256-GCM (authenticated, chunked); the key never on argv."""
+    """Encrypt a model file, or a model folder into one file, with AES-256-GCM (authenticated,
+    chunked); the key never on argv. ``load_model`` and ``serve`` decrypt into memory."""
     from mlwarden.core.errors import InputError
-    from mlwarden.supplychain.encryption import encrypt_file, generate_key, read_key
+    from mlwarden.supplychain.encryption import (
+        encrypt_file,
+        encrypt_folder,
+        generate_key,
+        read_key,
+    )
 
     if new_key:
         if key_file is None:
             raise InputError("--new-key needs --key-file: the file to write the new key to")
         generate_key(key_file)
         typer.echo(f"wrote a new key to {key_file} (keep it apart from the model)", err=True)
-    if path.is_dir():
-        raise InputError(f"'{path}' is a folder; encrypt its model files one by one")
     key = read_key(key_file, key_env)
-    out = encrypt_file(path, output or path.with_name(path.name + ".enc"), key)
+    target = output or path.with_name(path.name + ".enc")
+    if path.is_dir():
+        out = encrypt_folder(path, target, key)
+        typer.echo(f"encrypted folder {path} -> {out} (one AES-256-GCM archive of its files)")
+        return
+    out = encrypt_file(path, target, key)
     typer.echo(f"encrypted {path} -> {out} (AES-256-GCM)")
 
 
@@ -147,5 +156,8 @@ def decrypt_command(
         output = path.with_name(path.name.removesuffix(".enc"))
     if output.exists():
         raise InputError(f"'{output}' already exists; it is not overwritten")
+    from mlwarden.supplychain.encryption import FOLDER_SUFFIX, read_header_suffix
+
+    folder = read_header_suffix(path) == FOLDER_SUFFIX
     out = decrypt_file(path, output, read_key(key_file, key_env))
-    typer.echo(f"decrypted {path} -> {out}")
+    typer.echo(f"decrypted {path} -> {out}" + (" (a tar of the folder: tar -xf)" if folder else ""))

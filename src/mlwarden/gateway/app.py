@@ -313,6 +313,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from mlwarden.gateway.admin import install_admin_routes
+    from mlwarden.gateway.encrypted import install_encrypted_routes
     from mlwarden.gateway.errors import GatewayError
     from mlwarden.gateway.pipeline import error_response, internal_error
     from mlwarden.gateway.schemas import ErrorResponse, Health, PredictResponse
@@ -361,6 +362,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
 
     app.add_middleware(PredictFastPath, respond=pipeline.respond)
     install_admin_routes(app, state, pipeline)
+    install_encrypted_routes(app, state, pipeline)  # [gateway.encrypted], off by default
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
              summary="Liveness")

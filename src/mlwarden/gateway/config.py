@@ -239,6 +239,31 @@ class BatchingConfig(_Section):
         return v
 
 
+class EncryptedConfig(_Section):
+    """``/v1/encrypted/*`` and ``/v1/predict-encrypted``: a head evaluated on CKKS ciphertexts
+    (`mlwarden.gateway.encrypted`).
+
+    Off by default: the server sees neither inputs nor scores, so input validation, output
+    hardening (top-k, rounding, perturbation) and the extraction and query-attack monitors
+    cannot act on these requests, only auth and rate limits; a public context is tens of
+    MB and a request costs about a second of CPU. Turn it on knowingly, with a rate limit.
+    """
+
+    enabled: bool = False
+    head: Path | None = Field(
+        default=None, description="the head file (`HEHead.save`, .npz) evaluated on ciphertexts"
+    )
+    max_context_bytes: int = Field(
+        default=96 * 2**20, gt=0,
+        description="largest public context accepted (about 35 MB for a linear head, 50 MB "
+        "for a degree-2 head; a degree-3 head needs about 200 MB)",
+    )
+    max_ciphertext_bytes: int = Field(default=8 * 2**20, gt=0)
+    max_contexts: int = Field(
+        default=32, gt=0, description="public contexts kept in memory (least recently used go)"
+    )
+
+
 class GatewayConfig(_Section):
     """The whole ``[gateway]`` section."""
 
@@ -253,6 +278,7 @@ class GatewayConfig(_Section):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    encrypted: EncryptedConfig = Field(default_factory=EncryptedConfig)
     docs: bool = Field(
         default=False, description="serve Swagger UI at /docs and Redoc at /redoc from local "
         "assets "

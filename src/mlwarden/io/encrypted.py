@@ -6,6 +6,10 @@ anonymous memory (authenticated: a tampered or truncated file stops here), then 
 scanner on the decrypted bytes, then the ``.pt2`` runtime-code rule, then the load from
 memory (``torch.export.load`` and ``torch.load`` read file objects).
 
+An encrypted Hugging Face folder (``mlwarden encrypt FOLDER``: one archive) passes the
+signature policy and decryption the same way, then `mlwarden.io.hf_memory` applies the
+folder gate to each decrypted file and builds the model and tokenizer from memory.
+
 The key is ``[supplychain] key_file`` of the configuration, else ``$MLWARDEN_MODEL_KEY``
 or the file ``$MLWARDEN_MODEL_KEY_FILE`` names.
 """
@@ -32,17 +36,26 @@ def policy_key_file(policy: Any) -> str | None:
     return getattr(policy, "key_file", None) if policy is not None else None
 
 
-def open_encrypted(path: str | Path, *, allow: Sequence[str] = ()) -> InMemoryFile:
-    """Gate and decrypt ``path``: signature policy, decryption, scan, ``.pt2`` rule."""
+def _decrypt_signed(file: Path) -> InMemoryFile:
+    """The signature policy on the file as stored, then authenticated decryption to memory."""
     from mlwarden.supplychain.encryption import decrypt_to_memory, read_key
     from mlwarden.supplychain.signing import active_policy, enforce_signature_policy
 
-    file = Path(path)
     enforce_signature_policy(file)
-    policy = active_policy()
-    plain = decrypt_to_memory(file, read_key(policy_key_file(policy)))
+    plain = decrypt_to_memory(file, read_key(policy_key_file(active_policy())))
     if len(plain) == 0:
         raise ModelLoadError(f"'{file}' decrypts to an empty file")
+    return plain
+
+
+def open_encrypted(path: str | Path, *, allow: Sequence[str] = ()) -> InMemoryFile:
+    """Gate and decrypt ``path``: signature policy, decryption, scan, ``.pt2`` rule."""
+    from mlwarden.supplychain.encryption import FOLDER_SUFFIX
+
+    file = Path(path)
+    plain = _decrypt_signed(file)
+    if plain.suffix == FOLDER_SUFFIX:
+        raise ModelLoadError(f"'{file}' is an encrypted model folder, not a model file")
     _scan(plain, file, allow)
     if plain.suffix.lower() == ".pt2":
         _refuse_pt2_runtime_code(plain)  # type: ignore[arg-type] - zipfile reads file objects
@@ -58,10 +71,22 @@ def load_encrypted(
     device: str = "auto",
     allow: Sequence[str] = (),
 ) -> Any:
-    """A `Classifier` from an encrypted ``.pt2`` or weights file, loaded from memory."""
+    """A `Classifier` from an encrypted ``.pt2`` or weights file, or a `TextEncoder` /
+    `TextClassifier` from an encrypted Hugging Face folder, loaded from memory."""
     from mlwarden.io.models import load_pt2, load_weights
+    from mlwarden.supplychain.encryption import FOLDER_SUFFIX, read_header_suffix
 
     file = Path(path)
+    if read_header_suffix(file) == FOLDER_SUFFIX:
+        from mlwarden.io.hf_memory import load_hf_archive
+
+        if factory is not None or spec is not None:
+            raise ModelLoadError(
+                f"'{file}' is an encrypted Hugging Face folder: it carries its own "
+                "architecture and spec, drop the factory and spec"
+            )
+        plain = _decrypt_signed(file)
+        return load_hf_archive(plain, str(file), device=device, allow=allow)
     plain = open_encrypted(file, allow=allow)
     suffix = plain.suffix.lower()
     if suffix not in LOADABLE:

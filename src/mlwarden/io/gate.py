@@ -29,9 +29,12 @@ import json
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.core.errors import ModelLoadError, ParameterError, UnsafeArtefactError
+
+if TYPE_CHECKING:
+    from mlwarden.supplychain.results import FileScan
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 _MAX_LISTED = 5
@@ -128,7 +131,6 @@ def ensure_safe_folder(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
     Runs before anything of the folder is parsed by transformers. Returns the resolved path.
     """
     from mlwarden.supplychain import scan_path
-    from mlwarden.supplychain.results import Verdict
 
     folder = Path(path)
     if not folder.is_dir():
@@ -139,7 +141,17 @@ def ensure_safe_folder(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
     result = scan_path(folder, allow=allow, digest=False)
     if not result.files:
         raise ModelLoadError(f"model folder '{folder}' holds no files")
-    refused = [f for f in result.files if f.verdict.rank >= Verdict.SUSPICIOUS.rank]
+    refuse_scans(result.files, folder)
+    refuse_remote_code(folder)
+    return folder.resolve()
+
+
+def refuse_scans(files: Sequence[FileScan], folder: Path) -> None:
+    """The folder rule on the scans of its files (on disk, or decrypted in memory): any
+    unsafe or suspicious file is refused (exit 3), any unreadable one is a load error."""
+    from mlwarden.supplychain.results import Verdict
+
+    refused = [f for f in files if f.verdict.rank >= Verdict.SUSPICIOUS.rank]
     unreadable = [f for f in refused if f.verdict is Verdict.UNREADABLE]
     unsafe = [f for f in refused if f.verdict is not Verdict.UNREADABLE]
     if unsafe:
@@ -160,12 +172,13 @@ def ensure_safe_folder(path: str | Path, *, allow: Sequence[str] = ()) -> Path:
             f"model folder '{folder}' holds files the scanner cannot read, so it was not "
             f"loaded: {_listing(names)} (remove them, or check they are not corrupt)"
         )
-    refuse_remote_code(folder)
-    return folder.resolve()
 
 
 def refuse_remote_code(folder: Path) -> None:
-    """Refuse a folder whose configs name classes to import from its own Python files."""
+    """Refuse a folder whose configs name classes to import from its own Python files.
+
+    ``folder`` may be a `mlwarden.io.hf_memory.MemoryFolder` (a decrypted folder in memory).
+    """
     for name in REMOTE_CODE_CONFIGS:
         file = folder / name
         if not file.is_file():

@@ -115,7 +115,7 @@ def load_hf_folder(
 def tokenizer_sha256(folder: str | Path) -> str:
     """SHA-256 over the names and bytes of the tokenizer files in ``folder`` (sorted)."""
     digest = hashlib.sha256()
-    root = Path(folder)
+    root = folder if hasattr(folder, "read_bytes") else Path(folder)  # or an in-memory folder
     for name in sorted(TOKENIZER_FILES):
         file = root / name
         if file.is_file():

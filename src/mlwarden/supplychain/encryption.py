@@ -43,6 +43,7 @@ __all__ = [
     "decrypt_file",
     "decrypt_to_memory",
     "encrypt_file",
+    "encrypt_folder",
     "generate_key",
     "is_encrypted",
     "read_key",
@@ -189,10 +190,71 @@ def is_encrypted(path: str | Path) -> bool:
         return False
 
 
+class _EncryptingWriter(io.RawIOBase):
+    """A write-only stream that encrypts what it is given in chunks of ``header.chunk_size``.
+
+    A chunk is sealed only once more data follows it (or at `close`, as the last chunk),
+    so the last-chunk flag is right whatever the writes' sizes; `tarfile` writes into it.
+    """
+
+    def __init__(self, out: io.BufferedIOBase, header: Header, key: bytes) -> None:
+        super().__init__()
+        self._out, self._header = out, header
+        self._cipher = header.cipher(key)
+        self._pending = bytearray()
+        self._index = 0
+        out.write(header.raw)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._pending += data
+        size = self._header.chunk_size
+        while len(self._pending) > size:
+            self._seal(bytes(self._pending[:size]), last=False)
+            del self._pending[:size]
+        return len(data)
+
+    def _seal(self, chunk: bytes, last: bool) -> None:
+        nonce = _nonce(self._index, last)
+        self._out.write(self._cipher.encrypt(nonce, chunk, self._header.raw))  # type: ignore[attr-defined]
+        self._index += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self._seal(bytes(self._pending), last=True)
+            self._pending.clear()
+        super().close()
+
+
+def _encrypt_into(
+    out: Path, source: str, suffix: str, key: bytes, chunk_size: int, fill: object
+) -> Path:
+    """Write ``out`` atomically: ``fill(writer)`` streams the plaintext into the encryptor."""
+    header = Header.new(suffix, chunk_size)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with partial.open("wb") as fout:
+            writer = _EncryptingWriter(fout, header, key)  # type: ignore[arg-type]
+            fill(writer)  # type: ignore[operator]
+            writer.close()
+        partial.replace(out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"cannot encrypt '{source}' to '{out}': {exc.strerror or exc}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return out
+
+
 def encrypt_file(
     source: str | Path, output: str | Path, key: bytes, *, chunk_size: int = CHUNK_SIZE
 ) -> Path:
     """Encrypt ``source`` into ``output`` one chunk at a time (never the whole file in memory)."""
+    import shutil
+
     src, out = Path(source), Path(output)
     if not src.is_file():
         raise InputError(f"'{src}' is not a file to encrypt")
@@ -201,25 +263,53 @@ def encrypt_file(
     if is_encrypted(src):
         raise InputError(f"'{src}' is already encrypted")
     inner = src.name[:-4] if src.name.endswith(".enc") else src.name
-    header = Header.new(Path(inner).suffix, chunk_size)
-    cipher = header.cipher(key)
-    partial = out.with_name(out.name + ".partial")
-    try:
-        with src.open("rb") as fin, partial.open("wb") as fout:
-            fout.write(header.raw)
-            index, chunk = 0, fin.read(chunk_size)
-            while True:
-                following = fin.read(chunk_size)
-                last = not following
-                fout.write(cipher.encrypt(_nonce(index, last), chunk, header.raw))  # type: ignore[attr-defined]
-                if last:
-                    break
-                index, chunk = index + 1, following
-        partial.replace(out)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise InputError(f"cannot encrypt '{src}' to '{out}': {exc.strerror or exc}") from None
-    return out
+
+    def fill(writer: _EncryptingWriter) -> None:
+        with src.open("rb") as fin:
+            shutil.copyfileobj(fin, writer, chunk_size)
+
+    return _encrypt_into(out, str(src), Path(inner).suffix, key, chunk_size, fill)
+
+
+FOLDER_SUFFIX = ".hf-folder.tar"
+"""The header's suffix of an encrypted model folder: a tar of its files, uncompressed."""
+
+
+def encrypt_folder(
+    source: str | Path, output: str | Path, key: bytes, *, chunk_size: int = CHUNK_SIZE
+) -> Path:
+    """Encrypt every file of the model folder ``source`` into the one file ``output``.
+
+    One archive, not a folder of encrypted files, so that the folder is authenticated as a
+    whole: a file cannot be dropped, added, renamed or swapped for one from another model
+    encrypted under the same key, and the file names and sizes do not show. The tar is
+    uncompressed (weights do not compress) and streamed through the encryptor, so no
+    plaintext copy is written and the folder is never whole in memory. Links are followed
+    (Hugging Face caches link snapshots to blobs); other special files are refused.
+    """
+    import tarfile
+
+    src, out = Path(source), Path(output)
+    if not src.is_dir():
+        raise InputError(f"'{src}' is not a folder to encrypt")
+    if out.resolve().is_relative_to(src.resolve()):
+        raise InputError("write the encrypted folder outside the folder itself")
+    files = sorted(p for p in src.rglob("*") if not p.is_dir())
+    odd = [str(p.relative_to(src)) for p in files if not p.is_file()]
+    if odd:
+        raise InputError(f"'{src}' holds entries that are not regular files: {', '.join(odd[:5])}")
+    if not files:
+        raise InputError(f"'{src}' holds no files")
+
+    def fill(writer: _EncryptingWriter) -> None:
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for path in files:  # a link's content under the link's name; no owner, no time
+                info = tarfile.TarInfo(path.relative_to(src).as_posix())
+                info.size, info.mode = path.stat().st_size, 0o644
+                with path.open("rb") as fh:
+                    tar.addfile(info, fh)
+
+    return _encrypt_into(out, str(src), FOLDER_SUFFIX, key, chunk_size, fill)
 
 
 def _chunk_sizes(body: int, chunk_size: int, where: str) -> list[int]:
@@ -261,6 +351,16 @@ def _decrypt_chunks(path: Path, key: bytes, sink: object) -> tuple[Header, int]:
             sink(offset, plain)  # type: ignore[operator]
             offset += len(plain)
     return header, offset
+
+
+def read_header_suffix(path: str | Path) -> str:
+    """The plaintext's suffix an encrypted file's header records (`FOLDER_SUFFIX` for a folder)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return Header.read(fh, str(path)).suffix  # type: ignore[arg-type]
+    except OSError as exc:
+        raise InputError(f"cannot read '{path}': {exc.strerror or exc}") from None
 
 
 def plaintext_size(path: str | Path) -> int:
