@@ -275,6 +275,7 @@ def main() -> int:
         print(f"prepared and started in {time.monotonic() - began:.0f} s", flush=True)
         warm = max(1.0, min(3.0, args.duration))
         for s in servers:
+            first_answer(s, work)  # a transformers model's first pass can outlast the warm-up
             run_wrk(s, args, work, warm, args.connections)
         conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
                                        if args.hog_cores else [])
@@ -316,6 +317,19 @@ def main() -> int:
     if args.keep:
         print(f"work directory: {work}")
     return 0
+
+
+def first_answer(server: Server, work: Path, timeout: float = 300.0) -> None:
+    """One request, answered 200, before any timing: the first forward pass allocates."""
+    import urllib.request
+
+    body = (work / "bodies.jsonl").read_text().splitlines()[0].encode()
+    req = urllib.request.Request(f"{server.url}/v1/predict", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "X-API-Key": server.key})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        if r.status != 200:
+            raise SystemExit(f"{server.name} answered {r.status} to its first request")
 
 
 def _audit_summary(audit: Path) -> str:

@@ -301,3 +301,9 @@ def test_a_text_encoder_is_refused_in_one_line(minilm_path: Path) -> None:
     encoder = load_model(minilm_path, device="cpu")
     with pytest.raises(ParameterError, match="the gateway needs labels"):
         create_app(encoder, GatewayConfig.from_dict({"auth": {"enabled": False}}))
+
+
+def test_a_batch_is_padded_per_group_of_similar_length(classifier: Any) -> None:
+    worker = _worker(classifier)
+    assert worker.chunks([5, 50, 6, 52, 7]) == [[0, 2, 4], [1, 3]]
+    assert worker.chunks([9, 9, 10]) == [[0, 1, 2]]

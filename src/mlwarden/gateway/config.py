@@ -136,6 +136,11 @@ class TextConfig(_Section):
         default="refuse", description="a text over max_tokens: refuse the request (422) or "
         "cut the text at max_tokens, as the model itself does offline"
     )
+    padding_slack: float = Field(
+        default=0.2, ge=0, description="a batch's texts are padded per group of similar "
+        "length; a new group (forward pass) begins where padding would add more than this "
+        "share of the group's tokens"
+    )
 
     def token_limit(self, model_max: int) -> int:
         """Tokens per text for a model that takes ``model_max``: ``max_tokens`` if set (a
