@@ -58,7 +58,7 @@ from bench_gateway import (  # noqa: E402  (the shared machinery of the tensor b
 )
 
 STUDENT_SCRIPT = textwrap.dedent('''
-    """The user's model: MiniLM with a sentiment head trained on real reviews, plain transformers."""
+    """The user's model: MiniLM with a sentiment head trained on real reviews (transformers)."""
     import bz2
     import csv
     import io
@@ -215,15 +215,55 @@ def prepare(work: Path, cli: list[str], n_train: int, n_bodies: int) -> str:
     (work / "make_student.py").write_text(STUDENT_SCRIPT)
     (work / "bare_server.py").write_text(BARE_SCRIPT)
     (work / "post.lua").write_text(WRK_LUA)
-    print(run_step([sys.executable, "make_student.py", str(work), str(n_train), str(n_bodies)],
-                   work, "student").strip().splitlines()[-1], flush=True)
-    out = run_step([*cli, "keys", "create", "--file", "mlwarden-keys.json", "--name", "bench",
-                    "--scope", "predict", "--output", "rounded"], work, "keys create")
+    print(
+        run_step(
+            [sys.executable, "make_student.py", str(work), str(n_train), str(n_bodies)],
+            work,
+            "student",
+        )
+        .strip()
+        .splitlines()[-1],
+        flush=True,
+    )
+    out = run_step(
+        [
+            *cli,
+            "keys",
+            "create",
+            "--file",
+            "mlwarden-keys.json",
+            "--name",
+            "bench",
+            "--scope",
+            "predict",
+            "--output",
+            "rounded",
+        ],
+        work,
+        "keys create",
+    )
     key = out.strip().splitlines()[0]
     run_step([*cli, "audit-log", "keygen", "--file", "audit-keys.json"], work, "audit-log keygen")
-    print(run_step([*cli, "gateway", "fit-validator", "--model", "student", "--data",
-                    "train.jsonl", "--config", "mlwarden.toml"], work,
-                   "fit-validator").strip().splitlines()[-1], flush=True)
+    print(
+        run_step(
+            [
+                *cli,
+                "gateway",
+                "fit-validator",
+                "--model",
+                "student",
+                "--data",
+                "train.jsonl",
+                "--config",
+                "mlwarden.toml",
+            ],
+            work,
+            "fit-validator",
+        )
+        .strip()
+        .splitlines()[-1],
+        flush=True,
+    )
     return key
 
 
@@ -233,16 +273,29 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternate runs per server and machine")
     ap.add_argument("--threads", type=int, default=2, help="wrk threads")
-    ap.add_argument("--bare", default="default,1",
-                    help="bare endpoints to run, by torch threads: 'default' and/or numbers")
-    ap.add_argument("--hog-cores", type=int, default=1,
-                    help="cores the CPU hog spins in the second half (0: the no-hog half only)")
+    ap.add_argument(
+        "--bare",
+        default="default,1",
+        help="bare endpoints to run, by torch threads: 'default' and/or numbers",
+    )
+    ap.add_argument(
+        "--hog-cores",
+        type=int,
+        default=1,
+        help="cores the CPU hog spins in the second half (0: the no-hog half only)",
+    )
     ap.add_argument("--train", type=int, default=1000, help="reviews the student is trained on")
     ap.add_argument("--bodies", type=int, default=2000, help="held-out reviews sent by wrk")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 round, 3 s runs (unless --rounds/--duration are given)")
-    ap.add_argument("--mlwarden", default=None,
-                    help="command that runs the CLI (default: this python -m mlwarden.cli.main)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 3 s runs (unless --rounds/--duration are given)",
+    )
+    ap.add_argument(
+        "--mlwarden",
+        default=None,
+        help="command that runs the CLI (default: this python -m mlwarden.cli.main)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     given = {a.split("=")[0] for a in sys.argv[1:]}
@@ -262,23 +315,37 @@ def main() -> int:
     try:
         gport = free_port()
         (work / "mlwarden.toml").write_text(gateway_toml(gport))
-        cli = (shlex.split(args.mlwarden) if args.mlwarden
-               else [sys.executable, "-m", "mlwarden.cli.main"])
+        cli = (
+            shlex.split(args.mlwarden)
+            if args.mlwarden
+            else [sys.executable, "-m", "mlwarden.cli.main"]
+        )
         key = prepare(work, cli, args.train, args.bodies)
-        servers.append(start_server(GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work,
-                                    gport, "/readyz", key))
+        servers.append(
+            start_server(
+                GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work, gport, "/readyz", key
+            )
+        )
         for threads in bares:
             port = free_port()
-            servers.append(start_server(bare_name(threads), [sys.executable, "bare_server.py",
-                                        "student", str(port), threads], work, port,
-                                        "/healthz", ""))
+            servers.append(
+                start_server(
+                    bare_name(threads),
+                    [sys.executable, "bare_server.py", "student", str(port), threads],
+                    work,
+                    port,
+                    "/healthz",
+                    "",
+                )
+            )
         print(f"prepared and started in {time.monotonic() - began:.0f} s", flush=True)
         warm = max(1.0, min(3.0, args.duration))
         for s in servers:
             first_answer(s, work)  # a transformers model's first pass can outlast the warm-up
             run_wrk(s, args, work, warm, args.connections)
-        conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
-                                       if args.hog_cores else [])
+        conditions = [("no hog", 0)] + (
+            [(f"{args.hog_cores}-core hog", args.hog_cores)] if args.hog_cores else []
+        )
         results: dict[str, dict[str, list[dict[str, float]]]] = {}
         for cond, cores in conditions:
             results[cond] = {s.name: [] for s in servers}
@@ -287,13 +354,19 @@ def main() -> int:
                     for s in servers:
                         r = run_wrk(s, args, work, args.duration, args.connections)
                         results[cond][s.name].append(r)
-                        print(f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
-                              f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms", flush=True)
+                        print(
+                            f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
+                            f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms",
+                            flush=True,
+                        )
         runtime = (servers[0].info.get("details") or {}).get("runtime")  # type: ignore[union-attr]
         for s in servers:
             stop(s.proc)
-        verified = run_step([*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file",
-                             "audit-keys.json"], work, "audit-log verify").strip()
+        verified = run_step(
+            [*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file", "audit-keys.json"],
+            work,
+            "audit-log verify",
+        ).strip()
         audited = _audit_summary(work / "mlwarden-audit.jsonl")
     finally:
         for s in servers:
@@ -301,13 +374,15 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()
-    print(f"\n`python benchmarks/bench_gateway_text.py {shlex.join(sys.argv[1:])}`: "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, one review per "
-          f"request, {args.rounds} alternated round(s) per server and machine, medians; "
-          f"{os.cpu_count()} CPUs, load average (1/5/15 min) "
-          f"{'/'.join(f'{v:.1f}' for v in load_before)} before, "
-          f"{'/'.join(f'{v:.1f}' for v in load)} at the end (other processes count); "
-          f"{time.monotonic() - began:.0f} s in all\n")
+    print(
+        f"\n`python benchmarks/bench_gateway_text.py {shlex.join(sys.argv[1:])}`: "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, one review per "
+        f"request, {args.rounds} alternated round(s) per server and machine, medians; "
+        f"{os.cpu_count()} CPUs, load average (1/5/15 min) "
+        f"{'/'.join(f'{v:.1f}' for v in load_before)} before, "
+        f"{'/'.join(f'{v:.1f}' for v in load)} at the end (other processes count); "
+        f"{time.monotonic() - began:.0f} s in all\n"
+    )
     print(table(results))
     print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(runtime)}")
     print(f"gateway: {audited}")
@@ -324,9 +399,12 @@ def first_answer(server: Server, work: Path, timeout: float = 300.0) -> None:
     import urllib.request
 
     body = (work / "bodies.jsonl").read_text().splitlines()[0].encode()
-    req = urllib.request.Request(f"{server.url}/v1/predict", data=body, method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "X-API-Key": server.key})
+    req = urllib.request.Request(
+        f"{server.url}/v1/predict",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "X-API-Key": server.key},
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         if r.status != 200:
             raise SystemExit(f"{server.name} answered {r.status} to its first request")
@@ -342,8 +420,10 @@ def _audit_summary(audit: Path) -> str:
             with_text += "inputs" in entry
         elif entry.get("event") == "refuse":
             refused += 1
-    return (f"{served} predict entries in the audit log ({with_text} holding a text), "
-            f"{refused} refusals")
+    return (
+        f"{served} predict entries in the audit log ({with_text} holding a text), "
+        f"{refused} refusals"
+    )
 
 
 if __name__ == "__main__":

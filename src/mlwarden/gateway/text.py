@@ -56,8 +56,12 @@ def serves_text(model: object) -> bool:
 def check_text_model(model: object) -> None:
     """`ParameterError` unless the gateway can serve ``model`` as a text classifier (an
     encoder scores no classes); call it before anything else is built."""
-    require(model, (Capability.TEXT_INPUTS, Capability.LABELS), by="the gateway",
-            hint="serve a ...ForSequenceClassification folder")
+    require(
+        model,
+        (Capability.TEXT_INPUTS, Capability.LABELS),
+        by="the gateway",
+        hint="serve a ...ForSequenceClassification folder",
+    )
 
 
 def sentence_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -67,14 +71,15 @@ def sentence_embeddings(hidden: torch.Tensor, attention_mask: torch.Tensor) -> t
     return torch.nn.functional.normalize(mean.float(), p=2, dim=1)
 
 
-def text_features(model: TextClassifier, texts: Sequence[str],
-                  batch_size: int = FIT_BATCH) -> tuple[torch.Tensor, torch.Tensor]:
+def text_features(
+    model: TextClassifier, texts: Sequence[str], batch_size: int = FIT_BATCH
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, sentence embeddings) of ``texts``, as the gateway computes them, in order;
     what ``mlwarden gateway fit-validator`` fits a text validator on."""
     logits, embeddings = [], []
     with model.evaluating(), torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = model.encode(list(texts[start:start + batch_size]))
+            batch = model.encode(list(texts[start : start + batch_size]))
             out, hidden = model.logits_and_hidden(batch)
             logits.append(out.float().cpu())
             embeddings.append(sentence_embeddings(hidden, batch["attention_mask"]).cpu())
@@ -84,21 +89,24 @@ def text_features(model: TextClassifier, texts: Sequence[str],
 class TextRunner:
     """An encoded batch -> (probabilities, OOD scores or None, sentence embeddings)."""
 
-    def __init__(self, model: TextClassifier,
-                 validator: MahalanobisDetector | EnergyDetector | None = None) -> None:
+    def __init__(
+        self, model: TextClassifier, validator: MahalanobisDetector | EnergyDetector | None = None
+    ) -> None:
         check_text_model(model)
         if isinstance(validator, MahalanobisDetector):
             if validator.layer_ != SENTENCE_EMBEDDING:
                 raise ConfigError(
                     f"gateway.validation.validator was fitted on layer '{validator.layer_}' of a "
                     "tensor model, not on a text model's sentence embeddings; re-fit it with "
-                    "`mlwarden gateway fit-validator --model FOLDER --data texts.jsonl`")
+                    "`mlwarden gateway fit-validator --model FOLDER --data texts.jsonl`"
+                )
             hidden = getattr(model.model.config, "hidden_size", None)
             if hidden is not None and validator.means_.shape[1] != hidden:
                 raise ConfigError(
                     f"gateway.validation.validator was fitted on {validator.means_.shape[1]}-"
                     f"dimensional embeddings; this model's are {hidden}-dimensional: re-fit "
-                    "it on this model")
+                    "it on this model"
+                )
         self.model = model
         self.validator = validator
 
@@ -128,12 +136,17 @@ class TextBatchWorker(BatchStep):
     """
 
     def __init__(
-        self, model: TextClassifier, monitors: MonitorBank,
-        harden: Callable[[torch.Tensor, str], Released], text: TextConfig, *,
+        self,
+        model: TextClassifier,
+        monitors: MonitorBank,
+        harden: Callable[[torch.Tensor, str], Released],
+        text: TextConfig,
+        *,
         validator: MahalanobisDetector | EnergyDetector | None = None,
     ) -> None:
-        super().__init__(monitors, harden,
-                         ood_threshold=validator.threshold_ if validator is not None else None)
+        super().__init__(
+            monitors, harden, ood_threshold=validator.threshold_ if validator is not None else None
+        )
         self.runner = TextRunner(model, validator)
         self.tokenizer = model.tokenizer
         self.max_tokens = text.token_limit(model.spec.max_tokens)
@@ -141,8 +154,10 @@ class TextBatchWorker(BatchStep):
         self.padding_slack = text.padding_slack
         pad = getattr(self.tokenizer, "pad_token_id", None)
         if pad is None:
-            raise ConfigError(f"the tokenizer of '{model.name}' has no padding token, which "
-                              "batching texts of different lengths needs")
+            raise ConfigError(
+                f"the tokenizer of '{model.name}' has no padding token, which "
+                "batching texts of different lengths needs"
+            )
         self.pad_id = int(pad)
         self.pad_left = getattr(self.tokenizer, "padding_side", "right") == "left"
         names = getattr(self.tokenizer, "model_input_names", ())
@@ -153,9 +168,15 @@ class TextBatchWorker(BatchStep):
         """Token ids per text, special tokens included, cut at ``max_tokens`` (one more when
         over-long texts are refused, so that they show as longer than the limit)."""
         cap = self.max_tokens + 1 if self.refuse else self.max_tokens
-        out = self.tokenizer(texts, truncation=True, max_length=cap, padding=False,
-                             return_attention_mask=False, return_token_type_ids=False,
-                             verbose=False)
+        out = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=cap,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
         return list(out["input_ids"])
 
     def pad(self, ids: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -195,8 +216,9 @@ class TextBatchWorker(BatchStep):
         groups.append(group)
         return groups
 
-    def forward(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                     torch.Tensor]:
+    def forward(
+        self, ids: list[list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """(probabilities, OOD scores, sentence embeddings) of ``ids``, in their order, from
         one forward pass per group of `chunks`."""
         groups = self.chunks([len(r) for r in ids])
@@ -206,13 +228,17 @@ class TextBatchWorker(BatchStep):
         where = torch.empty(len(ids), dtype=torch.long)
         where[torch.tensor([i for g in groups for i in g])] = torch.arange(len(ids))
         probs = torch.cat([o[0] for o in outs])[where]
-        scores = (torch.cat([o[1] for o in outs])[where]  # type: ignore[misc]
-                  if outs[0][1] is not None else None)
+        scores = (
+            torch.cat([o[1] for o in outs])[where]  # type: ignore[misc]
+            if outs[0][1] is not None
+            else None
+        )
         embeddings = torch.cat([o[2] for o in outs])[where]
         return probs, scores, embeddings
 
-    def __call__(self, texts: list[str],
-                 items: list[tuple[Ticket, int]]) -> list[BatchAnswer | GatewayError]:
+    def __call__(
+        self, texts: list[str], items: list[tuple[Ticket, int]]
+    ) -> list[BatchAnswer | GatewayError]:
         ids = self.tokenize(texts)
         refused: dict[int, GatewayError] = {}
         kept: list[tuple[Ticket, int]] = []
@@ -222,11 +248,14 @@ class TextBatchWorker(BatchStep):
             long = [i for i in range(n) if len(ids[start + i]) > self.max_tokens]
             if long:
                 shown = ", ".join(f"inputs[{i}]" for i in long[:5]) + (
-                    ", ..." if len(long) > 5 else "")
+                    ", ..." if len(long) > 5 else ""
+                )
                 refused[j] = GatewayError(
-                    422, "too_many_tokens",
+                    422,
+                    "too_many_tokens",
                     f"{shown} take(s) more than {self.max_tokens} tokens of the model's "
-                    f"tokenizer (special tokens included), the limit per text: shorten them")
+                    f"tokenizer (special tokens included), the limit per text: shorten them",
+                )
             else:
                 kept.append((ticket, n))
                 rows.extend(range(start, start + n))
@@ -234,7 +263,8 @@ class TextBatchWorker(BatchStep):
         answers: list[Any] = []
         if kept:
             probs, scores, embeddings = self.forward([ids[r] for r in rows])
-            answers = self.answer(embeddings, probs, scores, kept,
-                                  repeat_keys=[texts[r] for r in rows])
+            answers = self.answer(
+                embeddings, probs, scores, kept, repeat_keys=[texts[r] for r in rows]
+            )
         done = iter(answers)
         return [refused[j] if j in refused else next(done) for j in range(len(items))]
