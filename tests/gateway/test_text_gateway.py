@@ -365,3 +365,57 @@ def test_a_batch_is_padded_per_group_of_similar_length(classifier: Any) -> None:
     worker = _worker(classifier)
     assert worker.chunks([5, 50, 6, 52, 7]) == [[0, 2, 4], [1, 3]]
     assert worker.chunks([9, 9, 10]) == [[0, 1, 2]]
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def test_fit_validator_on_texts_writes_a_sentence_embedding_validator(
+    tmp_path: Path, seqcls_path: Path, reviews_jsonl: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlwarden.cli.main import app
+    from mlwarden.defenses.detection.ood import load_detector
+    from mlwarden.gateway.text import SENTENCE_EMBEDDING
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(reviews_jsonl.read_text().splitlines(keepends=True)[:60]))
+    out = tmp_path / "validator.safetensors"
+    res = CliRunner().invoke(
+        app,
+        [
+            "gateway",
+            "fit-validator",
+            "--model",
+            str(seqcls_path),
+            "--data",
+            str(data),
+            "--text-column",
+            "review",
+            "--label-column",
+            "sentiment",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    detector, extra = load_detector(out)
+    assert detector.layer_ == SENTENCE_EMBEDDING  # type: ignore[union-attr]
+    assert extra["query_attack_threshold"] > 0
+
+
+def test_serve_model_folder_without_a_config_fails_closed(
+    tmp_path: Path, seqcls_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --model FOLDER` loads the folder; the defaults then demand what they protect
+    with (a query-attack threshold, API keys) instead of serving unprotected."""
+    from typer.testing import CliRunner
+
+    from mlwarden.cli.main import app
+
+    monkeypatch.chdir(tmp_path)  # no mlwarden.toml here: the gateway's defaults apply
+    res = CliRunner().invoke(app, ["serve", "--model", str(seqcls_path)])
+    assert res.exit_code != 0
+    message = res.output + str(res.exception)
+    assert "[gateway.monitoring.query_attack] has no threshold" in message
