@@ -38,33 +38,65 @@ def fit_validator(
     knn_quantile: float = typer.Option(
         0.001, "--knn-quantile", help="Benign quantile for the query-attack threshold."
     ),
+    text_column: str = typer.Option(
+        "text", "--text-column", help="Text model: the column of --data that holds the text."
+    ),
+    label_column: str = typer.Option(
+        "label", "--label-column", help="Text model: the column of --data with the labels."
+    ),
     seed: int = SeedOption,
 ) -> None:
-    """Fit on training data; the threshold rejects about FRR of in-distribution inputs."""
+    """Fit on training data; the threshold rejects about FRR of in-distribution inputs.
+
+    For a text classifier (a Hugging Face folder), --data is a .jsonl/.csv/.tsv of texts and
+    both are fitted on the sentence embeddings the gateway computes (`mlwarden.gateway.text`).
+    """
     from mlwarden.config import resolve_spec
     from mlwarden.core.contract import require
     from mlwarden.core.errors import ParameterError
     from mlwarden.defenses.detection.ood import EnergyDetector, MahalanobisDetector, save_detector
     from mlwarden.gateway.monitoring import calibrate_knn_threshold
     from mlwarden.gateway.runner import VALIDATOR_NEEDS
+    from mlwarden.gateway.text import (
+        SENTENCE_EMBEDDING,
+        check_text_model,
+        serves_text,
+        text_features,
+    )
     from mlwarden.io.data import load_data
     from mlwarden.io.models import load_model
+    from mlwarden.io.text_data import load_text_data
 
     if method not in ("mahalanobis", "energy"):  # before loading anything
         raise ParameterError(f"--method must be 'mahalanobis' or 'energy', got '{method}'")
     classifier = load_model(
         model, factory=factory, spec=resolve_spec(spec, config), allow=tuple(allow)
     )
-    require(classifier, VALIDATOR_NEEDS, by="an OOD validator",
-            hint="serve it without a validator")
-    dataset = load_data(data, spec=classifier.spec)
     detector: MahalanobisDetector | EnergyDetector
     if method == "mahalanobis":
         detector = MahalanobisDetector(layer=layer, false_rejection_rate=frr, seed=seed)
     else:
         detector = EnergyDetector(false_rejection_rate=frr, seed=seed)
-    detector.fit(classifier, dataset.x, dataset.y)
-    threshold = calibrate_knn_threshold(dataset.x, knn_k, knn_quantile)
+    if serves_text(classifier):
+        if layer is not None:
+            raise ParameterError("--layer: a text model's validator is fitted on its sentence "
+                                 "embeddings; remove --layer")
+        check_text_model(classifier)
+        texts = load_text_data(data, text_column=text_column, label_column=label_column,
+                               class_names=classifier.spec.class_names)
+        logits, features = text_features(classifier, texts.texts)  # type: ignore[arg-type]
+        if isinstance(detector, MahalanobisDetector):
+            labels = texts.labels if texts.labels is not None else logits.argmax(1)
+            detector.fit_features(features, labels, layer=SENTENCE_EMBEDDING)
+        else:
+            detector.fit_logits(logits)
+    else:
+        require(classifier, VALIDATOR_NEEDS, by="an OOD validator",
+                hint="serve it without a validator")
+        dataset = load_data(data, spec=classifier.spec)
+        detector.fit(classifier, dataset.x, dataset.y)
+        features = dataset.x
+    threshold = calibrate_knn_threshold(features, knn_k, knn_quantile)
     save_detector(detector, out, {"query_attack_threshold": threshold, "query_attack_k": knn_k})
     typer.echo(
         f"wrote {out}: {method} threshold {detector.threshold_:.4g} "

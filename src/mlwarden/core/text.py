@@ -225,6 +225,15 @@ class TextClassifier(_TextModel):
         )
         return self._call(batch, inputs_embeds, False).logits  # type: ignore[no-any-return]
 
+    def logits_and_hidden(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(N, C)`` and the last hidden state ``(N, L, H)`` of an encoded batch from
+        one forward pass, with gradients (the gateway pools the second into the sentence
+        embeddings its monitors compare, at no second pass)."""
+        out = self._call(batch, None, True)
+        return out.logits, out.hidden_states[-1]
+
     def logits(self, texts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> torch.Tensor:
         """Logits ``(N, C)`` for ``texts``, ``batch_size`` texts per forward pass."""
         out = self._batched(texts, batch_size)

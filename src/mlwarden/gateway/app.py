@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response  # noqa: E402
 if TYPE_CHECKING:
     from mlwarden.core.classifier import Classifier
     from mlwarden.core.oracle import Oracle
+    from mlwarden.core.text import TextClassifier
     from mlwarden.defenses.detection.ood import OODDetector
     from mlwarden.gateway.audit_log import AuditLog, AuditTrail
     from mlwarden.gateway.auth import Authenticator, KeyStore
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mlwarden.gateway.monitoring import Alert, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
+    from mlwarden.gateway.text import TextBatchWorker
     from mlwarden.gateway.tuning import RuntimeChoice
 
 
@@ -62,14 +64,15 @@ class GatewayState:
 
 
 def create_app(
-    model: Classifier | Oracle,
+    model: Classifier | Oracle | TextClassifier,
     config: GatewayConfig | None = None,
     *,
     validator: OODDetector | None = None,
     validator_extra: dict[str, Any] | None = None,
     keys: KeyStore | None = None,
 ) -> FastAPI:
-    """Build the gateway app for an already loaded `Classifier` (or black-box `Oracle`).
+    """Build the gateway app for an already loaded `Classifier` (or black-box `Oracle`), or
+    a `TextClassifier` (then requests carry texts; see `mlwarden.gateway.text`).
 
     ``validator`` is a fitted OOD detector; when None and ``config.validation.validator``
     names a file, it is loaded from there. A validator needs the model's hidden features
@@ -89,9 +92,12 @@ def create_app(
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
     from mlwarden.gateway.runner import ModelRunner, check_validator
+    from mlwarden.gateway.text import TextBatchWorker, check_text_model, serves_text
     from mlwarden.gateway.tuning import apply_runtime, choose_runtime
 
     config = config or GatewayConfig()
+    if serves_text(model):
+        check_text_model(model)
     if validator is not None or config.validation.validator is not None:
         check_validator(model)
     extra = dict(validator_extra or {})
@@ -104,8 +110,14 @@ def create_app(
     hard = config.hardening
     harden = partial(release, k=hard.top_k, decimals=hard.decimals, beta=hard.perturb_beta,
                      gamma=hard.perturb_gamma)
-    worker = BatchWorker(ModelRunner(model, validator), monitors, harden,
-                         ood_threshold=validator.threshold_ if validator is not None else None)
+    worker: BatchWorker | TextBatchWorker
+    if serves_text(model):  # tokenized in the batch step, monitored on sentence embeddings
+        worker = TextBatchWorker(model, monitors, harden, config.text,  # type: ignore[arg-type]
+                                 validator=validator)
+    else:
+        worker = BatchWorker(ModelRunner(model, validator), monitors, harden,
+                             ood_threshold=validator.threshold_ if validator is not None
+                             else None)
     metrics = GatewayMetrics()
     batching = config.batching
     runtime = choose_runtime(batching.torch_threads, batching.worker_thread, model)
@@ -347,7 +359,7 @@ def _install_routes(app: FastAPI, state: GatewayState, pipeline: PredictPipeline
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": request_schema(
-                state.spec, config.max_inputs)}},
+                state.spec, config.max_inputs, config.text)}},
         },
         "security": [{"ApiKeyHeader": []}, {"BearerKey": []}] if config.auth.enabled else [],
     }

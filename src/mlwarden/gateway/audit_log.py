@@ -394,10 +394,19 @@ class AuditTrail:
 
     def predicted(self, *, key: str | None, address: str, inputs: Any, input_sha256: str,
                   labels: list[int], flags: list[Flag], output: str) -> None:
-        """A served ``predict``: ``inputs`` is the (N, ...) array the model saw."""
+        """A served ``predict``: ``inputs`` is the (N, ...) array the model saw, or a text
+        model's list of texts; each text is logged as its SHA-256 (``texts_sha256``, of its
+        UTF-8 bytes), the text itself only with ``include_inputs``."""
         if self.log is None:
             return
-        extra = {"inputs": inputs.round(6).tolist()} if self.include_inputs else {}
+        extra: dict[str, Any] = {}
+        if isinstance(inputs, list):
+            extra["texts_sha256"] = [hashlib.sha256(t.encode("utf-8")).hexdigest()
+                                     for t in inputs]
+            if self.include_inputs:
+                extra["inputs"] = inputs
+        elif self.include_inputs:
+            extra["inputs"] = inputs.round(6).tolist()
         self.event("predict", key=key, address=address, status=200, inputs_count=len(inputs),
                    input_sha256=input_sha256, labels=labels,
                    flags=[{"check": f.check, "samples": f.samples} for f in flags],

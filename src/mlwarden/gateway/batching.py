@@ -166,7 +166,10 @@ class DynamicBatcher:
         live = [p for p in pending if not p[2].cancelled()]
         if not live:
             return
-        batch = torch.cat([p[0] for p in live]) if len(live) > 1 else live[0][0]
+        batch: Any = live[0][0]
+        if len(live) > 1:  # tensors (a tensor model) or lists of texts (a text model)
+            batch = (torch.cat([p[0] for p in live]) if isinstance(batch, torch.Tensor)
+                     else [row for p in live for row in p[0]])
         items = [(meta, len(x)) for x, meta, _ in live]
         try:
             if self.in_thread:
@@ -223,38 +226,43 @@ class BatchAnswer:
     group_alerts: list[Alert]  # alerts of its client's whole group in the batch
 
 
-class BatchWorker:
-    """Forward pass, OOD verdicts, attack monitors and output hardening for a whole batch.
+class BatchStep:
+    """What follows the forward pass of a batch: OOD verdicts, attack monitors and output
+    hardening, then one `BatchAnswer` per request, in arrival order.
 
-    Runs in the batcher's worker (thread); returns one `BatchAnswer` per request, in
-    arrival order. Everything is done once per batch, not once per request: the monitors
-    per client, the hardening per output level, and the conversion to Python lists, which
-    a dozen small tensor operations per request would otherwise cost.
+    Everything is done once per batch, not once per request: the monitors per client, the
+    hardening per output level, and the conversion to Python lists, which a dozen small
+    tensor operations per request would otherwise cost. `BatchWorker` (tensors) and
+    `mlwarden.gateway.text.TextBatchWorker` (texts) run their model, then `answer`.
 
-    ``model``: (N, ...) -> (probabilities, OOD scores or None), e.g. `ModelRunner`;
     ``ood_threshold``: scores above it are out of distribution; ``harden``: (probabilities,
     level) -> `Released`, e.g. `mlwarden.defenses.output.release` with the settings bound.
     """
 
     def __init__(
-        self, model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-        monitors: MonitorBank, harden: Callable[[torch.Tensor, str], Released], *,
+        self, monitors: MonitorBank, harden: Callable[[torch.Tensor, str], Released], *,
         ood_threshold: float | None = None,
     ) -> None:
-        self.model = model
         self.monitors = monitors
         self.harden = harden
         self.ood_threshold = ood_threshold
 
-    def __call__(self, x: torch.Tensor, items: list[tuple[Ticket, int]]) -> list[BatchAnswer]:
-        probs, scores = self.model(x)
+    def answer(
+        self, features: torch.Tensor, probs: torch.Tensor, scores: torch.Tensor | None,
+        items: list[tuple[Ticket, int]], repeat_keys: Sequence[object] | None = None,
+    ) -> list[BatchAnswer]:
+        """The answers of a batch whose forward pass gave ``probs`` and OOD ``scores``;
+        ``features`` (N, ...) are what the attack monitors compare (the inputs of a tensor
+        model, the sentence embeddings of a text model), ``repeat_keys`` what tells their
+        exact repeats apart (default: the bytes of each row of ``features``)."""
         labels = labels_only(probs)
         flagged = (scores > self.ood_threshold
                    if scores is not None and self.ood_threshold is not None else None)
         label_list = labels.tolist()
         flag_list = flagged.tolist() if flagged is not None else None
-        alerts_of = self.monitors.observe_batch(x, labels, flagged,
-                                                [(t.client, n) for t, n in items])
+        alerts_of = self.monitors.observe_batch(features, labels, flagged,
+                                                [(t.client, n) for t, n in items],
+                                                repeat_keys=repeat_keys)
         released = self._release(probs, items)
         out, start, seen = [], 0, set()
         for (ticket, n), (rows, top) in zip(items, released, strict=True):
@@ -294,3 +302,23 @@ class BatchWorker:
                           (top[0][at:end], top[1][at:end]) if top is not None else None)
                 at = end
         return out
+
+
+class BatchWorker(BatchStep):
+    """The batch step of a tensor model: its forward pass, then `BatchStep.answer`.
+
+    Runs in the batcher's worker (thread). ``model``: (N, ...) -> (probabilities, OOD
+    scores or None), e.g. `ModelRunner`; the monitors compare the inputs themselves.
+    """
+
+    def __init__(
+        self, model: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+        monitors: MonitorBank, harden: Callable[[torch.Tensor, str], Released], *,
+        ood_threshold: float | None = None,
+    ) -> None:
+        super().__init__(monitors, harden, ood_threshold=ood_threshold)
+        self.model = model
+
+    def __call__(self, x: torch.Tensor, items: list[tuple[Ticket, int]]) -> list[BatchAnswer]:
+        probs, scores = self.model(x)
+        return self.answer(x, probs, scores, items)

@@ -119,6 +119,41 @@ class ValidationConfig(_Section):
     )
 
 
+class TextConfig(_Section):
+    """Per-text limits of a text model's requests (a tensor model has no use for them).
+
+    Characters are counted first, before any tokenizer runs, so a huge text costs nothing;
+    tokens are counted with the model's own tokenizer in the batch step, special tokens
+    included.
+    """
+
+    max_chars: int = Field(default=5000, gt=0, description="characters per text")
+    max_tokens: int | None = Field(
+        default=None, gt=1, description="tokens per text, special tokens included "
+        "(default, and at most: the model's own limit, spec.max_tokens)"
+    )
+    over_long: Literal["refuse", "truncate"] = Field(
+        default="refuse", description="a text over max_tokens: refuse the request (422) or "
+        "cut the text at max_tokens, as the model itself does offline"
+    )
+    padding_slack: float = Field(
+        default=0.2, ge=0, description="a batch's texts are padded per group of similar "
+        "length; a new group (forward pass) begins where padding would add more than this "
+        "share of the group's tokens"
+    )
+
+    def token_limit(self, model_max: int) -> int:
+        """Tokens per text for a model that takes ``model_max``: ``max_tokens`` if set (a
+        `ConfigError` if above the model's limit, which it could not read), else the model's."""
+        if self.max_tokens is None:
+            return model_max
+        if self.max_tokens > model_max:
+            raise ConfigError(f"[gateway.text] max_tokens = {self.max_tokens} exceeds the "
+                              f"model's limit of {model_max} tokens; set at most {model_max} "
+                              "or remove it")
+        return self.max_tokens
+
+
 class HardeningConfig(_Section):
     """Output detail for keys that do not name their own (``output`` of a key)."""
 
@@ -274,6 +309,7 @@ class GatewayConfig(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
     hardening: HardeningConfig = Field(default_factory=HardeningConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     audit_log: AuditLogConfig = Field(default_factory=AuditLogConfig)

@@ -275,19 +275,23 @@ class RepeatFilter:
         self._order: deque[int] = deque()
         self._seen: set[int] = set()
 
-    def novel(self, x: torch.Tensor) -> list[int]:
+    def novel(self, x: torch.Tensor, keys: Sequence[object] | None = None) -> list[int]:
         """Rows of ``x`` not seen before (nor earlier in ``x``); remembers them.
 
-        The digest is Python's keyed hash of the row's bytes (SipHash, with a per-process
-        random key): 8 bytes per remembered query, and a collision that would hide a novel
-        query from the monitors cannot be crafted without the key."""
+        The digest is Python's keyed hash of the row's bytes, or of its entry in ``keys``
+        (a text model's texts: the same text embeds to vectors that differ in their last
+        bits with the padding of its batch) (SipHash, with a per-process random key): 8
+        bytes per remembered query, and a collision that would hide a novel query from the
+        monitors cannot be crafted without the key."""
         if self.window == 0:
             return list(range(len(x)))
-        data = x.detach().flatten(1).float().cpu().contiguous().numpy().tobytes()
-        width = len(data) // max(len(x), 1)
+        if keys is None:
+            data = x.detach().flatten(1).float().cpu().contiguous().numpy().tobytes()
+            width = len(data) // max(len(x), 1)
+            keys = [data[i * width:(i + 1) * width] for i in range(len(x))]
         keep = []
         for i in range(len(x)):
-            digest = hash(data[i * width:(i + 1) * width])
+            digest = hash(keys[i])
             if digest in self._seen:
                 continue
             keep.append(i)
@@ -339,7 +343,8 @@ class MonitorBank:
         return entry
 
     def observe(
-        self, client: str, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None = None
+        self, client: str, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None = None,
+        repeat_keys: Sequence[object] | None = None,
     ) -> list[Alert]:
         """Feed a batch of one client's queries (exact repeats removed first).
 
@@ -351,7 +356,7 @@ class MonitorBank:
         alerts: list[Alert] = []
         if ext is None and qa is None:
             return alerts
-        keep = state.repeats.novel(x)
+        keep = state.repeats.novel(x, repeat_keys)
         if not keep:
             return alerts
         if len(keep) < len(x):
@@ -378,12 +383,13 @@ class MonitorBank:
 
     def observe_batch(
         self, x: torch.Tensor, labels: torch.Tensor, ood: torch.Tensor | None,
-        requests: Sequence[tuple[str, int]],
+        requests: Sequence[tuple[str, int]], repeat_keys: Sequence[object] | None = None,
     ) -> dict[str, list[Alert]]:
         """Feed a batch of several requests: ``requests`` is (client, rows) per request, in
         the batch's row order. One `observe` per client with its rows in arrival order, so
         the k-NN search over a client's history costs one matrix product, not one per
-        request. The alerts raised, per client."""
+        request. ``repeat_keys``: per row, what identifies it for `RepeatFilter` (default its
+        bytes). The alerts raised, per client."""
         rows_of: dict[str, list[int]] = {}
         start = 0
         for client, n in requests:
@@ -391,12 +397,13 @@ class MonitorBank:
             start += n
         if len(rows_of) == 1:  # the whole batch is one client's: no gather needed
             (client,) = rows_of
-            return {client: self.observe(client, x, labels, ood)}
+            return {client: self.observe(client, x, labels, ood, repeat_keys)}
         alerts: dict[str, list[Alert]] = {}
         for client, rows in rows_of.items():
             idx = torch.tensor(rows)
-            alerts[client] = self.observe(client, x[idx], labels[idx],
-                                          ood[idx] if ood is not None else None)
+            alerts[client] = self.observe(
+                client, x[idx], labels[idx], ood[idx] if ood is not None else None,
+                [repeat_keys[r] for r in rows] if repeat_keys is not None else None)
         return alerts
 
     def reset(self, client: str) -> None:

@@ -9,10 +9,12 @@ authenticate    the key's principal and scope; a failure spends the address's   
                 budget (brute-force guard)                                      `ratelimit`
 limit           blocked clients (403), throttled ones                           `ratelimit`
 parse           body size (413) and JSON (400)                                  `validation`
-validate        shape, finiteness, bounds (422)                                 `validation`
+validate        shape, finiteness, bounds (422); a text model's: strings, not   `validation`
+                blank, characters per text (422)
 limit           the input budget of the key and the address (422, 429)          `ratelimit`
 batch           forward pass, OOD scores, attack monitors, output hardening,    `batching`
-                once per batch of concurrent requests
+                once per batch of concurrent requests; a text model's tokens    `text`
+                (over the limit: 422) and sentence embeddings
 validate        the OOD verdict: 422 or a flag                                  `validation`
 monitor         act on alerts: log, throttle, block (403)                       `monitoring`
 harden          the output level's release, computed in the batch step          `mlwarden.
@@ -37,16 +39,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from fastapi.responses import JSONResponse, Response
 
+from mlwarden.core.text import TextSpec
 from mlwarden.gateway.auth import client_id
 from mlwarden.gateway.batching import BatchAnswer, BatcherClosed, Ticket
 from mlwarden.gateway.errors import GatewayError
 from mlwarden.gateway.validation import (
     Flag,
+    ParsedBatch,
     bounds_flag,
     dump_json,
     ood_flag,
     parse_body,
     parse_inputs,
+    parse_texts,
     read_body,
 )
 
@@ -106,7 +111,7 @@ class PredictPipeline:
     """The steps of ``POST /v1/predict``, wired to one app's parts (see the module doc)."""
 
     def __init__(
-        self, *, config: GatewayConfig, spec: InputSpec, model_name: str,
+        self, *, config: GatewayConfig, spec: InputSpec | TextSpec, model_name: str,
         authenticate: Authenticator, gate: RateGate, batcher: DynamicBatcher,
         monitor: MonitorActions, audit: AuditTrail, metrics: GatewayMetrics,
         ood_threshold: float | None,
@@ -121,7 +126,8 @@ class PredictPipeline:
         self.audit = audit
         self.metrics = metrics
         self.ood_threshold = ood_threshold
-        self.class_names = list(spec.class_names)
+        self.class_names = list(spec.class_names or ())
+        self.text = isinstance(spec, TextSpec)  # requests carry strings
 
     async def respond(
         self, headers: Mapping[str, str], address: str, chunks: AsyncIterator[bytes]
@@ -196,23 +202,32 @@ class PredictPipeline:
         body = await read_body(headers, chunks, cfg.validation.max_body_bytes)
         call.body_hash = hashlib.sha256(body).hexdigest()
         # validate the inputs
-        batch = parse_inputs(parse_body(body), self.spec, cfg.max_inputs,
-                             cfg.validation.bounds)
-        n = len(batch.x)
+        payload = parse_body(body)
+        batch: ParsedBatch | None = None
+        inputs: torch.Tensor | list[str]
+        if self.text:
+            inputs = parse_texts(payload, cfg.max_inputs, cfg.text.max_chars)
+        else:
+            batch = parse_inputs(payload, self.spec, cfg.max_inputs,  # type: ignore[arg-type]
+                                 cfg.validation.bounds)
+            inputs = torch.from_numpy(batch.x)
+        n = len(inputs)
         # limit: the input budget
         rate_headers = await self.gate.spend(key, address, n, throttled)
         # batch (forward pass, OOD scores, monitors and hardening, shared with the batch)
         level = (principal.output if principal is not None and principal.output
                  else cfg.hardening.default_output)
         try:
-            answer: BatchAnswer = await self.batcher.submit(
-                torch.from_numpy(batch.x), Ticket(client, level), call.arrival)
+            answer: BatchAnswer | GatewayError = await self.batcher.submit(
+                inputs, Ticket(client, level), call.arrival)
         except BatcherClosed:
             raise GatewayError(503, "shutting_down", "the gateway is shutting down; retry "
                                "on another replica", {"Retry-After": "1"}) from None
+        if isinstance(answer, GatewayError):  # refused in the batch step (tokens of a text)
+            raise answer
         # validate the model's OOD verdict
         flags: list[Flag] = []
-        bounds = bounds_flag(batch, cfg.validation.bounds)
+        bounds = bounds_flag(batch, cfg.validation.bounds) if batch is not None else None
         if bounds is not None:
             flags.append(bounds)
         if self.ood_threshold is not None:
@@ -228,7 +243,8 @@ class PredictPipeline:
         payload = {"predictions": predictions(answer, self.class_names),
                    "model": self.model_name, "flags": [f.public() for f in flags if f.visible]}
         # log
-        self.audit.predicted(key=key, address=address, inputs=batch.x,
+        self.audit.predicted(key=key, address=address,
+                             inputs=batch.x if batch is not None else inputs,
                              input_sha256=call.body_hash, labels=answer.labels, flags=flags,
                              output=level)
         return Response(dump_json(payload), media_type="application/json",

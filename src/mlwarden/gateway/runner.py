@@ -31,9 +31,11 @@ VALIDATOR_NEEDS = (Capability.FEATURES,)
 
 
 def check_validator(model: Classifier | Oracle) -> None:
-    """`ConfigError` unless ``model`` can feed an OOD validator; call it before fitting or
-    loading one."""
-    lacking = missing(model, VALIDATOR_NEEDS)
+    """`ConfigError` unless ``model`` can feed an OOD validator (a text model's works on
+    its sentence embeddings, `mlwarden.gateway.text`); call it before fitting or loading one."""
+    text = Capability.TEXT_INPUTS in offers(model)  # fitted on its sentence embeddings
+    lacking = missing(model, (Capability.TEXT_INPUTS, *VALIDATOR_NEEDS) if text
+                      else VALIDATOR_NEEDS)
     if lacking:
         raise ConfigError(
             f"gateway.validation.validator: an OOD validator needs "

@@ -43,8 +43,9 @@ def available_cpus() -> int:
 
 
 def parameter_count(model: object) -> int:
-    """Parameters of the model's torch module; 0 when it has none to count (an oracle)."""
-    module = getattr(model, "module", None)
+    """Parameters of the model's torch module (a `Classifier`'s ``module``, or the model
+    itself when it is one, as a text model is); 0 when it has none to count (an oracle)."""
+    module = getattr(model, "module", model)
     params = getattr(module, "parameters", None)
     if params is None:
         return 0

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from mlwarden.core.spec import InputSpec
+from mlwarden.core.text import TextSpec
+from mlwarden.gateway.config import TextConfig
 from mlwarden.gateway.errors import GatewayError, bad_request, invalid_input, too_large
 
 try:  # three times faster than json on bodies of numbers; part of the serve extra
@@ -131,6 +133,9 @@ def parse_inputs(payload: Any, spec: InputSpec, max_batch: int,
         raw = None
     if raw is None or raw.dtype.kind not in "fiu":
         for i, sample in enumerate(inputs):
+            if isinstance(sample, str):
+                raise invalid_input(f"inputs[{i}] is text; this model takes tensors: a nested "
+                                    f"list of numbers of shape {expected} per sample")
             try:
                 arr = np.asarray(sample)
             except (ValueError, TypeError, OverflowError):
@@ -166,6 +171,52 @@ def parse_inputs(payload: Any, spec: InputSpec, max_batch: int,
     return ParsedBatch(x, out_of_bounds)
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", int: "a number", float: "a number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def parse_texts(payload: Any, max_batch: int, max_chars: int) -> list[str]:
+    """``{"inputs": ["a review", ...]}`` as a list of strings, each non-blank and at most
+    ``max_chars`` characters; tokens are counted later, in the batch step (`text`)."""
+    if not isinstance(payload, dict):
+        hint = " (wrap a single text: {\"inputs\": [\"...\"]})" if isinstance(payload, str) else ""
+        raise invalid_input(f"body must be a JSON object with an 'inputs' list of strings, "
+                            f"got {_json_type(payload)}{hint}")
+    extra = sorted(set(payload) - {"inputs"})
+    if extra:
+        raise invalid_input(f"unknown field(s) {extra}; the body has only 'inputs'")
+    inputs = payload.get("inputs")
+    if isinstance(inputs, str):
+        raise invalid_input("'inputs' must be a list of strings, got a string: send "
+                            "{\"inputs\": [\"...\"]}")
+    if not isinstance(inputs, list):
+        raise invalid_input(f"'inputs' must be a list of strings, got {_json_type(inputs)}")
+    if not inputs:
+        raise invalid_input("'inputs' is empty; send at least one text")
+    if len(inputs) > max_batch:
+        raise invalid_input(f"'inputs' has {len(inputs)} texts; the limit is {max_batch} "
+                            "per request: send smaller batches")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str):
+            tensor = " (this model takes text, not tensors)" if isinstance(text, list) else ""
+            raise invalid_input(f"inputs[{i}] is {_json_type(text)}, not a string{tensor}")
+        if not text.strip():
+            raise invalid_input(f"inputs[{i}] is empty or only whitespace; send some text")
+        if len(text) > max_chars:
+            raise invalid_input(f"inputs[{i}] has {len(text)} characters; the limit is "
+                                f"{max_chars} per text")
+        try:  # JSON escapes can spell lone surrogates, which no tokenizer can read
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_input(f"inputs[{i}] holds an unpaired surrogate escape (\\ud800 to "
+                                "\\udfff): not valid Unicode text") from None
+    return inputs
+
+
 def bounds_flag(batch: ParsedBatch, action: str) -> Flag | None:
     """The flag for samples `parse_inputs` clipped (``bounds`` set to ``flag`` or ``log``)."""
     if not batch.out_of_bounds:
@@ -185,8 +236,12 @@ def ood_flag(ood: list[bool] | None, threshold: float, action: str) -> Flag | No
     return Flag("ood", idx, detail, action)
 
 
-def request_schema(spec: InputSpec, max_batch: int) -> dict[str, Any]:
-    """JSON schema of the predict body, derived from the spec (for the OpenAPI document)."""
+def request_schema(spec: InputSpec | TextSpec, max_batch: int,
+                   text: TextConfig | None = None) -> dict[str, Any]:
+    """JSON schema of the predict body, derived from the spec (for the OpenAPI document);
+    a text model's states the limits of ``text`` (characters and tokens per text)."""
+    if isinstance(spec, TextSpec):
+        return text_request_schema(spec, max_batch, text or TextConfig())
     low, high = spec.bounds
     item: dict[str, Any] = {"type": "number", "minimum": low, "maximum": high}
     for dim in reversed(spec.shape):
@@ -198,4 +253,25 @@ def request_schema(spec: InputSpec, max_batch: int) -> dict[str, Any]:
         "properties": {
             "inputs": {"type": "array", "items": item, "minItems": 1, "maxItems": max_batch}
         },
+    }
+
+
+def text_request_schema(spec: TextSpec, max_batch: int, text: TextConfig) -> dict[str, Any]:
+    """JSON schema of a text model's predict body: a list of non-blank strings."""
+    tokens, max_chars = text.token_limit(spec.max_tokens), text.max_chars
+    policy = "refused (422)" if text.over_long == "refuse" else "truncated to that many"
+    item = {
+        "type": "string", "minLength": 1, "maxLength": max_chars, "pattern": r"\S",
+        "description": f"one text; at most {max_chars} characters and {tokens} tokens of the "
+                       f"model's tokenizer ({spec.tokenizer}, special tokens included); a "
+                       f"longer text is {policy}",
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "inputs": {"type": "array", "items": item, "minItems": 1, "maxItems": max_batch}
+        },
+        "example": {"inputs": ["a gripping, beautifully shot film", "a tedious mess"]},
     }

@@ -95,10 +95,25 @@ class MahalanobisDetector(_Detector):
         classifier.spec.validate_batch(x, what="fit data")
         if len(x) < 20:
             raise DataError(f"fit data has {len(x)} samples; need at least 20")
-        self.layer_ = self.layer or classifier.penultimate_layer()
-        feats = classifier.features(x, self.layer_).double()
+        layer = self.layer or classifier.penultimate_layer()
+        feats = classifier.features(x, layer)
         labels = classifier.predict(x) if y is None else y.to(feats.device)
-        fit_idx, cal_idx = _split(len(x), self.calibration_fraction, self.seed)
+        return self.fit_features(feats, labels, layer=layer)
+
+    def fit_features(
+        self, feats: torch.Tensor, labels: torch.Tensor, *, layer: str
+    ) -> MahalanobisDetector:
+        """Fit on already-extracted features ``(N, D)`` named ``layer`` (e.g. the sentence
+        embeddings the gateway computes for a text model, which no module layer holds)."""
+        _check_frr(self.false_rejection_rate)
+        if self.shrinkage < 0:
+            raise ParameterError(f"shrinkage must be >= 0, got {self.shrinkage}")
+        if len(feats) < 20:
+            raise DataError(f"fit data has {len(feats)} samples; need at least 20")
+        self.layer_ = layer
+        feats = feats.flatten(1).double()
+        labels = labels.to(feats.device)
+        fit_idx, cal_idx = _split(len(feats), self.calibration_fraction, self.seed)
         f, lab = feats[fit_idx], labels[fit_idx]
         classes = torch.unique(lab)
         means = torch.stack([f[lab == c].mean(0) for c in classes])
@@ -183,6 +198,18 @@ class EnergyDetector(_Detector):
             raise DataError(f"fit data has {len(x)} samples; need at least 20")
         _, cal_idx = _split(len(x), self.calibration_fraction, self.seed)
         self._calibrate(self.score_logits(classifier.logits(x[cal_idx])))
+        return self
+
+    def fit_logits(self, logits: torch.Tensor) -> EnergyDetector:
+        """Calibrate on the logits ``(N, C)`` of in-distribution data (a text model's, say,
+        computed by the caller); a held-out share of them, as `fit` does."""
+        _check_frr(self.false_rejection_rate)
+        if self.temperature <= 0:
+            raise ParameterError(f"temperature must be positive, got {self.temperature}")
+        if len(logits) < 20:
+            raise DataError(f"fit data has {len(logits)} samples; need at least 20")
+        _, cal_idx = _split(len(logits), self.calibration_fraction, self.seed)
+        self._calibrate(self.score_logits(logits[cal_idx]))
         return self
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
