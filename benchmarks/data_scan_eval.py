@@ -78,6 +78,17 @@ def listed(report: dict, finding: str | None = None) -> tuple[set[int], list[str
     return {i for f in severe for i in f["evidence"].get("indices", [])}, [f["id"] for f in severe]
 
 
+def candidates(report: dict) -> list[str]:
+    """``class: share / reclassified / flagged`` of each activation-clustering candidate tested
+    (the per-class table: the rates the doc's thresholds are set against)."""
+    table = next(t for t in report["tables"] if t["id"] == "backdoor-activation-clustering")
+    return [
+        f"{row[1]}: {row[2]} / {row[4]}{' FLAGGED' if row[-1] else ''}"
+        for row in table["rows"]
+        if row[4] != "—"
+    ]
+
+
 def score(flagged: set[int], truth: set[int]) -> str:
     """``precision / recall`` of the listed samples against the poisoned ones."""
     hits = len(flagged & truth)
@@ -94,6 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     rows = []
+    tested: list[tuple[str, str, list[str]]] = []
     for name, split in [(n, s) for n in args.data or SETS for s in range(args.splits)]:
         share = SETS[name][0]
         train, _ = load_builtin(name).split(share, seed=split)
@@ -104,6 +116,7 @@ def main() -> None:
             flagged, ids = listed(report)
             what = f"{where}clean, seed {seed}"
             rows.append((name, what, len(train), 0, len(flagged), ids, "—", "—", "—"))
+            tested.append((name, what, candidates(report)))
         for target, size in POISONS[name]:
             attack = BadNets(target=target, rate=RATE, size=size)
             poisoned = attack.poison(train)
@@ -114,6 +127,7 @@ def main() -> None:
             truth = set(poisoned.poison_index.tolist())
             each = [score(listed(report, f)[0], truth) for f in ("MLW-BKD-010", "MLW-BKD-011")]
             what = f"{where}BadNets {size}-patch -> class {target}"
+            tested.append((name, what, candidates(report)))
             rows.append(
                 (
                     name,
@@ -133,6 +147,9 @@ def main() -> None:
     for name, what, n, poison, flagged, ids, both, ac, ss in rows:
         cells = [name, what, n, poison, flagged, ", ".join(ids) or "none", both, ac, ss]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\nCandidates tested (class: candidate share / reclassified without it):")
+    for name, what, cells in tested:
+        print(f"- {name}, {what}: {'; '.join(cells) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -35,18 +35,17 @@ of one class, 0.0 for the other's). The poison is, however, an outlier mass of i
 *inputs* once their natural spread is robustly whitened (`robust_spectral_z`, SPECTRE's
 whitening): the candidate is the class's samples beyond robust z ``Z_THRESHOLD`` (at least
 ``MIN_OUTLIERS`` of them, under ``size_threshold`` of the class), and it is reported when test
-1 reclassifies at least ``reclass_threshold`` of it; the samples the k-NN reclassified are
-listed. Clean tabular outliers are extreme cases of their own class and keep their label
-(reclassified at most 0.33 over 3 splits x 2 classes, poison 0.60 to 0.91;
-`benchmarks/data_scan_eval.py --splits 3`).
+1 (its k-NN on features standardised over the training set: on their raw scales a few
+wide features decide the neighbours) reclassifies at least ``reclass_threshold`` of it; the
+samples the k-NN reclassified are listed. Clean tabular outliers are extreme cases of their
+own class and keep their label (see docs/backdoors.md for the measured rates).
 
 scikit-learn does the PCA, k-means, silhouette, minimum covariance determinant and nearest
-neighbours. The relative-size
-rule assumes the poison is under ``size_threshold`` of its class: when an attacker floods
-a class (more than a third of it poisoned) the split is balanced and the rule stays
-silent. ``clusters_`` keeps every class's candidate (smaller cluster, or input outlier mass
-on tabular data), flagged or not, ``tabular_`` says which path ran, and
-``class_stats_`` every measured statistic, for inspection.
+neighbours. The relative-size rule assumes the poison is under ``size_threshold`` of its
+class: when an attacker floods a class (more than a third of it poisoned) the split is
+balanced and the rule stays silent. ``clusters_`` keeps every class's candidate (smaller
+cluster, or input outlier mass on tabular data), flagged or not, ``tabular_`` says which
+path ran, and ``class_stats_`` every measured statistic, for inspection.
 """
 
 from __future__ import annotations
@@ -160,12 +159,14 @@ class ActivationClustering:
         poisoned: list[int] = []
         clusters: dict[int, torch.Tensor] = {}
         tabular = x.dim() == 2
+        if tabular:  # features on their own scales: the k-NN compares standardised ones
+            scaled = (inputs - inputs.mean(0)) / np.maximum(inputs.std(0), 1e-12)
         for cls in torch.unique(y).tolist():
             idx = torch.nonzero(y == cls).flatten()
             if len(idx) < 2 * self.n_components:
                 continue
             if tabular:
-                members, stats[cls], flagged = self._tabular_class(inputs, labels, idx, cls)
+                members, stats[cls], flagged = self._tabular_class(inputs, scaled, labels, idx, cls)
                 clusters[cls] = idx[members]
                 if flagged.any():
                     poisoned.append(cls)
@@ -208,17 +209,22 @@ class ActivationClustering:
         return self
 
     def _tabular_class(
-        self, inputs: np.ndarray, labels: np.ndarray, idx: torch.Tensor, cls: int
+        self,
+        inputs: np.ndarray,
+        scaled: np.ndarray,
+        labels: np.ndarray,
+        idx: torch.Tensor,
+        cls: int,
     ) -> tuple[torch.Tensor, dict[str, float], np.ndarray]:
         """Candidate (positions in ``idx``: the robustly whitened input outlier mass), its
-        statistics and, per candidate, whether it is reported (reclassified, and the
-        candidate as a whole passed test 1)."""
+        statistics and, per candidate, whether it is reported (reclassified by the k-NN on
+        the standardised ``scaled`` inputs, and the candidate as a whole passed test 1)."""
         z = robust_spectral_z(inputs[idx.numpy()], self.n_components, self.seed)
         members = torch.from_numpy(np.nonzero(z > Z_THRESHOLD)[0])
         stat = {"relative_size": len(members) / len(idx)}
         flagged = np.zeros(len(members), dtype=bool)
         if MIN_OUTLIERS <= len(members) < self.size_threshold * len(idx):
-            moved = reclassified(inputs, labels, idx[members].numpy(), cls, self.n_neighbors)
+            moved = reclassified(scaled, labels, idx[members].numpy(), cls, self.n_neighbors)
             stat["reclassification"] = float(moved.mean())
             if stat["reclassification"] >= self.reclass_threshold:
                 flagged = moved
