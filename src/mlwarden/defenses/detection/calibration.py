@@ -18,6 +18,9 @@ times (1 + `MARGIN`). Reproduce them with::
 which trains (cached under /tmp/detect-zoo) and scans the zoo with the defaults of
 ``mlwarden backdoor detect`` (`BackdoorSettings()`, ``--seed 0``, the 450 held-out
 digits) and prints the per-model statistics, the largest clean value and the cut.
+
+The transfer audit's inheritance margins (`INHERITANCE`) follow the same rule on the excess
+attack success rate of students of clean teachers (`benchmarks/inheritance_calibrate.py`).
 """
 
 from __future__ import annotations
