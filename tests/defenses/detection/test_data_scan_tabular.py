@@ -59,7 +59,7 @@ def test_tabular_badnets_poison_is_found(bc_poisoned) -> None:
     assert finding.evidence["classes"] == [poisoned.target]
     listed = set(finding.evidence["indices"])
     truth = set(poisoned.poison_index.tolist())
-    # measured 0.75 and 1.00 recall, precision 1.00 (benchmarks/data_scan_eval.py)
+    # measured recall 0.90 and 0.95, precision 1.00 (benchmarks/data_scan_eval.py)
     assert len(listed & truth) / len(truth) >= 0.5
     assert len(listed & truth) / len(listed) >= 0.9
 
