@@ -6,6 +6,10 @@ poisoned samples are scored against what the report lists (every detector's find
 above medium). Trained files are cached in ``--cache`` (default /tmp/datascan-cache).
 
     OMP_NUM_THREADS=1 python benchmarks/data_scan_eval.py
+    OMP_NUM_THREADS=1 python benchmarks/data_scan_eval.py --data breast_cancer --splits 3
+
+``--splits N`` repeats every row on the training splits of seeds 0..N-1 (clean false alarms
+and recall over more than one draw of the data).
 """
 
 from __future__ import annotations
@@ -74,6 +78,17 @@ def listed(report: dict, finding: str | None = None) -> tuple[set[int], list[str
     return {i for f in severe for i in f["evidence"].get("indices", [])}, [f["id"] for f in severe]
 
 
+def candidates(report: dict) -> list[str]:
+    """``class: share / reclassified / flagged`` of each activation-clustering candidate tested
+    (the per-class table: the rates the doc's thresholds are set against)."""
+    table = next(t for t in report["tables"] if t["id"] == "backdoor-activation-clustering")
+    return [
+        f"{row[1]}: {row[2]} / {row[4]}{' FLAGGED' if row[-1] else ''}"
+        for row in table["rows"]
+        if row[4] != "—"
+    ]
+
+
 def score(flagged: set[int], truth: set[int]) -> str:
     """``precision / recall`` of the listed samples against the poisoned ones."""
     hits = len(flagged & truth)
@@ -85,28 +100,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/datascan-cache"))
     parser.add_argument("--clean-seeds", type=int, default=3)
+    parser.add_argument("--splits", type=int, default=1, help="training splits (seeds 0..N-1)")
+    parser.add_argument("--data", choices=tuple(SETS), action="append", help="default: all")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, (share, _, _) in SETS.items():
-        train, _ = load_builtin(name).split(share, seed=0)
+    tested: list[tuple[str, str, list[str]]] = []
+    for name, split in [(n, s) for n in args.data or SETS for s in range(args.splits)]:
+        share = SETS[name][0]
+        train, _ = load_builtin(name).split(share, seed=split)
+        where = f"split {split}, " if args.splits > 1 else ""
         for seed in range(args.clean_seeds):
-            tag = f"{name}-clean-s{seed}"
+            tag = f"{name}-sp{split}-clean-s{seed}"
             report = scan(*prepare(name, train, seed, tag, args.cache), args.cache / f"{tag}.json")
             flagged, ids = listed(report)
-            rows.append(
-                (name, f"clean, seed {seed}", len(train), 0, len(flagged), ids, "—", "—", "—")
-            )
+            what = f"{where}clean, seed {seed}"
+            rows.append((name, what, len(train), 0, len(flagged), ids, "—", "—", "—"))
+            tested.append((name, what, candidates(report)))
         for target, size in POISONS[name]:
             attack = BadNets(target=target, rate=RATE, size=size)
             poisoned = attack.poison(train)
-            tag = f"{name}-badnets-t{target}-s{size}"
+            tag = f"{name}-sp{split}-badnets-t{target}-s{size}"
             paths = prepare(name, poisoned.data, 0, tag, args.cache)
             report = scan(*paths, args.cache / f"{tag}.json")
             flagged, ids = listed(report)
             truth = set(poisoned.poison_index.tolist())
             each = [score(listed(report, f)[0], truth) for f in ("MLW-BKD-010", "MLW-BKD-011")]
-            what = f"BadNets {size}-patch -> class {target}"
+            what = f"{where}BadNets {size}-patch -> class {target}"
+            tested.append((name, what, candidates(report)))
             rows.append(
                 (
                     name,
@@ -126,6 +147,9 @@ def main() -> None:
     for name, what, n, poison, flagged, ids, both, ac, ss in rows:
         cells = [name, what, n, poison, flagged, ", ".join(ids) or "none", both, ac, ss]
         print("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\nCandidates tested (class: candidate share / reclassified without it):")
+    for name, what, cells in tested:
+        print(f"- {name}, {what}: {'; '.join(cells) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.seeding import make_generator
 from mlwarden.core.spec import InputSpec
+from mlwarden.defenses.detection.calibration import INHERITANCE
 
 ATLAS = ["AML.T0018.000"]
 OWASP = ["ML07", "ML10"]  # Transfer Learning Attack, Model Poisoning
@@ -62,11 +63,11 @@ FINE_TUNING_NEEDS = (Capability.TRAINABLE,)
 """Training a student copies the teacher's weights and fine-tunes them."""
 
 
-INHERITANCE_MARGIN = 0.2
+INHERITANCE_MARGIN = INHERITANCE.medium
 """Excess ASR (student ASR minus the baseline) above which the student is said to inherit
-the backdoor (MEDIUM). Half a percent of 400 audit samples is noise; 0.2 is 80 inputs."""
-INHERITANCE_HIGH = 0.5
-"""Excess ASR from which the inheritance is HIGH: the trigger works on most inputs."""
+the backdoor (MEDIUM): calibrated on clean teacher -> student pairs (`INHERITANCE`)."""
+INHERITANCE_HIGH = INHERITANCE.high
+"""Excess ASR from which the inheritance is HIGH (`INHERITANCE`)."""
 TRANSFER_ALERT = 0.5
 """Adversarial transfer rate above which MLW-BKD-031 is raised."""
 NOT_MEASURED = "n/a"  # no trigger known: the table title and MLW-BKD-034 say so

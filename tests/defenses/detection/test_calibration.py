@@ -7,6 +7,8 @@ the conftest zoo: clean models are not flagged, backdoored ones are, with their 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -195,3 +197,14 @@ def test_cli_detect_with_defaults_clears_the_clean_demo_student(demo_files) -> N
     assert exc.value.code == 0
     assert report["subject"]["threshold"] == "calibrated"
     assert report["metrics"]["backdoor.detected"] == 0
+
+
+def test_inheritance_margins_follow_the_detector_rule_and_are_the_ones_in_use() -> None:
+    from mlwarden.defenses.detection.calibration import FAR_FACTOR, INHERITANCE, MARGIN
+    from mlwarden.evaluation import transfer
+
+    cut = INHERITANCE
+    assert cut.medium == math.ceil(cut.largest_clean * (1 + MARGIN) * 100) / 100
+    assert cut.high == math.ceil(FAR_FACTOR * cut.medium * 100) / 100
+    assert cut.false_positives == 0 and cut.largest_clean < cut.medium < cut.high
+    assert (transfer.INHERITANCE_MARGIN, transfer.INHERITANCE_HIGH) == (cut.medium, cut.high)

@@ -27,11 +27,25 @@ paper's relative size, 0.35) and the split is separated (silhouette above
    of their class (gap at most 0.19 over 8 such clean clusters, 0.52 and 0.70 for two
    BadNets clusters; `benchmarks/data_scan_eval.py`, per-class tables).
 
-scikit-learn does the PCA, k-means, silhouette and nearest neighbours. The relative-size
-rule assumes the poison is under ``size_threshold`` of its class: when an attacker floods
-a class (more than a third of it poisoned) the split is balanced and the rule stays
-silent. ``clusters_`` keeps every class's smaller cluster, flagged or not, and
-``class_stats_`` every measured statistic, for inspection.
+**Tabular inputs** (shape ``(F,)``) take another path, because neither the split nor test 2
+means anything there. On 5%-BadNets breast_cancer (a run of 3 features set to 1, 0, 1) the
+MLP's activations put the poison in no 2-means cluster (at most 22% poison in any cluster) and
+the saturating feature sum pushes every sample to one class (persistence 1.0 for both clusters
+of one class, 0.0 for the other's). The poison is, however, an outlier mass of its class's
+*inputs* once their natural spread is robustly whitened (`robust_spectral_z`, SPECTRE's
+whitening): the candidate is the class's samples beyond robust z ``Z_THRESHOLD`` (at least
+``MIN_OUTLIERS`` of them, under ``size_threshold`` of the class), and it is reported when test
+1 (its k-NN on features standardised over the training set: on their raw scales a few
+wide features decide the neighbours) reclassifies at least ``reclass_threshold`` of it; the
+samples the k-NN reclassified are listed. Clean tabular outliers are extreme cases of their
+own class and keep their label (see docs/backdoors.md for the measured rates).
+
+scikit-learn does the PCA, k-means, silhouette, minimum covariance determinant and nearest
+neighbours. The relative-size rule assumes the poison is under ``size_threshold`` of its
+class: when an attacker floods a class (more than a third of it poisoned) the split is
+balanced and the rule stays silent. ``clusters_`` keeps every class's candidate (smaller
+cluster, or input outlier mass on tabular data), flagged or not, ``tabular_`` says which
+path ran, and ``class_stats_`` every measured statistic, for inspection.
 """
 
 from __future__ import annotations
@@ -45,6 +59,11 @@ from mlwarden.core.contract import Capability
 from mlwarden.core.errors import ParameterError
 from mlwarden.core.seeding import make_generator
 from mlwarden.defenses.detection._features import class_representations
+from mlwarden.defenses.detection.spectral_signatures import (
+    MIN_OUTLIERS,
+    Z_THRESHOLD,
+    robust_spectral_z,
+)
 
 
 def exclusion_reclassification(
@@ -52,14 +71,23 @@ def exclusion_reclassification(
 ) -> float:
     """Share of ``members`` that a ``n_neighbors``-NN fitted on every other sample labels
     differently from ``label`` (Chen et al.'s exclusionary reclassification)."""
+    moved = reclassified(inputs, labels, members, label, n_neighbors)
+    return float(moved.mean()) if len(moved) else 0.0
+
+
+def reclassified(
+    inputs: np.ndarray, labels: np.ndarray, members: np.ndarray, label: int, n_neighbors: int = 5
+) -> np.ndarray:
+    """Per member: does a ``n_neighbors``-NN fitted on every other sample label it otherwise
+    than ``label``? (All False when too few samples remain to fit it.)"""
     from sklearn.neighbors import KNeighborsClassifier
 
     rest = np.setdiff1d(np.arange(len(labels)), members)
     if len(members) == 0 or len(rest) < n_neighbors:
-        return 0.0
+        return np.zeros(len(members), dtype=bool)
     flat = inputs.reshape(len(inputs), -1)
     knn = KNeighborsClassifier(n_neighbors=n_neighbors).fit(flat[rest], labels[rest])
-    return float((knn.predict(flat[members]) != label).mean())
+    return knn.predict(flat[members]) != label
 
 
 class ActivationClustering:
@@ -130,9 +158,19 @@ class ActivationClustering:
         stats: dict[int, dict[str, float]] = {}
         poisoned: list[int] = []
         clusters: dict[int, torch.Tensor] = {}
+        tabular = x.dim() == 2
+        if tabular:  # features on their own scales: the k-NN compares standardised ones
+            scaled = (inputs - inputs.mean(0)) / np.maximum(inputs.std(0), 1e-12)
         for cls in torch.unique(y).tolist():
             idx = torch.nonzero(y == cls).flatten()
             if len(idx) < 2 * self.n_components:
+                continue
+            if tabular:
+                members, stats[cls], flagged = self._tabular_class(inputs, scaled, labels, idx, cls)
+                clusters[cls] = idx[members]
+                if flagged.any():
+                    poisoned.append(cls)
+                    suspicious[idx[members][torch.from_numpy(flagged)]] = True
                 continue
             acts = feats[idx].numpy().astype(np.float64)
             acts = acts[:, acts.std(0) > 1e-8]  # dead units carry nothing
@@ -163,11 +201,34 @@ class ActivationClustering:
                     poisoned.append(cls)
                     suspicious[members] = True
             stats[cls] = stat
+        self.tabular_ = tabular
         self.class_stats_ = stats
         self.clusters_ = clusters
         self.poisoned_classes_ = poisoned
         self.suspicious_ = suspicious
         return self
+
+    def _tabular_class(
+        self,
+        inputs: np.ndarray,
+        scaled: np.ndarray,
+        labels: np.ndarray,
+        idx: torch.Tensor,
+        cls: int,
+    ) -> tuple[torch.Tensor, dict[str, float], np.ndarray]:
+        """Candidate (positions in ``idx``: the robustly whitened input outlier mass), its
+        statistics and, per candidate, whether it is reported (reclassified by the k-NN on
+        the standardised ``scaled`` inputs, and the candidate as a whole passed test 1)."""
+        z = robust_spectral_z(inputs[idx.numpy()], self.n_components, self.seed)
+        members = torch.from_numpy(np.nonzero(z > Z_THRESHOLD)[0])
+        stat = {"relative_size": len(members) / len(idx)}
+        flagged = np.zeros(len(members), dtype=bool)
+        if MIN_OUTLIERS <= len(members) < self.size_threshold * len(idx):
+            moved = reclassified(scaled, labels, idx[members].numpy(), cls, self.n_neighbors)
+            stat["reclassification"] = float(moved.mean())
+            if stat["reclassification"] >= self.reclass_threshold:
+                flagged = moved
+        return members, stat, flagged
 
     def _persistence(
         self,

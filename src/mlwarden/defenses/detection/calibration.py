@@ -18,6 +18,9 @@ times (1 + `MARGIN`). Reproduce them with::
 which trains (cached under /tmp/detect-zoo) and scans the zoo with the defaults of
 ``mlwarden backdoor detect`` (`BackdoorSettings()`, ``--seed 0``, the 450 held-out
 digits) and prints the per-model statistics, the largest clean value and the cut.
+
+The transfer audit's inheritance margins (`INHERITANCE`) follow the same rule on the excess
+attack success rate of students of clean teachers (`benchmarks/inheritance_calibrate.py`).
 """
 
 from __future__ import annotations
@@ -74,6 +77,35 @@ CUTS: dict[str, Cut] = {
     "universal_perturbation": Cut("median / min perturbation L2 norm", 1.48, 1.338, 0, 14),
     JOINT: Cut("product of both ratios at one class", 3.17, 2.875, 0, 14),
 }
+
+
+@dataclass(frozen=True)
+class InheritanceCut:
+    """The excess-ASR cuts of the transfer audit's inheritance verdict (MLW-BKD-030), set by
+    the rule of the detector cuts on clean teacher -> student pairs: ``medium`` = largest
+    clean excess x (1 + `MARGIN`), ``high`` = `FAR_FACTOR` x ``medium``, rounded up to 2
+    decimals."""
+
+    medium: float
+    high: float
+    largest_clean: float
+    clean_pairs: int
+    false_positives: int
+
+
+# Measured by benchmarks/inheritance_calibrate.py (``--seeds 5``): 5 SmallCNN teachers
+# trained on one half of digits; on the other half, one student per strategy of ``mlwarden
+# transfer --strategy compare`` (TransferSettings() defaults) and the from-scratch reference,
+# each student audited with BadNets 3x3 patch triggers on all 10 classes (what --trigger /
+# --target hands in): 300 clean pairs. Largest clean excess 0.223 (a dp student, trigger
+# on class 6: ASR 0.38 against the reference's 0.15), which the old uncalibrated margin 0.2
+# flagged; without dp the largest is 0.074. Students of 5 BadNets teachers (rate 0.1):
+# last_k and full 0.92 to 1.00 (all high), linear_probe 0.30 to 0.80 (all over the cut),
+# full_reinit 2 of 5 over (0.26, 0.27), fineprune 1 of 5 (0.52; the others 0.11 to 0.17,
+# partial inheritance that 0.2 missed too), dp none (at most 0.03).
+INHERITANCE = InheritanceCut(
+    medium=0.25, high=0.38, largest_clean=0.223, clean_pairs=300, false_positives=0
+)
 
 
 def size_ratios(sizes: torch.Tensor) -> torch.Tensor:

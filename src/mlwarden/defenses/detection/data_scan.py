@@ -18,7 +18,11 @@ from mlwarden.core.errors import ParameterError
 from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.defenses.detection.activation_clustering import ActivationClustering
 from mlwarden.defenses.detection.model_scan import require_detectors
-from mlwarden.defenses.detection.spectral_signatures import SpectralSignatures
+from mlwarden.defenses.detection.spectral_signatures import (
+    MIN_OUTLIERS,
+    Z_THRESHOLD,
+    SpectralSignatures,
+)
 
 if TYPE_CHECKING:
     from mlwarden.io.dataset import Dataset
@@ -120,7 +124,8 @@ def data_report(
     """Findings listing the suspicious sample indices of each detector that found evidence.
 
     Activation clustering reports a class only when its small cluster passed every test
-    (size, silhouette, exclusionary reclassification, trigger persistence); spectral
+    (size, silhouette, exclusionary reclassification, trigger persistence; on tabular data
+    the input outlier mass and reclassification, `ActivationClustering`); spectral
     signatures only when a class has an outlier mass, as a low finding (alone it has not
     separated poison in our measurements). Otherwise the table (and, for spectral
     signatures, an info finding) records what was measured.
@@ -153,7 +158,7 @@ def _clustering_findings(
             c,
             class_names[c],
             round(s["relative_size"], 3),
-            round(s["silhouette"], 3),
+            cell(s, "silhouette"),
             cell(s, "reclassification"),
             cell(s, "persistence"),
             cell(s, "persistence_main"),
@@ -168,7 +173,7 @@ def _clustering_findings(
             columns=[
                 "class",
                 "name",
-                "smaller cluster share",
+                "candidate share (smaller cluster; input outlier mass if tabular)",
                 "silhouette",
                 "reclassified without it",
                 "label kept when superimposed",
@@ -183,29 +188,45 @@ def _clustering_findings(
     per_class = {
         class_names[c]: {
             "size": len(det.clusters_[c]),
+            "listed": int(det.suspicious_[det.clusters_[c]].sum()),
             **{k: round(v, 4) for k, v in det.class_stats_[c].items()},
         }
         for c in det.poisoned_classes_
     }
+    classes = ", ".join(class_names[c] for c in det.poisoned_classes_)
+    reclass = (
+        f"is reclassified to other classes by a {det.n_neighbors}-NN on the inputs fitted "
+        f"without it (at least {det.reclass_threshold:.0%})"
+    )
+    if det.tabular_:
+        title = f"Training data looks poisoned: {len(idx)} outlying samples labelled unlike "
+        title += "their neighbours"
+        detail = (
+            f"in class {classes} an outlier mass of the robustly whitened inputs (at least "
+            f"{MIN_OUTLIERS} samples beyond robust z = {Z_THRESHOLD:g}, under "
+            f"{det.size_threshold:.0%} of the class) {reclass}: samples of other classes "
+            "carrying a shared deviation and relabelled to this one. The samples the k-NN "
+            "reclassified are listed. Inspect and remove them, then retrain."
+        )
+    else:
+        title = f"Training data looks poisoned: {len(idx)} samples in a separate activation "
+        title += "cluster"
+        detail = (
+            f"in class {classes} a small, separated activation cluster (under "
+            f"{det.size_threshold:.0%} of the class, silhouette over "
+            f"{det.silhouette_threshold:g}) {reclass} and keeps its label under "
+            f"superimposition {det.persistence_margin:g} more often than the rest of its "
+            "class: the signature of a trigger relabelled to the class. Inspect and remove "
+            "the listed samples, then retrain."
+        )
     report.add(
         Finding(
             id="MLW-BKD-010",
             severity=Severity.HIGH,
             check=check,
             location=subject,
-            title=f"Training data looks poisoned: {len(idx)} samples in a separate "
-            "activation cluster",
-            detail=(
-                "in class "
-                + ", ".join(class_names[c] for c in det.poisoned_classes_)
-                + f" a small, separated activation cluster (under {det.size_threshold:.0%} of "
-                f"the class, silhouette over {det.silhouette_threshold:g}) is reclassified to "
-                f"other classes by a {det.n_neighbors}-NN fitted without it (at least "
-                f"{det.reclass_threshold:.0%}) and keeps its label under superimposition "
-                f"{det.persistence_margin:g} more often than the rest of its class: the "
-                "signature of a trigger relabelled to the class. Inspect and remove the listed "
-                "samples, then retrain."
-            ),
+            title=title,
+            detail=detail,
             evidence={
                 "classes": det.poisoned_classes_,
                 "per_class": per_class,

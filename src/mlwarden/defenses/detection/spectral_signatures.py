@@ -15,17 +15,30 @@ projections ``p = (r - mean) . v`` of a class, their robust z-scores
 digits SmallCNNs and three breast-cancer MLPs no class had 3 samples beyond z = 4,
 `benchmarks/data_scan_eval.py`).
 ``outliers_`` marks those samples, at most the ``1.5 * eps`` most extreme of each class.
+
+`robust_spectral_z` is the same projection after a *robust* whitening of the class (Hayase,
+Kong, Somani and Oh, "SPECTRE: Defending Against Backdoor Attacks Using Robust Statistics",
+ICML 2021: the covariance of the clean majority, estimated with the minimum covariance
+determinant, is whitened away, so the direction left with the most spread is the poison's
+rather than the class's natural variation). Activation clustering uses it on tabular inputs,
+where it is the candidate that the exclusionary-reclassification test confirms.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from mlwarden.core.contract import Capability
 from mlwarden.core.errors import ParameterError
 from mlwarden.defenses.detection._features import class_representations
+
+Z_THRESHOLD = 4.0
+"""Robust z beyond which a sample belongs to an outlier mass (set on clean models)."""
+MIN_OUTLIERS = 3
+"""Samples beyond ``Z_THRESHOLD`` that make an outlier mass."""
 
 
 class SpectralSignatures:
@@ -40,8 +53,8 @@ class SpectralSignatures:
         self,
         eps: float = 0.1,
         removal_factor: float = 1.5,
-        z_threshold: float = 4.0,
-        min_outliers: int = 3,
+        z_threshold: float = Z_THRESHOLD,
+        min_outliers: int = MIN_OUTLIERS,
         layer: str | None = None,
         batch_size: int = 256,
     ) -> None:
@@ -114,3 +127,32 @@ def robust_z(values: torch.Tensor) -> torch.Tensor:
     median = values.median()
     mad = (values - median).abs().median() * 1.4826
     return (values - median).abs() / mad.clamp_min(1e-12)
+
+
+def robust_spectral_z(values: np.ndarray, n_components: int = 10, seed: int = 0) -> np.ndarray:
+    """Robust z of each row along the top singular direction of the robustly whitened rows
+    (SPECTRE's whitening, Hayase et al. 2021): PCA to ``n_components``, the minimum
+    covariance determinant's location and covariance of the majority, whitening by that
+    covariance, then `robust_z` of the projection. Zeros when the rows span no direction."""
+    import warnings
+
+    from sklearn.covariance import MinCovDet
+    from sklearn.decomposition import PCA
+
+    rows = values.reshape(len(values), -1).astype(np.float64)
+    rows = rows[:, rows.std(0) > 1e-8]
+    dims = min(n_components, rows.shape[1], len(rows) - 2)
+    if dims < 1:
+        return np.zeros(len(values))
+    reduced = PCA(n_components=dims, random_state=seed).fit_transform(rows)
+    with warnings.catch_warnings():  # a rank-deficient majority warns; pinv copes with it
+        warnings.simplefilter("ignore")
+        mcd = MinCovDet(random_state=seed).fit(reduced)
+    evals, evecs = np.linalg.eigh(mcd.covariance_)
+    keep = evals > 1e-12 * max(float(evals.max()), 1e-300)
+    if not keep.any():
+        return np.zeros(len(values))
+    whitened = (reduced - mcd.location_) @ (evecs[:, keep] / np.sqrt(evals[keep]))
+    centred = whitened - whitened.mean(0, keepdims=True)
+    _, _, vh = np.linalg.svd(centred, full_matrices=False)
+    return robust_z(torch.from_numpy(whitened @ vh[0])).numpy()
