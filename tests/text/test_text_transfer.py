@@ -240,3 +240,22 @@ def test_cli_trains_and_saves_a_student_folder(cli, minilm_path, reviews_jsonl, 
     assert doc["subject"]["epochs"] == TransferSettings.TEXT_EPOCHS
     assert AutoConfig.from_pretrained(out_dir).id2label == {0: "negative", 1: "positive"}
     assert (out_dir / SPEC_FILE).is_file()
+
+
+def test_run_transfer_audits_a_given_text_student(minilm, probe_student, reviews):
+    report = Report(title="t")
+    data = reviews.take(30)
+    run = run_transfer(
+        minilm, data, TransferSettings(), report=report, student=probe_student.classifier
+    )
+    assert run.student is None and run.test_samples == 30
+    assert report.metrics["transfer.weight_divergence"] == 0.0
+    assert report.metrics["transfer.feature_divergence"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ParameterError, match="strategy shape"):
+        run_transfer(
+            minilm,
+            data,
+            TransferSettings(strategy="full"),
+            report=Report(),
+            student=probe_student.classifier,
+        )
