@@ -153,6 +153,9 @@ def transfer_command(
 
     text = is_hf_folder(teacher)
     _refuse_mixed(teacher, data, text)
+    if text and student_out is not None and student_out.exists():
+        if not student_out.is_dir() or any(student_out.iterdir()):  # refused before training
+            raise ParameterError(f"--student-out '{student_out}' exists and is not an empty folder")
     if text:
         loaded, dataset = _load_text_subject(
             teacher,
