@@ -109,7 +109,7 @@ def test_last_k_trains_only_the_top_layer_pooler_and_head(minilm, review_split):
 
 def test_fineprune_zeroes_the_dormant_ffn_neurons_of_the_last_layer(minilm, review_split):
     result = _train(minilm, review_split, "fineprune")
-    up = result.classifier.model.bert.encoder.layer[5].intermediate.dense
+    up = result.classifier.model.bert.encoder.layer[5].intermediate.dense.requires_grad_(False)
     pruned = result.details["pruned_index"]
     assert result.details["layer"] == "bert.encoder.layer.5.intermediate.dense"
     assert len(pruned) == result.details["pruned_neurons"] == 768  # half of 1536
