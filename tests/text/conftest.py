@@ -187,3 +187,46 @@ def text_victim(text_victim_path: Path):
     from mlwarden.io import load_model
 
     return load_model(text_victim_path, device="cpu")
+
+
+# -- students of MiniLM (tests/text/test_text_transfer.py; reusable) ---------------------------
+@pytest.fixture(scope="session")
+def reviews(reviews_jsonl: Path):
+    """The 500 real reviews as a `TextDataset` (classes negative, positive)."""
+    from mlwarden.io import load_text_data
+
+    return load_text_data(reviews_jsonl, text_column="review", label_column="sentiment")
+
+
+@pytest.fixture(scope="session")
+def review_split(reviews):
+    """(held-out 150, train 350) of the reviews, stratified, seed 0."""
+    return reviews.split(0.3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def probe_student(minilm, review_split):
+    """A linear-probe student of MiniLM (`TextStudentResult`) fitted on the 350 training
+    reviews: a `TextClassifier` (``BertForSequenceClassification``) whose trunk is MiniLM's."""
+    from mlwarden.defenses.training.text_students import train_text_student
+
+    train = review_split[1]
+    return train_text_student(
+        minilm,
+        list(train.texts),
+        train.labels,
+        train.class_names,
+        strategy="linear_probe",
+        epochs=1,
+        lr=1e-4,
+    )
+
+
+@pytest.fixture(scope="session")
+def student_folder(tmp_path_factory, probe_student) -> Path:
+    """`probe_student` saved as a Hugging Face folder (safetensors, tokenizer, mlwarden spec)."""
+    from mlwarden.io.hf import save_text_classifier
+
+    folder = tmp_path_factory.mktemp("students") / "minilm-probe"
+    save_text_classifier(probe_student.classifier, folder)
+    return folder

@@ -4,11 +4,16 @@ A thin adapter: the flags override `TransferSettings` (where every default lives
 `run_transfer` does the work, the same runner the ``transfer`` audit check calls. A flag
 left out keeps the settings' default. ``--student`` audits a student trained elsewhere
 instead of training one (the check's ``teacher`` mode).
+
+A Hugging Face model folder as ``--teacher`` takes the text path: ``--data`` is labelled
+text (``--text-column``/``--label-column``), the students are sequence classifiers and
+``--student-out`` writes a Hugging Face folder (docs/text.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,10 +34,23 @@ from mlwarden.cli.common import (
 
 def transfer_command(
     teacher: str = typer.Option(
-        ..., "--teacher", "-t", help="Teacher model (.pt2 or weights with --factory)."
+        ...,
+        "--teacher",
+        "-t",
+        help="Teacher model (.pt2, weights with --factory, or a Hugging Face model folder).",
     ),
     data: str = typer.Option(
-        ..., "--data", "-d", help="Student training data (.npz, .npy, .csv, folder, digits)."
+        ...,
+        "--data",
+        "-d",
+        help="Student training data (.npz, .npy, .csv, folder, digits; labelled text "
+        ".jsonl/.csv/.tsv for a model folder).",
+    ),
+    text_column: str = typer.Option(
+        "text", "--text-column", help="Text teachers: the column of the texts."
+    ),
+    label_column: str = typer.Option(
+        "label", "--label-column", help="Text teachers: the column of the labels."
     ),
     student: str | None = typer.Option(
         None,
@@ -68,9 +86,19 @@ def transfer_command(
         help="A known trigger to measure (.npz with arrays 'mask' and 'pattern'), instead of "
         "the one the teacher scan (as `backdoor detect`) finds; with --target.",
     ),
-    target: int | None = typer.Option(None, "--target", help="Target class of --trigger."),
+    trigger_text: str | None = typer.Option(
+        None,
+        "--trigger-text",
+        help="Text teachers: a phrase to insert into held-out texts and measure on the "
+        "student, with --target.",
+    ),
+    target: int | None = typer.Option(
+        None, "--target", help="Target class of --trigger or --trigger-text."
+    ),
     student_out: Path | None = typer.Option(
-        None, "--student-out", help="Write the trained student here (.pt2)."
+        None,
+        "--student-out",
+        help="Write the trained student here (.pt2; a Hugging Face folder for a text teacher).",
     ),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
@@ -96,7 +124,9 @@ def transfer_command(
     from mlwarden.evaluation.transfer import TransferSettings, require_teacher, run_transfer
 
     fail_threshold(fail_on)
-    if (trigger is None) != (target is None):
+    if trigger is not None and trigger_text is not None:
+        raise ParameterError("give --trigger (tensor models) or --trigger-text (text), not both")
+    if (trigger is None and trigger_text is None) != (target is None):
         raise ParameterError("--trigger and --target go together: give both or neither")
     settings = settings_from_flags(
         TransferSettings,
@@ -111,6 +141,7 @@ def transfer_command(
             "samples": samples,
             "scan_steps": scan_steps,
             "trigger": None if trigger is None else str(trigger),
+            "trigger_text": trigger_text,
             "target": target,
         },
     )
@@ -118,19 +149,43 @@ def transfer_command(
         raise ParameterError(
             "--student-out writes a student trained here: not with --student or --strategy compare"
         )
-    loaded, dataset = load_subject(
-        teacher,
-        data,
-        factory=factory,
-        spec=spec,
-        config=config,
-        device=device,
-        allow=allow,
-        samples=None,
-    )
+    from mlwarden.io.hf import is_hf_folder
+
+    text = is_hf_folder(teacher)
+    _refuse_mixed(teacher, data, text)
+    if text and student_out is not None and student_out.exists():
+        if not student_out.is_dir() or any(student_out.iterdir()):  # refused before training
+            raise ParameterError(f"--student-out '{student_out}' exists and is not an empty folder")
+    if text:
+        loaded, dataset = _load_text_subject(
+            teacher,
+            data,
+            text_column,
+            label_column,
+            factory=factory,
+            spec=spec,
+            config=config,
+            device=device,
+            allow=allow,
+        )
+    else:
+        loaded, dataset = load_subject(
+            teacher,
+            data,
+            factory=factory,
+            spec=spec,
+            config=config,
+            device=device,
+            allow=allow,
+            samples=None,
+        )
     assert dataset is not None
     given = None
-    if student is not None:
+    if student is not None and text:
+        from mlwarden.io.models import load_model
+
+        given = load_model(student, device=device, allow=tuple(allow))
+    elif student is not None:
         from mlwarden.io.models import load_model
 
         require_teacher(loaded, trains=False)  # refused before the student is loaded
@@ -158,10 +213,14 @@ def transfer_command(
     if student is not None:
         report.subject["student"] = student
     else:
-        report.subject.update(
-            strategy=settings.strategy, epochs=settings.epochs, train_samples=run.train_samples
-        )
-    if run.student is not None and student_out is not None:
+        report.subject.setdefault("epochs", settings.epochs)  # the text path sets its own
+        report.subject.update(strategy=settings.strategy, train_samples=run.train_samples)
+    if run.student is not None and student_out is not None and text:
+        from mlwarden.io.hf import save_text_classifier
+
+        save_text_classifier(run.student, student_out)
+        report.subject["student"] = str(student_out)
+    elif run.student is not None and student_out is not None:
         from mlwarden.io.export import save_pt2
 
         try:
@@ -182,3 +241,82 @@ def transfer_command(
         for table in report.tables:
             out.print(table_renderable(table))
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
+
+
+def _looks_like_text(data: str) -> bool:
+    from mlwarden.io.text_builtin import is_builtin_text
+    from mlwarden.io.text_data import TEXT_SUFFIXES
+
+    path = Path(data)
+    if not path.exists():
+        return is_builtin_text(data)
+    return path.suffix.lower() in (".jsonl", ".tsv") or (
+        path.suffix.lower() in TEXT_SUFFIXES and not _numeric_csv(path)
+    )
+
+
+def _numeric_csv(path: Path) -> bool:
+    """A tensor .csv holds numbers (features and a label column), a text .csv words."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            handle.readline()  # the header
+            row = handle.readline()
+    except OSError:
+        return True  # let the loader say what is wrong with the file
+    cells = [c.strip() for c in row.split(",") if c.strip()]
+    try:
+        [float(c) for c in cells]
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse_mixed(teacher: str, data: str, text: bool) -> None:
+    """One line for a text teacher with tensor data, or a tensor teacher with text."""
+    from mlwarden.core.errors import ParameterError
+
+    if text and Path(data).suffix.lower() in (".npz", ".npy", ".pt", ".pth"):
+        raise ParameterError(
+            f"--teacher '{teacher}' is a Hugging Face model folder (text); --data '{data}' is "
+            "tensor data: give labelled text (.jsonl, .csv, .tsv)"
+        )
+    if not text and _looks_like_text(data):
+        raise ParameterError(
+            f"--data '{data}' is text; --teacher '{teacher}' is not a Hugging Face model folder "
+            "(a text teacher is a folder with config.json)"
+        )
+
+
+def _load_text_subject(
+    teacher: str,
+    data: str,
+    text_column: str,
+    label_column: str,
+    *,
+    factory: str | None,
+    spec: Path | None,
+    config: Path | None,
+    device: str,
+    allow: list[str],
+) -> tuple[Any, Any]:
+    """The text teacher (the folder gated, under the configuration's signing policy) and its
+    labelled text, checked against the teacher's classes if it has any."""
+    from mlwarden.core.errors import ParameterError
+    from mlwarden.io.models import load_model
+    from mlwarden.io.text_data import load_text_data
+    from mlwarden.supplychain.signing import policy_from_config, using_policy
+
+    if factory is not None or spec is not None:
+        raise ParameterError(
+            "--factory and --spec apply to tensor models; a model folder is its own spec"
+        )
+    policy = policy_from_config(config) if config is not None else None
+    with using_policy(policy):
+        loaded = load_model(teacher, device=device, allow=tuple(allow))
+    dataset = load_text_data(
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        class_names=loaded.spec.class_names,
+    )
+    return loaded, dataset

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -880,7 +880,15 @@ TRAINING_SETTINGS = ("strategy", "epochs", "lr", "k", "epsilon", "test_fraction"
 
 
 class TransferSettings(CheckConfig):
-    """Settings of the transfer audit: ``mlwarden transfer`` flags and ``[checks.transfer]``."""
+    """Settings of the transfer audit: ``mlwarden transfer`` flags and ``[checks.transfer]``.
+
+    A text teacher (`mlwarden.evaluation.text_transfer`) trains with `TEXT_EPOCHS` and
+    `TEXT_LR` unless ``epochs``/``lr`` are set: a transformer fine-tunes in a few epochs at
+    a small learning rate, where the tensor defaults would wreck its weights.
+    """
+
+    TEXT_EPOCHS: ClassVar[int] = 3
+    TEXT_LR: ClassVar[float] = 1e-4
 
     strategy: str = Field(
         "full_reinit", description="fine-tuning strategy of the student, or 'compare' (all)"
@@ -907,6 +915,12 @@ class TransferSettings(CheckConfig):
         description="a known trigger to measure (.npz with 'mask' and 'pattern'), instead of "
         "the teacher scan's; needs target",
     )
+    trigger_text: str | None = Field(
+        None,
+        min_length=1,
+        description="text teachers: a phrase inserted at the start of held-out texts, whose "
+        "success rate on the student is measured; needs target",
+    )
     target: int | None = Field(None, ge=0, description="target class of the given trigger")
     seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
 
@@ -921,7 +935,10 @@ class TransferSettings(CheckConfig):
 
     @model_validator(mode="after")
     def _trigger_with_target(self) -> TransferSettings:
-        if (self.trigger is None) != (self.target is None):
+        if self.trigger is not None and self.trigger_text is not None:
+            raise ValueError("give trigger (tensor models) or trigger_text (text), not both")
+        given = self.trigger is not None or self.trigger_text is not None
+        if given != (self.target is not None):
             raise ValueError("trigger and target go together: give both or neither")
         return self
 
@@ -954,11 +971,13 @@ def require_student(student: Any) -> None:
 
 @dataclass
 class TransferRun:
-    """What `run_transfer` did: the audits by strategy, the student it trained (single
-    strategy only) and the sizes of the training and audit parts of the data."""
+    """What `run_transfer` did: the audits by strategy (`TransferAudit`, or
+    `mlwarden.evaluation.text_transfer.TextTransferAudit` on text), the student it trained
+    (single strategy only; a `TextClassifier` on text) and the sizes of the training and
+    audit parts of the data."""
 
-    audits: dict[str, TransferAudit]
-    student: Classifier | None
+    audits: dict[str, Any]
+    student: Any | None
     train_samples: int
     test_samples: int
 
@@ -978,8 +997,23 @@ def run_transfer(
     """Audit ``student`` against ``teacher`` on ``data``, or, with no student, train one per
     ``settings.strategy`` on part of ``data`` and audit it on the rest; into ``report``.
 
-    ``seed`` is the caller's (``--seed``, the audit's) unless ``settings.seed`` is set.
+    ``seed`` is the caller's (``--seed``, the audit's) unless ``settings.seed`` is set. A
+    text teacher or text data goes to `mlwarden.evaluation.text_transfer.run_text_transfer`.
     """
+    if _is_text(teacher) or _is_text(student) or _is_text_data(data):
+        return _text_branch(
+            teacher,
+            data,
+            settings,
+            report=report,
+            student=student,
+            seed=seed,
+            subject=subject,
+            check=check,
+            progress=progress,
+        )
+    if settings.trigger_text is not None:
+        raise ParameterError("trigger_text applies to text teachers; give trigger (.npz) here")
     if student is not None:
         require_student(student)
     require_teacher(teacher, trains=student is None)
@@ -1087,6 +1121,40 @@ def run_transfer(
     return TransferRun({settings.strategy: audit}, trained.classifier, len(train), len(test))
 
 
+def _is_text(model: Any) -> bool:
+    from mlwarden.core.contract import is_model, offers
+
+    return model is not None and is_model(model) and Capability.TEXT_INPUTS in offers(model)
+
+
+def _is_text_data(data: Any) -> bool:
+    from mlwarden.io.text_data import TextDataset
+
+    return isinstance(data, TextDataset)
+
+
+def _text_branch(teacher: Any, data: Any, settings: TransferSettings, **kw: Any) -> TransferRun:
+    """The text path, after refusing a mix of text and tensors in one line."""
+    from mlwarden.core.contract import describe
+
+    for role, model in (("teacher", teacher), ("student", kw.get("student"))):
+        if model is not None and not _is_text(model):
+            what = "labelled text" if _is_text_data(data) else "a text teacher"
+            raise ParameterError(
+                f"the {role} {describe(model)} (tensor inputs), but the transfer has {what}; "
+                "give a Hugging Face model folder as teacher with text data, or a tensor "
+                "model with tensor data"
+            )
+    if not _is_text_data(data):
+        raise DataError(
+            f"the teacher {describe(teacher)}; its data must be labelled text (.jsonl, .csv, "
+            f".tsv), not {type(data).__name__}"
+        )
+    from mlwarden.evaluation.text_transfer import run_text_transfer
+
+    return run_text_transfer(teacher, data, settings, **kw)
+
+
 def known_trigger(
     teacher: Any,
     data: Dataset,
@@ -1113,15 +1181,18 @@ def transfer_check(ctx: AuditContext, cfg: TransferCheck) -> None:
         if student is None:
             teacher = ctx.model
         else:
-            require_student(student)  # before loading the teacher
+            text = _is_text(student)
+            if not text:
+                require_student(student)  # before loading the teacher
             teacher = load_model(
                 ctx.resolve(cfg.teacher),  # type: ignore[arg-type]
                 factory=cfg.teacher_factory,
-                spec=student.spec,
+                spec=None if text else student.spec,  # a model folder is its own spec
                 device=ctx.device,
                 allow=ctx.allow_imports,
             )
-        require_teacher(teacher, trains=student is None)
+        if not (_is_text(teacher) or _is_text(student)):
+            require_teacher(teacher, trains=student is None)
     except ParameterError as exc:
         raise CheckSkipped(str(exc)) from None
     if cfg.trigger is not None:  # relative to the configuration file, as teacher is

@@ -17,6 +17,13 @@ with ``weights_only=True``. Weights the folder lacks (a head transformers would
 initialise at random) are a load error, not a warning. The spec's ``max_tokens`` is the
 smallest limit the folder states (tokenizer ``model_max_length``, config
 ``max_position_embeddings``, sentence-transformers ``max_seq_length``).
+
+A folder that mlwarden saved (`save_text_classifier`, a trained student) also holds
+`SPEC_FILE`, the model's `TextSpec`: it carries what the folder cannot say by itself (a
+``max_tokens`` narrower than the tokenizer's, the encoder's 256 for a MiniLM student) and
+must agree with everything the folder does say (class names, tokenizer files, vocabulary),
+or the load is refused: a spec file that contradicts its folder was edited or belongs to
+another model.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlwarden.core.errors import ModelLoadError, first_line, require
+from mlwarden.core.errors import InputError, ModelLoadError, first_line, require
 from mlwarden.core.text import Pooling, TextClassifier, TextEncoder, TextSpec
 from mlwarden.io.gate import ensure_safe_folder
 
@@ -48,6 +55,8 @@ TOKENIZER_FILES = (
     "tokenizer.model",
 )
 """Files that decide how text becomes token ids; `tokenizer_sha256` hashes those present."""
+SPEC_FILE = "mlwarden_spec.json"
+"""The `TextSpec` mlwarden writes beside the weights of a folder it saves."""
 _UNLIMITED = 10**6  # transformers' VERY_LARGE_INTEGER stands for "the tokenizer does not say"
 _ST_POOLING = "sentence_transformers.models.Pooling"
 _ST_NORMALIZE = "sentence_transformers.models.Normalize"
@@ -100,13 +109,13 @@ def load_hf_folder(
     target = resolve_device(device)
     base = _spec_fields(folder, config, tokenizer)
     if classifier:
-        spec = TextSpec(**base, class_names=_class_names(config, folder))
+        spec = _saved_spec(folder, TextSpec(**base, class_names=_class_names(config, folder)))
         return TextClassifier(model, tokenizer, spec, name=folder.name, device=target)
     pooling, normalize, assumed = _pooling(folder)
     max_seq = _st_max_seq_length(folder)
     if max_seq is not None:
         base["max_tokens"] = min(base["max_tokens"], max_seq)
-    spec = TextSpec(**base, pooling=pooling, normalize=normalize)
+    spec = _saved_spec(folder, TextSpec(**base, pooling=pooling, normalize=normalize))
     return TextEncoder(
         model, tokenizer, spec, name=folder.name, device=target, spec_assumptions=assumed
     )
@@ -122,6 +131,27 @@ def tokenizer_sha256(folder: str | Path) -> str:
             digest.update(name.encode() + b"\0")
             digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def save_text_classifier(model: TextClassifier, folder: str | Path) -> TextSpec:
+    """Write ``model`` to ``folder`` as a Hugging Face folder: safetensors weights, config,
+    tokenizer files (``model_max_length`` set to ``spec.max_tokens``, so transformers
+    truncates where mlwarden does) and `SPEC_FILE`. Returns the spec written, whose
+    ``tokenizer_sha256`` is that of the saved tokenizer files: `load_hf_folder` gives it back.
+    """
+    import copy
+
+    out = Path(folder)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"'{out}' exists and is not an empty folder; give a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    model.model.save_pretrained(out, safe_serialization=True)
+    tokenizer = copy.deepcopy(model.tokenizer)
+    tokenizer.model_max_length = model.spec.max_tokens
+    tokenizer.save_pretrained(out)
+    spec = model.spec.model_copy(update={"tokenizer_sha256": tokenizer_sha256(out)})
+    (out / SPEC_FILE).write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return spec
 
 
 # -- pieces -----------------------------------------------------------------------------------
@@ -183,6 +213,36 @@ def _from_pretrained(factory: Any, folder: Path, what: str, **kwargs: Any) -> An
                 f"({text}); mlwarden never passes trust_remote_code"
             ) from exc
         raise ModelLoadError(f"cannot load {what} from '{folder}': {text}") from exc
+
+
+def _saved_spec(folder: Path, found: TextSpec) -> TextSpec:
+    """``found`` (what the folder says), narrowed by its `SPEC_FILE` if it has one; a spec
+    file that contradicts the folder is refused."""
+    file = folder / SPEC_FILE
+    if not file.is_file():
+        return found
+    from pydantic import ValidationError
+
+    try:
+        saved = TextSpec.model_validate(_read_json(file))
+    except ValidationError as exc:
+        raise ModelLoadError(f"'{file}' is not a valid text spec: {first_line(exc)}") from exc
+    differ = [
+        name
+        for name in TextSpec.model_fields
+        if name != "max_tokens" and getattr(saved, name) != getattr(found, name)
+    ]
+    if differ:
+        shown = ", ".join(f"{n} {getattr(saved, n)!r} vs {getattr(found, n)!r}" for n in differ)
+        raise ModelLoadError(
+            f"'{file}' contradicts its folder ({shown}): the folder changed after mlwarden saved it"
+        )
+    if saved.max_tokens > found.max_tokens:
+        raise ModelLoadError(
+            f"'{file}' states max_tokens {saved.max_tokens}, more than the folder's limit "
+            f"{found.max_tokens}"
+        )
+    return saved
 
 
 def _check_complete(info: dict[str, Any], folder: Path, classifier: bool) -> None:
@@ -274,7 +334,8 @@ def _pooling(folder: Path) -> tuple[Pooling, bool, tuple[str, ...]]:
     pool_cfg = _read_json(config_file)
     chosen = [mode for key, mode in _POOLING_KEYS.items() if pool_cfg.get(key) is True]
     others = sorted(
-        k for k, v in pool_cfg.items()
+        k
+        for k, v in pool_cfg.items()
         if k.startswith("pooling_mode") and k not in _POOLING_KEYS and v is True
     )
     if others or len(chosen) != 1:
@@ -305,4 +366,10 @@ def _st_max_seq_length(folder: Path) -> int | None:
     return value
 
 
-__all__ = ["is_hf_folder", "load_hf_folder", "tokenizer_sha256"]
+__all__ = [
+    "SPEC_FILE",
+    "is_hf_folder",
+    "load_hf_folder",
+    "save_text_classifier",
+    "tokenizer_sha256",
+]
