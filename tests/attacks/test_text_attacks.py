@@ -104,15 +104,17 @@ def reviews() -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="session")
-def student(tmp_path_factory, minilm_path: Path, reviews):
-    from mlwarden.io import load_model
-
+def student_folder(tmp_path_factory, minilm_path: Path, reviews) -> Path:
     torch.set_num_threads(1)
     texts, labels = zip(*reviews[:TRAIN], strict=True)
-    folder = build_student(
-        minilm_path, list(texts), list(labels), tmp_path_factory.mktemp("student")
-    )
-    return load_model(folder, device="cpu")
+    return build_student(minilm_path, list(texts), list(labels), tmp_path_factory.mktemp("student"))
+
+
+@pytest.fixture(scope="session")
+def student(student_folder: Path):
+    from mlwarden.io import load_model
+
+    return load_model(student_folder, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -232,3 +234,60 @@ def test_bad_constraints_are_refused():
         TextConstraints(max_words_share=0)
     with pytest.raises(ParameterError, match="queries"):
         TextConstraints(queries=0)
+
+
+def test_evaluate_robustness_runs_the_text_preset(tmp_path, student_folder, victims):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlwarden.cli.main import app
+
+    texts, labels = victims
+    data = tmp_path / "reviews.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": t, "label": CLASS_NAMES[y]}) + "\n"
+            for t, y in zip(texts[:4], labels[:4], strict=True)
+        )
+    )
+    out = tmp_path / "report.json"
+    args = ["evaluate", "robustness", "--model", str(student_folder), "--data", str(data)]
+    res = CliRunner().invoke(
+        app, [*args, "--format", "json", "-o", str(out), "--no-progress", "--fail-on", "never"]
+    )
+    assert res.exit_code == 0, (res.output, res.exception)
+    report = json.loads(out.read_text())
+    assert report["subject"]["preset"] == "text"
+    assert report["metrics"]["evasion.text.attack_success_rate"] > 0
+    tables = {t["id"]: t for t in report["tables"]}
+    assert [r[0] for r in tables["evasion-text-cost-text"]["rows"]][0] == "hotflip"
+    examples = tables["evasion-text-examples-text"]["rows"]
+    assert examples and all(r[1] != r[2] for r in examples)
+
+
+def test_evaluate_robustness_refuses_an_image_preset_on_a_text_model(tmp_path, student_folder):
+    from typer.testing import CliRunner
+
+    from mlwarden.cli.main import app
+    from mlwarden.core.errors import ParameterError
+
+    data = tmp_path / "reviews.jsonl"
+    data.write_text('{"text": "a fine film", "label": "positive"}\n')
+    args = ["evaluate", "robustness", "--model", str(student_folder), "--data", str(data)]
+    res = CliRunner().invoke(app, [*args, "--preset", "pgd", "--no-progress"])
+    assert isinstance(res.exception, ParameterError)
+    assert "preset 'pgd' needs gradients, tensor inputs" in str(res.exception)
+    assert "text classifier" in str(res.exception)
+
+
+def test_text_preset_refuses_an_image_model():
+    from mlwarden.attacks.text import require_text_preset
+    from mlwarden.core.errors import ParameterError
+    from mlwarden.core.spec import InputSpec
+    from mlwarden.io import from_module
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    model = from_module(net, InputSpec(shape=(4,), class_names=("a", "b")))
+    with pytest.raises(ParameterError, match="preset 'text' needs .*text inputs"):
+        require_text_preset(model, "text")

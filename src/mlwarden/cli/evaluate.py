@@ -182,7 +182,21 @@ def robustness_command(
         run_robustness(
             loaded, dataset, settings, report, seed=seed, batch_size=batch_size, progress=bar
         )
-    raise typer.Exit(emit_report(report, fmt, output, fail_on))
+    code = emit_report(report, fmt, output, fail_on)
+    if is_text_folder(model) and OutputFormat(fmt) is OutputFormat.text and output is None:
+        print_text_tables(report)
+    raise typer.Exit(code)
+
+
+def print_text_tables(report: Any) -> None:
+    """The attack costs and the example pairs under the terminal summary (which shows no
+    tables): for text the examples are the result a reader needs to judge."""
+    from mlwarden.cli.ui import console
+    from mlwarden.report.terminal import table_renderable
+
+    for table in report.tables:
+        if table.id.startswith("evasion-text-"):
+            console.print(table_renderable(table))
 
 
 def is_text_folder(model: str) -> bool:
