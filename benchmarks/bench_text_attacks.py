@@ -224,17 +224,21 @@ def main() -> None:
     offline_stand_ins()
     student, encoder, texts, labels = subject(args.samples)
     print(f"attacking {len(texts)} correctly classified held-out sentences")
-    rows = {"mlwarden": run_mlwarden(student, encoder, texts, labels)}
+    print(f"{'TextFooler':12} {'success':>8} {'queries/sent':>13} {'words':>7} {'seconds':>8}")
+    show("mlwarden", run_mlwarden(student, encoder, texts, labels))
     try:
-        rows["textattack"] = run_textattack(student, encoder, texts, labels)
+        show("textattack", run_textattack(student, encoder, texts, labels))
     except ImportError as exc:
         print(f"textattack: not run ({exc}); install it as the module docstring says")
-    print(f"{'TextFooler':12} {'success':>8} {'queries/sent':>13} {'words':>7} {'seconds':>8}")
-    for name, r in rows.items():
-        print(
-            f"{name:12} {r['success_rate']:8.1%} {r['queries']:13.1f} {r['words']:7.1%} "
-            f"{r['seconds']:8.1f}"
-        )
+
+
+def show(name: str, r: dict) -> None:
+    """One row, printed as soon as that side is done (TextAttack takes much longer)."""
+    print(
+        f"{name:12} {r['success_rate']:8.1%} {r['queries']:13.1f} {r['words']:7.1%} "
+        f"{r['seconds']:8.1f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
