@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mlwarden.core.contract import is_model, require
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 
@@ -77,6 +78,8 @@ class Attack(ABC):
         *,
         progress: ProgressCallback = null_progress,
     ) -> AttackResult:
+        if is_model(model):  # a text model is refused here with the contract's message
+            require(model, (), by=f"attack '{self.name}'", hint="use mlwarden.attacks.text")
         spec = model.spec
         spec.validate_batch(x, what="attack input")
         spec.validate_labels(y)

@@ -3,15 +3,22 @@
 A thin adapter over `mlwarden.evaluation.evasion.run_robustness`, the runner of the
 ``evasion`` audit check too: the flags default to ``None`` and only those given replace
 the defaults of `RobustnessSettings`, so the command and ``[checks.evasion]`` agree.
+
+A Hugging Face folder (``--model FOLDER`` with a ``config.json``) is a text model: it loads
+through the same gate, its ``--data`` is labelled text (``.jsonl``, ``.csv``, ``.tsv``; the
+columns named by ``--text-column`` and ``--label-column``) and the text presets run on it
+(docs/text-attacks.md).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from mlwarden.attacks.evasion.registry import PRESETS, help_lines
+from mlwarden.attacks.text.registry import TEXT_PRESETS
 from mlwarden.cli.common import (
     AllowOption,
     ConfigOption,
@@ -47,7 +54,10 @@ def robustness_command(
         None,
         "--preset",
         "-p",
-        help=f"Attack ensemble. {help_lines(PRESETS.values())}.",
+        help=(
+            f"Attack ensemble. {help_lines(PRESETS.values())}. Text models: "
+            f"{help_lines(TEXT_PRESETS.values())} (default for a text model: text)."
+        ),
         show_default=_DEFAULT["preset"],
     ),
     eps: list[float] = typer.Option(
@@ -80,6 +90,20 @@ def robustness_command(
         help="Run the gradient-masking sanity checks too.",
         show_default=_DEFAULT["sanity"],
     ),
+    max_words_share: float | None = typer.Option(
+        None,
+        "--max-words-share",
+        help="Text models: at most this share of a sentence's words changed.",
+        show_default=_DEFAULT["max_words_share"],
+    ),
+    min_similarity: float | None = typer.Option(
+        None,
+        "--min-similarity",
+        help="Text models: sentence similarity to the original kept at least.",
+        show_default=_DEFAULT["min_similarity"],
+    ),
+    text_column: str = typer.Option("text", "--text-column", help="Text models: text column."),
+    label_column: str = typer.Option("label", "--label-column", help="Text models: label column."),
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
     config: Path | None = ConfigOption,
@@ -109,28 +133,48 @@ def robustness_command(
             "samples": samples,
             "min_robust_accuracy": min_robust_accuracy,
             "sanity": sanity,
+            "max_words_share": max_words_share,
+            "min_similarity": min_similarity,
         },
     )
-    loaded, dataset = load_subject(
-        model,
-        data,
-        factory=factory,
-        spec=spec,
-        config=config,
-        device=device,
-        allow=allow,
-        samples=settings.samples,
-    )
+    dataset: Any
+    if is_text_folder(model):
+        loaded, dataset = load_text_subject(
+            model,
+            data,
+            config=config,
+            device=device,
+            allow=allow,
+            text_column=text_column,
+            label_column=label_column,
+        )
+        preset_name = settings.text_preset(loaded) or settings.preset
+        budget: dict[str, Any] = {
+            "max_words_share": settings.max_words_share,
+            "min_similarity": settings.min_similarity,
+        }
+    else:
+        loaded, dataset = load_subject(
+            model,
+            data,
+            factory=factory,
+            spec=spec,
+            config=config,
+            device=device,
+            allow=allow,
+            samples=settings.samples,
+        )
+        preset_name = settings.preset
+        budget = {"norm": settings.norm, "eps": settings.eps}
     assert dataset is not None
     report = Report(
         title="mlwarden robustness evaluation",
         subject={
             "model": model,
             "data": data,
-            "samples": len(dataset),
-            "preset": settings.preset,
-            "norm": settings.norm,
-            "eps": settings.eps,
+            "samples": min(len(dataset), settings.samples),
+            "preset": preset_name,
+            **budget,
             "seed": seed,
         },
     )
@@ -138,4 +182,57 @@ def robustness_command(
         run_robustness(
             loaded, dataset, settings, report, seed=seed, batch_size=batch_size, progress=bar
         )
-    raise typer.Exit(emit_report(report, fmt, output, fail_on))
+    code = emit_report(report, fmt, output, fail_on)
+    if is_text_folder(model) and OutputFormat(fmt) is OutputFormat.text and output is None:
+        print_text_tables(report)
+    raise typer.Exit(code)
+
+
+def print_text_tables(report: Any) -> None:
+    """The attack costs and the example pairs under the terminal summary (which shows no
+    tables): for text the examples are the result a reader needs to judge."""
+    from mlwarden.cli.ui import console
+    from mlwarden.report.terminal import table_renderable
+
+    for table in report.tables:
+        if table.id.startswith("evasion-text-"):
+            console.print(table_renderable(table))
+
+
+def is_text_folder(model: str) -> bool:
+    """A Hugging Face model folder (it has a ``config.json``): the text path."""
+    path = Path(model)
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def load_text_subject(
+    model: str,
+    data: str,
+    *,
+    config: Path | None,
+    device: str,
+    allow: list[str],
+    text_column: str,
+    label_column: str,
+) -> tuple[Any, Any]:
+    """A text model folder (through the gate and the signing policy) and its labelled text,
+    whose labels must be the model's class names."""
+    from mlwarden.core.contract import Capability, require
+    from mlwarden.core.errors import DataError
+    from mlwarden.io.models import load_model
+    from mlwarden.io.text_data import load_text_data
+    from mlwarden.supplychain.signing import policy_from_config, using_policy
+
+    policy = policy_from_config(config) if config is not None else None
+    with using_policy(policy):
+        loaded = load_model(model, device=device, allow=tuple(allow))
+    require(loaded, (Capability.TEXT_INPUTS, Capability.SCORES), by="text robustness")
+    dataset = load_text_data(
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        class_names=loaded.spec.class_names,
+    )
+    if len(dataset) == 0:
+        raise DataError(f"data set '{data}' is empty")
+    return loaded, dataset

@@ -5,6 +5,12 @@
 * `EvasionSettings` + `run_evasion`: ``mlwarden attack evasion`` (one attack, its
   adversarial batch kept).
 
+A text model (`TextClassifier`) takes the text presets (`mlwarden.attacks.text.registry`):
+with no ``preset`` chosen it gets ``text``, an image preset chosen for it (or a text preset
+for an image model) is refused before any work with the contract's message, and
+``max_words_share`` / ``min_similarity`` bound its adversarial sentences (``eps`` and
+``norm`` apply to tensors only).
+
 Every default lives in the settings model; the CLI flags default to ``None`` and only
 the flags given override it. A runner takes the loaded model and data, checks what the
 model must offer before any work (`mlwarden.core.contract.require`, through the attack
@@ -32,17 +38,30 @@ from mlwarden.attacks.evasion.registry import (
     require_attack,
     require_preset,
 )
+from mlwarden.attacks.text.constraints import (
+    DEFAULT_MAX_WORDS_SHARE,
+    DEFAULT_MIN_SIMILARITY,
+    TextConstraints,
+)
+from mlwarden.attacks.text.registry import (
+    DEFAULT_TEXT_PRESET,
+    TEXT_PRESET_NAMES,
+    TEXT_PRESETS,
+    require_text_preset,
+)
 from mlwarden.audit.registry import CheckConfig
-from mlwarden.core.contract import Capability, note_assumptions, require
+from mlwarden.core.contract import Capability, note_assumptions, offers, require
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 if TYPE_CHECKING:
     from mlwarden.attacks.base import AttackResult
+    from mlwarden.attacks.text.ensemble import TextRobustnessResult
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.robustness import RobustnessResult
     from mlwarden.io.dataset import Dataset
+    from mlwarden.io.text_data import TextDataset
 
-PresetName = Literal[PRESET_NAMES]  # type: ignore[valid-type]
+PresetName = Literal[PRESET_NAMES + TEXT_PRESET_NAMES]  # type: ignore[valid-type]
 AttackName = Literal[ATTACK_NAMES]  # type: ignore[valid-type]
 NormName = Literal[BOTH_NORMS]  # type: ignore[valid-type]
 Eps = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -73,8 +92,28 @@ class RobustnessSettings(CheckConfig):
     min_robust_accuracy: MinRobustAccuracy = DEFAULT_MIN_ROBUST_ACCURACY
     sanity: bool = Field(False, description="gradient-masking checks (Carlini et al. 2019)")
     seed: int | None = Field(None, description="defaults to the audit seed (--seed)")
+    max_words_share: float = Field(
+        DEFAULT_MAX_WORDS_SHARE,
+        gt=0.0,
+        le=1.0,
+        description="text models: at most this share of a sentence's words changed",
+    )
+    min_similarity: float = Field(
+        DEFAULT_MIN_SIMILARITY,
+        ge=-1.0,
+        le=1.0,
+        description="text models: sentence similarity (MiniLM cosine) kept at least",
+    )
 
     _names = field_validator("preset", "norm", mode="before")(_canonical)
+
+    def text_preset(self, model: Any) -> str | None:
+        """The text preset to run on ``model``, or ``None`` for the tensor presets: a text
+        model with no preset chosen gets `DEFAULT_TEXT_PRESET`."""
+        if self.preset in TEXT_PRESETS:
+            return self.preset
+        takes_text = Capability.TEXT_INPUTS in offers(model)
+        return DEFAULT_TEXT_PRESET if takes_text and "preset" not in self.model_fields_set else None
 
 
 class EvasionSettings(BaseModel):
@@ -99,7 +138,11 @@ class EvasionSettings(BaseModel):
 # -- runners ------------------------------------------------------------------------------------
 def require_robustness(model: Any, settings: RobustnessSettings) -> None:
     """Refuse, before any work, a preset (or sanity checks) the model cannot serve."""
-    require_preset(model, settings.preset)
+    text = settings.text_preset(model)
+    if text is not None:
+        require_text_preset(model, text)
+    else:
+        require_preset(model, settings.preset)
     if settings.sanity:
         require(model, (Capability.GRADIENTS,), by="the sanity check", hint="turn sanity off")
 
@@ -113,7 +156,7 @@ def run_robustness(
     seed: int = 0,
     batch_size: int = 256,
     progress: ProgressCallback = null_progress,
-) -> RobustnessResult:
+) -> RobustnessResult | TextRobustnessResult:
     """Robust accuracy of ``model`` on the first ``settings.samples`` of ``data``, into ``report``.
 
     ``seed`` is the caller's (audit or command) seed, used unless ``settings.seed`` is set.
@@ -122,6 +165,11 @@ def run_robustness(
 
     require_robustness(model, settings)
     note_assumptions(report, model, check="evasion")
+    text = settings.text_preset(model)
+    if text is not None:
+        return run_text_robustness(
+            model, data, settings, text, report, seed=seed, progress=progress
+        )
     data = data.take(settings.samples)
     seed = settings.seed if settings.seed is not None else seed
     result = evaluate_robustness(
@@ -153,6 +201,41 @@ def run_robustness(
             progress=progress,
             **steps,
         ).to_report(report)
+    return result
+
+
+def run_text_robustness(
+    model: Any,
+    data: TextDataset,
+    settings: RobustnessSettings,
+    preset: str,
+    report: Report,
+    *,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> TextRobustnessResult:
+    """The text presets on the first ``settings.samples`` labelled sentences, into ``report``."""
+    from mlwarden.attacks.text.ensemble import evaluate_text_robustness
+    from mlwarden.core.errors import DataError
+
+    if getattr(data, "texts", None) is None or data.labels is None:
+        raise DataError("text robustness needs labelled text (a .jsonl, .csv or .tsv file)")
+    data = data.subset(range(min(settings.samples, len(data))))
+    constraints = TextConstraints(
+        max_words_share=settings.max_words_share,
+        min_similarity=settings.min_similarity,
+        **({} if settings.queries is None else {"queries": settings.queries}),
+    )
+    result = evaluate_text_robustness(
+        model,
+        list(data.texts),
+        data.labels,
+        preset=preset,
+        constraints=constraints,
+        seed=settings.seed if settings.seed is not None else seed,
+        progress=progress,
+    )
+    result.to_report(report, min_robust_accuracy=settings.min_robust_accuracy)
     return result
 
 

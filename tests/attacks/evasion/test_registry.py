@@ -135,10 +135,12 @@ def test_preset_budgets_and_overrides() -> None:
 
 
 def test_check_settings_and_help_are_derived_from_the_registry() -> None:
+    from mlwarden.attacks.text.registry import TEXT_PRESET_NAMES
     from mlwarden.cli.attack import evasion_command
     from mlwarden.evaluation.evasion import EvasionSettings, RobustnessSettings
 
-    assert get_args(RobustnessSettings.model_fields["preset"].annotation) == PRESET_NAMES
+    presets = get_args(RobustnessSettings.model_fields["preset"].annotation)
+    assert presets == PRESET_NAMES + TEXT_PRESET_NAMES
     assert get_args(EvasionSettings.model_fields["attack"].annotation) == ATTACK_NAMES
     import inspect
 
