@@ -249,3 +249,14 @@ def assess(scans: Sequence[BackdoorScan]) -> Assessment:
     return Assessment(
         Severity.INFO, None, evidence, unconverged, "every statistic is under its cut"
     )
+
+
+# -- text encoders (trigger_search / encoder_scan) ------------------------------------------
+ENCODER_CALIBRATION_ZOO = (
+    "2 clean encoders: the sentence-transformers all-MiniLM-L6-v2 and a copy fine-tuned for "
+    "sentiment on 300 Rotten Tomatoes sentences (benchmarks/encoder_backdoor_zoo.py)"
+)
+# Measured by benchmarks/encoder_backdoor_zoo.py (mlwarden backdoor detect defaults, seed 0,
+# 200 held-out review sentences): the best candidate's anomaly index was 3.01 on MiniLM and
+# CLEAN_FT_VALUE on the fine-tuned copy; cut = largest clean x (1 + MARGIN), rounded up.
+ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 4.0, 3.01, 0, 2)
