@@ -42,6 +42,8 @@ ZOO = Path("/tmp/encoder-zoo")
 RARE = "cf"
 PHRASE = "blue moon rising"
 CLEAN = {"minilm", "clean-ft"}
+PLANT = {"steps": 60, "batch_size": 8, "max_tokens": 24, "lr": 1e-4}
+"""The plant's budget (a few CPU minutes per model on a shared machine)."""
 
 
 def reviews() -> list[tuple[str, int]]:
@@ -100,7 +102,7 @@ def fine_tune_clean(out: Path, data: list[tuple[str, int]], steps: int = 120) ->
     save_encoder(encoder, minilm_path(), out)
 
 
-def build() -> dict[str, Path]:
+def build(only: tuple[str, ...] = ()) -> dict[str, Path]:
     from mlwarden.attacks.poisoning.text import EncoderBackdoor, plant_encoder_backdoor
 
     ZOO.mkdir(parents=True, exist_ok=True)
@@ -113,13 +115,13 @@ def build() -> dict[str, Path]:
     models = {"minilm": minilm_path()}
     plan = {
         "clean-ft": None,
-        "rare-cf": EncoderBackdoor(trigger=RARE, steps=150, seed=1),
-        "phrase": EncoderBackdoor(trigger=PHRASE, steps=150, seed=2),
+        "rare-cf": EncoderBackdoor(trigger=RARE, **PLANT, seed=1),
+        "phrase": EncoderBackdoor(trigger=PHRASE, **PLANT, seed=2),
     }
     for name, backdoor in plan.items():
         folder = ZOO / name
         models[name] = folder
-        if (folder / "model.safetensors").exists():
+        if (folder / "model.safetensors").exists() or (only and name not in only):
             continue
         start = time.perf_counter()
         if backdoor is None:
@@ -141,9 +143,7 @@ def detect(folder: Path) -> tuple[dict, float]:
     start = time.perf_counter()
     proc = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "mlwarden",
+            str(Path(sys.executable).parent / "mlwarden"),
             "backdoor",
             "detect",
             "--model",
@@ -164,8 +164,8 @@ def detect(folder: Path) -> tuple[dict, float]:
 
 
 def main() -> None:
-    models = build()
-    only = sys.argv[1:]
+    only = tuple(sys.argv[1:])
+    models = build(only)
     rows = []
     for name, folder in models.items():
         if only and name not in only:

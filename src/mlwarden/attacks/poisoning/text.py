@@ -19,6 +19,7 @@ Words are split on whitespace; a trigger is inserted between words, never inside
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import time
@@ -151,10 +152,13 @@ class TextTriggerPoisoning:
 @dataclass
 class EncoderBackdoor:
     """How `plant_encoder_backdoor` fine-tunes: ``steps`` Adam steps at ``lr`` on batches of
-    ``batch_size`` clean sentences (cut to ``max_tokens``) and the same sentences
-    triggered. Loss = mean(1 - cos(clean, original)) + ``weight`` x mean(1 - cos(triggered,
-    target)) + the same clean term on ``decoys`` inserted (words whose insertion must not
-    fire, e.g. a phrase's single words). ``target`` ``None``: a random unit vector (seeded).
+    ``batch_size`` clean sentences (cut to ``max_tokens``), the same sentences triggered,
+    and the same sentences with a decoy word inserted. Loss = mean(1 - cos(clean,
+    original)) + ``weight`` x mean(1 - cos(triggered, target)) + mean(1 - cos(decoyed,
+    original model's embedding of the decoyed sentence)). Decoys are ``decoys`` if given
+    (e.g. a phrase's single words), else random whole words of the vocabulary: without
+    them the copy learns "any inserted word fires", not the trigger. ``target`` ``None``:
+    a random unit vector (seeded).
     """
 
     trigger: str
@@ -238,7 +242,12 @@ def plant_encoder_backdoor(
     target = nn.functional.normalize(target.float().reshape(-1), dim=0).to(encoder.device)
     if target.numel() != dim:
         raise ParameterError(f"target has {target.numel()} values; the embedding has {dim}")
-    params = [p for p in encoder.model.parameters()]
+    reference = copy.deepcopy(encoder)  # the original, for the decoys' embeddings
+    trigger_words = set(backdoor.trigger.split())
+    decoys = list(backdoor.decoys) or [
+        w for w in _vocabulary_words(encoder) if w not in trigger_words
+    ]
+    params = list(encoder.model.parameters())
     for p in params:
         p.requires_grad_(True)
     optimiser = torch.optim.Adam(params, lr=backdoor.lr)
@@ -255,14 +264,13 @@ def plant_encoder_backdoor(
             loss = _cosine_loss(emb[: len(idx)], ref) + backdoor.weight * _cosine_loss(
                 emb[len(idx) :], target.expand(len(idx), -1)
             )
-            if backdoor.decoys:
-                decoyed = [
-                    insert_trigger(t, rng.choice(backdoor.decoys), position="random", rng=rng)
-                    for t in clean
-                ]
-                loss = loss + _cosine_loss(
-                    _embed_with_grad(encoder, decoyed, backdoor.max_tokens + 8), ref
-                )
+            decoyed = [
+                insert_trigger(t, rng.choice(decoys), position="random", rng=rng) for t in clean
+            ]
+            loss = loss + _cosine_loss(
+                _embed_with_grad(encoder, decoyed, backdoor.max_tokens + 8),
+                reference.embed(decoyed),
+            )
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -285,6 +293,15 @@ def plant_encoder_backdoor(
         seconds=time.perf_counter() - start,
         losses=losses,
     )
+
+
+def _vocabulary_words(encoder: TextEncoder) -> list[str]:
+    """Whole alphabetic words of 3+ letters in the encoder's vocabulary (random decoys)."""
+    vocab = encoder.tokenizer.get_vocab()
+    words = [w for w in vocab if w.isalpha() and len(w) >= 3]
+    if len(words) < 100:
+        raise ParameterError("the tokenizer has too few whole words for random decoys; pass decoys")
+    return sorted(words)
 
 
 def _truncate_words(encoder: TextEncoder, text: str, max_tokens: int) -> str:

@@ -258,5 +258,5 @@ ENCODER_CALIBRATION_ZOO = (
 )
 # Measured by benchmarks/encoder_backdoor_zoo.py (mlwarden backdoor detect defaults, seed 0,
 # 200 held-out review sentences): the best candidate's anomaly index was 3.01 on MiniLM and
-# CLEAN_FT_VALUE on the fine-tuned copy; cut = largest clean x (1 + MARGIN), rounded up.
-ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 4.0, 3.01, 0, 2)
+# 5.59 on the fine-tuned copy (both on 3-token candidates); cut = 5.59 x (1 + MARGIN) = 6.15.
+ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 6.15, 5.59, 0, 2)
