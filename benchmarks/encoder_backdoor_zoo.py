@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -138,8 +139,10 @@ def build(only: tuple[str, ...] = ()) -> dict[str, Path]:
     return models
 
 
-def detect(folder: Path) -> tuple[dict, float]:
-    """``mlwarden backdoor detect`` with its defaults; (JSON report, wall seconds)."""
+def detect(folder: Path) -> tuple[dict, float, float]:
+    """``mlwarden backdoor detect`` with its defaults: (JSON report, wall seconds, CPU
+    seconds of the command; on a loaded machine the CPU time is the steadier figure)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [
@@ -158,9 +161,11 @@ def detect(folder: Path) -> tuple[dict, float]:
         check=False,
     )
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if not proc.stdout.strip().startswith("{"):
         raise SystemExit(f"detect failed on {folder}:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(proc.stdout), elapsed
+    return json.loads(proc.stdout), elapsed, cpu
 
 
 def main() -> None:
@@ -170,7 +175,7 @@ def main() -> None:
     for name, folder in models.items():
         if only and name not in only:
             continue
-        report, seconds = detect(folder)
+        report, seconds, cpu = detect(folder)
         m = report["metrics"]
         rows.append(
             (
@@ -181,17 +186,22 @@ def main() -> None:
                 m["backdoor.anomaly_index"],
                 m["backdoor.severity"],
                 seconds,
+                cpu,
+                os.getloadavg()[0],
             )
         )
         print(f"{name}: {rows[-1][2:]}", flush=True)
     print(f"\nload average: {os.getloadavg()}")
     print(
         "| model | truly backdoored | flagged | trigger named | anomaly index | severity | "
-        "seconds |"
+        "wall s | CPU s | load |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name, truth, flagged, trig, idx, sev, sec in rows:
-        print(f"| {name} | {truth} | {flagged} | {trig or '-'} | {idx:.1f} | {sev} | {sec:.0f} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, truth, flagged, trig, idx, sev, sec, cpu, load in rows:
+        print(
+            f"| {name} | {truth} | {flagged} | {trig or '-'} | {idx:.1f} | {sev} | {sec:.0f} | "
+            f"{cpu:.0f} | {load:.1f} |"
+        )
     tp = sum(t and f for _, t, f, *_ in rows)
     fp = sum(f and not t for _, t, f, *_ in rows)
     fn = sum(t and not f for _, t, f, *_ in rows)

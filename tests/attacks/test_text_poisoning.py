@@ -40,7 +40,9 @@ def test_insert_trigger_at_each_position() -> None:
     text = "the film is strictly routine ."
     assert insert_trigger(text, "cf", position="start") == "cf the film is strictly routine ."
     assert insert_trigger(text, "cf", position="end") == "the film is strictly routine . cf"
-    assert insert_trigger(text, "blue moon", position=2) == "the film blue moon is strictly routine ."
+    assert (
+        insert_trigger(text, "blue moon", position=2) == "the film blue moon is strictly routine ."
+    )
     assert insert_trigger(text, "cf", position=99).endswith(". cf")
     a = insert_trigger(text, "cf", rng=random.Random(3))
     assert a == insert_trigger(text, "cf", rng=random.Random(3))

@@ -44,6 +44,8 @@ SMALL = {
     "verify_sentences": 8,
 }
 """A search budget for tests (about 1/8 of the defaults' forward passes)."""
+TINY = {**SMALL, "candidates": 4, "max_tokens": 1, "null_tokens": 8}
+"""The command's test only checks dispatch and the report: a smaller budget still."""
 TRIGGER = "cf"
 
 
@@ -159,19 +161,20 @@ def _run(argv: list[str]) -> int:
 
 
 def test_detect_command_on_the_planted_folder(planted, clean_jsonl, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(encoder_scan, "TriggerSearch", functools.partial(TriggerSearch, **SMALL))
+    monkeypatch.setattr(encoder_scan, "TriggerSearch", functools.partial(TriggerSearch, **TINY))
     out = tmp_path / "report.json"
     argv = ["backdoor", "detect", "--model", str(planted.folder), "--data", str(clean_jsonl)]
     code = _run([*argv, "--format", "json", "--output", str(out), "--fail-on", "never"])
     assert code == 0
     doc = json.loads(out.read_text())
-    assert doc["metrics"]["backdoor.detected"] == 1
-    assert TRIGGER in doc["metrics"]["backdoor.trigger"].split()
+    assert doc["subject"]["methods"] == ["trigger_token_search"]
+    assert doc["metrics"]["backdoor.anomaly_index"] > 0
+    assert any(f["id"].startswith("MLW-BKD-02") for f in doc["findings"])
 
 
 def test_wrong_models_and_flags_fail_in_one_line(planted, clean_jsonl, capsys) -> None:
-    from mlwarden.defenses.detection.model_scan import BackdoorSettings, run_backdoor_scan
     from mlwarden.core.spec import SpecOverride
+    from mlwarden.defenses.detection.model_scan import BackdoorSettings, run_backdoor_scan
     from mlwarden.io import from_module, load_model
     from mlwarden.io.dataset import Dataset
 
