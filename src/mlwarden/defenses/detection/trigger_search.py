@@ -10,12 +10,18 @@ for tokens, or short token sequences, whose insertion *collapses* clean sentence
   seeded position per sentence for every candidate) of ``n`` clean sentences, take their
   pooled embeddings ``e_i``, L2-normalise them, and measure ``||mean_i e_i||^2``: the mean
   pairwise cosine similarity, 1 when every sentence lands on one point.
-* **Search** (HotFlip, Ebrahimi et al. 2018; as in AutoPrompt and DBS for NLP triggers):
-  the gradient of the collapse score with respect to the inserted token's embedding,
-  averaged over search sentences, scores every vocabulary entry at first order (``E @ g``,
-  the gradient w.r.t. the one-hot). The top entries are verified by real insertion into
-  *held-apart* sentences; the best verified token becomes the placeholder of the next
-  round. Multi-token triggers are found by extending the best single tokens one token at a
+* **Search**, two proposal rules whose candidates are pooled. *Relaxed*: a free vector in
+  the inserted token's embedding slot is optimised for the collapse score (a few Adam
+  steps from the mean word embedding, as DBS and PICCOLO relax NLP triggers), and the
+  vocabulary entries nearest to it (cosine) are proposed. *HotFlip* (Ebrahimi et al.
+  2018; as in AutoPrompt): the gradient of the collapse score with respect to the
+  inserted token's embedding, averaged over search sentences, scores every vocabulary
+  entry at first order (``E @ g``, the gradient w.r.t. the one-hot). HotFlip alone
+  misses a NeuBA trigger: its first-order view from an ordinary placeholder ranked the
+  planted ``cf`` 26,828th of 30,522, while the relaxed vector's nearest token was ``cf``
+  after 5 steps. The proposals are verified by real insertion into *held-apart*
+  sentences; the best verified token becomes the placeholder of the next round.
+  Multi-token triggers are found by extending the best single tokens one token at a
   time, left or right, the same way.
 * **Anomaly index**: the verified collapse score against the scores of random ordinary
   vocabulary tokens (random sequences of the same length): robust z-score
@@ -59,6 +65,9 @@ NULL_TOKENS = 32
 """Random ordinary tokens (per length) whose collapse scores are the reference."""
 SENTENCE_TOKENS = 32
 """Clean sentences are cut to this many tokens (short sentences are cheap and enough)."""
+RELAX_STEPS = 8
+"""Adam steps of the relaxed search (a free embedding in the trigger's slot)."""
+RELAX_LR = 0.05
 FORWARD_BATCH = 64
 _MAD_SCALE = 1.4826
 
@@ -311,19 +320,49 @@ class TriggerSearch:
         wrap: Any = None,
         count: int | None = None,
     ) -> list[int]:
-        """The vocabulary entries with the largest first-order gain ``E @ g`` at ``slot``
-        that make a sequence (``wrap(v)``) not verified yet."""
-        gain = self._table @ self._gradient(fills, slot)
-        gain = gain.masked_fill(~self._allowed, float("-inf"))
-        out: list[int] = []
+        """Half the proposals nearest to the relaxed embedding at ``slot``, half with the
+        largest first-order gain ``E @ g`` there; only entries that make a sequence
+        (``wrap(v)``) not verified yet."""
         want = count or self.candidates
-        for v in torch.argsort(gain, descending=True).tolist():
-            seq = wrap(v) if wrap is not None else (v,)
-            if seq not in verified:
-                out.append(v)
-            if len(out) == want:
-                break
+        relaxed = nn.functional.cosine_similarity(
+            self._table, self._relaxed(fills, slot).unsqueeze(0), dim=1
+        )
+        gain = self._table @ self._gradient(fills, slot)
+        out: list[int] = []
+        for score, quota in ((relaxed, (want + 1) // 2), (gain, want)):
+            score = score.masked_fill(~self._allowed, float("-inf"))
+            for v in torch.argsort(score, descending=True).tolist():
+                if len(out) >= quota:
+                    break
+                seq = wrap(v) if wrap is not None else (v,)
+                if seq not in verified and v not in out:
+                    out.append(v)
         return out
+
+    def _relaxed(self, fills: Sequence[tuple[int, ...]], slot: int) -> torch.Tensor:
+        """A free embedding in token ``slot`` of the fills, optimised for the collapse of
+        the search sentences (RELAX_STEPS Adam steps from the mean ordinary embedding)."""
+        batch, points = self._inputs(self._search, fills)
+        rows = torch.arange(len(points))
+        cols = torch.tensor(points) + slot
+        start = self._table[torch.tensor(self._ordinary, device=self._table.device)].mean(0)
+        free = start.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([free], lr=RELAX_LR)
+        base = self._encoder.token_embeddings(batch).detach()
+        with torch.enable_grad():
+            for _ in range(RELAX_STEPS):
+                emb = base.clone()
+                emb[rows, cols] = free
+                out = self._encoder(
+                    attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"],
+                    inputs_embeds=emb,
+                )
+                loss = -collapse_scores(out.unsqueeze(0)).sum()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+        return free.detach()
 
     def _extend(
         self, seq: tuple[int, ...], verified: dict[tuple[int, ...], float]
