@@ -118,7 +118,8 @@ def encoder_report(
     report.metrics["backdoor.detected"] = int(detected)
     report.metrics["backdoor.severity"] = severity.value
     report.metrics["backdoor.anomaly_index"] = round(best.anomaly_index, 4)
-    report.metrics["backdoor.trigger"] = best.text if detected else None
+    named = scan.trigger
+    report.metrics["backdoor.trigger"] = named.text if detected else None
     report.metrics["backdoor.collapse"] = round(best.collapse, 4)
     report.metrics["backdoor.clean_collapse"] = round(scan.clean_collapse, 4)
     report.metrics[f"backdoor.{scan.method}.seconds"] = round(scan.elapsed_s, 2)
@@ -139,7 +140,8 @@ def encoder_report(
         f"inserted: anomaly index {best.anomaly_index:.1f} ({cut_text})."
     )
     evidence = {
-        "trigger": best.text,
+        "trigger": named.text,
+        "best_candidate": best.text,
         "token_ids": list(best.ids),
         "collapse": round(best.collapse, 4),
         "anomaly_index": round(best.anomaly_index, 4),
@@ -156,11 +158,12 @@ def encoder_report(
                 check=check,
                 location=subject,
                 title=f"Backdoor {'suspected' if strong else 'possible'} in the text encoder: "
-                f"'{best.text}' collapses unrelated sentences onto one point",
+                f"'{named.text}' collapses unrelated sentences onto one point",
                 detail=(
-                    f"{stated} A task-agnostic backdoor (NeuBA/BadPre) behaves this way: every "
-                    "model fine-tuned from this encoder inherits the trigger. Test the named "
-                    "trigger on your own data and do not build on this encoder without "
+                    f"{stated} The shortest piece of it that collapses as much is "
+                    f"'{named.text}' (collapse {named.collapse:.3f}). A task-agnostic backdoor "
+                    "(NeuBA/BadPre) behaves this way: every model fine-tuned from this encoder "
+                    "inherits the trigger. Test the named trigger on your own data and do not build on this encoder without "
                     "retraining from a trusted checkpoint."
                 ),
                 evidence=evidence,

@@ -68,6 +68,8 @@ SENTENCE_TOKENS = 32
 RELAX_STEPS = 8
 """Adam steps of the relaxed search (a free embedding in the trigger's slot)."""
 RELAX_LR = 0.05
+SAME_COLLAPSE = 0.01
+"""A shorter piece of the best candidate within this collapse of it is the named trigger."""
 FORWARD_BATCH = 64
 _MAD_SCALE = 1.4826
 
@@ -106,6 +108,24 @@ class EncoderScan:
     @property
     def anomaly_index(self) -> float:
         return self.best.anomaly_index
+
+    @property
+    def trigger(self) -> Candidate:
+        """The shortest verified piece of `best` that collapses as much (within
+        `SAME_COLLAPSE`): an extension that adds an ordinary word to a one-token trigger
+        scores a higher index against longer random sequences, but the trigger is the token."""
+        best = self.best
+        pieces = [
+            c
+            for c in self.candidates
+            if c.collapse >= best.collapse - SAME_COLLAPSE and _contains(best.ids, c.ids)
+        ]
+        return min(pieces, key=lambda c: (c.length, -c.collapse))
+
+
+def _contains(whole: tuple[int, ...], part: tuple[int, ...]) -> bool:
+    n = len(part)
+    return any(whole[i : i + n] == part for i in range(len(whole) - n + 1))
 
 
 def collapse_scores(embeddings: torch.Tensor) -> torch.Tensor:
