@@ -259,6 +259,7 @@ ENCODER_CALIBRATION_ZOO = (
 # Measured by benchmarks/encoder_backdoor_zoo.py (mlwarden backdoor detect defaults, seed 0,
 # 200 held-out review sentences): the best candidate's anomaly index was 3.01 on MiniLM and
 # 5.59 on the fine-tuned copy (both on 3-token candidates); cut = 5.59 x (1 + MARGIN) = 6.15.
-# NOT YET RE-MEASURED since the relaxed proposals were added to the search (HotFlip-only
-# then): a stronger search can raise clean encoders' indices; re-run the benchmark.
+# NOT YET RE-CALIBRATED since the relaxed proposals were added to the search (the values
+# above are HotFlip-only): with the current search MiniLM scores 5.20, the fine-tuned copy
+# is not re-measured; re-run the benchmark and reset the cut.
 ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 6.15, 5.59, 0, 2)

@@ -163,8 +163,8 @@ def encoder_report(
                     f"{stated} The shortest piece of it that collapses as much is "
                     f"'{named.text}' (collapse {named.collapse:.3f}). A task-agnostic backdoor "
                     "(NeuBA/BadPre) behaves this way: every model fine-tuned from this encoder "
-                    "inherits the trigger. Test the named trigger on your own data and do not build on this encoder without "
-                    "retraining from a trusted checkpoint."
+                    "inherits the trigger. Test the named trigger on your own data and do not "
+                    "build on this encoder without retraining from a trusted checkpoint."
                 ),
                 evidence=evidence,
                 atlas=ATLAS,
