@@ -256,10 +256,9 @@ ENCODER_CALIBRATION_ZOO = (
     "2 clean encoders: the sentence-transformers all-MiniLM-L6-v2 and a copy fine-tuned for "
     "sentiment on 300 Rotten Tomatoes sentences (benchmarks/encoder_backdoor_zoo.py)"
 )
-# Measured by benchmarks/encoder_backdoor_zoo.py (mlwarden backdoor detect defaults, seed 0,
-# 200 held-out review sentences): the best candidate's anomaly index was 3.01 on MiniLM and
-# 5.59 on the fine-tuned copy (both on 3-token candidates); cut = 5.59 x (1 + MARGIN) = 6.15.
-# NOT YET RE-CALIBRATED since the relaxed proposals were added to the search (the values
-# above are HotFlip-only): with the current search MiniLM scores 5.20, the fine-tuned copy
-# is not re-measured; re-run the benchmark and reset the cut.
-ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 6.15, 5.59, 0, 2)
+# Measured with benchmarks/encoder_backdoor_zoo.py's teachers (search defaults, seed 0, the
+# 200 held-out review sentences, through TriggerSearch().scan as the command runs it): the
+# best candidate's anomaly index was 5.20 on MiniLM and 8.12 on the fine-tuned copy (both
+# 3-token candidates); cut = 8.12 x (1 + MARGIN) = 8.94. (The HotFlip-only search of an
+# earlier version gave 3.01 and 5.59.)
+ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 8.94, 8.12, 0, 2)
