@@ -4,11 +4,16 @@ Thin adapters: the flags override `BackdoorSettings` / `DataScanSettings` (where
 default lives) and `run_backdoor_scan` / `run_data_scan` do the work; the ``backdoor``
 audit check is configured by `BackdoorSettings` and calls the same runner. A flag left
 out keeps the settings' default.
+
+``detect`` given a Hugging Face model folder that is a text encoder vets it for a
+task-agnostic backdoor instead (`mlwarden.defenses.detection.encoder_scan`): ``--data``
+is then clean, unlabelled text (``--text-column`` names its column).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -39,12 +44,20 @@ def detect_command(
         ..., "--model", "-m", help="Model file (.pt2 or weights with --factory)."
     ),
     data: str = typer.Option(
-        ..., "--data", "-d", help="A small CLEAN labelled set (.npz, .npy, .csv, folder, digits)."
+        ...,
+        "--data",
+        "-d",
+        help="A small CLEAN labelled set (.npz, .npy, .csv, folder, digits); for a text "
+        "encoder, clean text (.jsonl, .csv, .tsv; no labels needed).",
     ),
     method: list[str] | None = typer.Option(
         None,
         "--method",
-        help="neural_cleanse or universal_perturbation (repeatable; default: all).",
+        help="neural_cleanse or universal_perturbation (repeatable; default: all; image "
+        "classifiers only).",
+    ),
+    text_column: str | None = typer.Option(
+        None, "--text-column", help="Column of the texts, for a text encoder (default: text)."
     ),
     threshold: float | None = typer.Option(
         None,
@@ -69,7 +82,8 @@ def detect_command(
 ) -> None:
     """Reverse-engineer a trigger per class and flag anomalously small ones.
 
-    Neural Cleanse (patch triggers) and the universal perturbation (blended triggers).
+    Neural Cleanse (patch triggers) and the universal perturbation (blended triggers). A
+    text encoder folder is searched for trigger tokens that collapse clean sentences.
     """
     from mlwarden.cli.common import emit_report, fail_threshold, load_subject
     from mlwarden.cli.flags import settings_from_flags
@@ -80,9 +94,32 @@ def detect_command(
     fail_threshold(fail_on)
     settings = settings_from_flags(
         BackdoorSettings,
-        {"methods": method or None, "threshold": threshold, "steps": steps, "samples": samples},
+        {
+            "methods": method or None,
+            "threshold": threshold,
+            "steps": steps,
+            "samples": samples,
+            "text_column": text_column,
+        },
         names={"methods": "--method"},
     )
+    from mlwarden.io.hf import is_hf_folder
+
+    if is_hf_folder(model):
+        _detect_text(
+            model,
+            data,
+            settings,
+            seed=seed,
+            config=config,
+            allow=allow,
+            device=device,
+            fmt=fmt,
+            output=output,
+            fail_on=fail_on,
+            progress=progress,
+        )
+        return
     loaded, dataset = load_subject(
         model,
         data,
@@ -108,6 +145,47 @@ def detect_command(
     with progress_bars(progress) as bar:
         run_backdoor_scan(
             loaded, dataset, settings, report=report, seed=seed, subject=model, progress=bar
+        )
+    raise typer.Exit(emit_report(report, fmt, output, fail_on))
+
+
+def _detect_text(
+    model: str,
+    data: str,
+    settings: Any,
+    *,
+    seed: int,
+    config: Path | None,
+    allow: list[str],
+    device: str,
+    fmt: OutputFormat,
+    output: Path | None,
+    fail_on: str,
+    progress: bool,
+) -> None:
+    """``detect`` on a Hugging Face folder: the trigger-token search of a text encoder."""
+    from mlwarden.cli.common import emit_report
+    from mlwarden.cli.ui import progress_bars
+    from mlwarden.core.findings import Report
+    from mlwarden.defenses.detection.encoder_scan import load_text_subject, run_encoder_scan
+
+    encoder, texts = load_text_subject(
+        model, data, settings, config=config, allow=tuple(allow), device=device
+    )
+    report = Report(
+        title="mlwarden backdoor scan",
+        subject={
+            "model": model,
+            "data": data,
+            "samples": min(len(texts), settings.samples),
+            "methods": ["trigger_token_search"],
+            "threshold": "calibrated" if settings.threshold is None else settings.threshold,
+            "seed": seed,
+        },
+    )
+    with progress_bars(progress) as bar:
+        run_encoder_scan(
+            encoder, texts, settings, report=report, seed=seed, subject=model, progress=bar
         )
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
 

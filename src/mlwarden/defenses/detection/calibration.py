@@ -281,3 +281,16 @@ def assess(scans: Sequence[BackdoorScan]) -> Assessment:
     return Assessment(
         Severity.INFO, None, evidence, unconverged, "every statistic is under its cut"
     )
+
+
+# -- text encoders (trigger_search / encoder_scan) ------------------------------------------
+ENCODER_CALIBRATION_ZOO = (
+    "2 clean encoders: the sentence-transformers all-MiniLM-L6-v2 and a copy fine-tuned for "
+    "sentiment on 300 Rotten Tomatoes sentences (benchmarks/encoder_backdoor_zoo.py)"
+)
+# Measured with benchmarks/encoder_backdoor_zoo.py's teachers (search defaults, seed 0, the
+# 200 held-out review sentences, through TriggerSearch().scan as the command runs it): the
+# best candidate's anomaly index was 5.20 on MiniLM and 8.12 on the fine-tuned copy (both
+# 3-token candidates); cut = 8.12 x (1 + MARGIN) = 8.94. (The HotFlip-only search of an
+# earlier version gave 3.01 and 5.59.)
+ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 8.94, 8.12, 0, 2)

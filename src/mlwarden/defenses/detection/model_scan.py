@@ -72,6 +72,9 @@ class BackdoorSettings(CheckConfig):
         description="use at most this many clean samples",
     )
     seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
+    text_column: str = Field(
+        "text", min_length=1, description="column of the clean texts, for a text encoder"
+    )
 
     @field_validator("methods")
     @classmethod
