@@ -63,16 +63,20 @@ def test_audit_of_a_text_model_runs_the_checks_that_apply(audited) -> None:
     # The overfit victim leaks membership at the default limits: the audit fails on it.
     assert status["privacy"] == "failed" and code == 1
     assert status["extraction"] in ("passed", "failed")
+    # text evasion runs (the `text` preset) on the audit's 24 sentences
+    assert status["evasion"] in ("passed", "failed")
+    assert report["metrics"]["evasion.text.samples"] == 24
+    assert 0 <= report["metrics"]["evasion.text.robust_accuracy"] <= 1
     assert report["metrics"]["samples"] == 24
     assert report["metrics"]["extraction.natural.scores.queries"] == 32
     assert report["metrics"]["privacy.threshold.auc"] > 0.6
     assert "privacy.lira-offline.auc" in report["metrics"]
 
 
-def test_tensor_only_checks_are_not_applicable_and_never_passed(audited) -> None:
+def test_checks_not_built_for_text_are_not_applicable_and_never_passed(audited) -> None:
     _, report, _ = audited
     checks = {c["name"]: c for c in report["checks"]}
-    for name in ("evasion", "backdoor"):
+    for name in ("backdoor",):  # a text classifier's own trigger search is not built yet
         assert checks[name]["status"] == "skipped"
         assert "not built for text models yet" in checks[name]["summary"]
         (finding,) = [f for f in report["findings"] if f["check"] == name]
@@ -107,9 +111,11 @@ def test_default_audit_of_a_text_model(tmp_path: Path, cli, text_victim_path, te
     )
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     status = {c["name"]: c["status"] for c in report["checks"]}
-    assert status == {"accuracy": "passed", "scan": "passed", "evasion": "skipped"}
-    assert code == 0  # nothing failed; evasion is stated, not passed
-    assert any(f["id"] == "MLW-AUDIT-002" for f in report["findings"])
+    # the default checks all run on a text model; evasion with the `text` preset
+    assert set(status) == {"accuracy", "scan", "evasion"} and "skipped" not in status.values()
+    assert status["accuracy"] == status["scan"] == "passed"
+    assert code == (1 if status["evasion"] == "failed" else 0)
+    assert report["metrics"]["evasion.text.samples"] == 16
 
 
 def test_an_audit_where_no_check_ran_does_not_pass(
@@ -126,7 +132,7 @@ def test_an_audit_where_no_check_ran_does_not_pass(
         "--data",
         str(text_splits["non_members"]),
         "--check",
-        "evasion",
+        "backdoor",
         "-o",
         str(out),
         "-f",

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mlwarden.io.dataset import Dataset
     from mlwarden.io.text_data import TextDataset
 
-TEXT_NOT_YET = "not built for text models yet: text evasion and backdoor come later, docs/text.md"
+TEXT_NOT_YET = "not built for text models yet, see docs/text.md"
 """Why a tensor-only check does not apply to a text model, in every such skip line."""
 
 # One line per module that registers checks.

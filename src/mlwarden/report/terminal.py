@@ -189,6 +189,13 @@ def to_text(report: Report, width: int = 100) -> str:
     return buffer.getvalue()
 
 
+def _numeric(cell: object) -> bool:
+    """Whether ``cell`` reads as a number (numbers align right, words and sentences left)."""
+    return cell is None or cell == "n/a" or (
+        isinstance(cell, int | float) and not isinstance(cell, bool)
+    )
+
+
 def table_renderable(table: FindingsTable) -> Table:
     """One report table (`mlwarden.core.findings.Table`) as a Rich table, for commands whose
     table is the result (``transfer --strategy compare``)."""
@@ -200,11 +207,8 @@ def table_renderable(table: FindingsTable) -> Table:
         pad_edge=False,
     )
     for pos, column in enumerate(table.columns):  # folded, never cut, on a narrow terminal
-        out.add_column(
-            _t(column),
-            justify="left" if pos == 0 else "right",
-            overflow="fold",
-        )
+        numeric = pos > 0 and all(_numeric(row[pos]) for row in table.rows if pos < len(row))
+        out.add_column(_t(column), justify="right" if numeric else "left", overflow="fold")
     for row in table.rows:
         out.add_row(*(_t(format_value(cell)) for cell in row))
     return out

@@ -11,7 +11,7 @@ ONNX score oracle has no gradients) skips the check with the contract's reason.
 
 from __future__ import annotations
 
-from mlwarden.audit.registry import AuditContext, CheckSkipped, register_check
+from mlwarden.audit.registry import AuditContext, CheckSkipped, NotApplicable, register_check
 from mlwarden.core.errors import ConfigError, ParameterError
 from mlwarden.defenses.detection.model_scan import (
     DETECTORS,
@@ -47,7 +47,8 @@ def backdoor_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
 
 
 def _text_encoder_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
-    """The trigger-token search of a text encoder folder (a text classifier is skipped)."""
+    """The trigger-token search of a text encoder folder; a text classifier's own scan is not
+    built yet, so the check does not apply to one (stated, never passed)."""
     from mlwarden.defenses.detection.encoder_scan import load_text_subject, run_encoder_scan
 
     if not ctx.data_source:
@@ -59,7 +60,7 @@ def _text_encoder_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
         cfg,
         allow=ctx.allow_imports,
         device=ctx.device,
-        wrong_kind=CheckSkipped,
+        wrong_kind=NotApplicable,
     )
     run_encoder_scan(
         encoder,
