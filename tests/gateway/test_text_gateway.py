@@ -419,3 +419,52 @@ def test_serve_model_folder_without_a_config_fails_closed(
     assert res.exit_code != 0
     message = res.output + str(res.exception)
     assert "[gateway.monitoring.query_attack] has no threshold" in message
+
+
+def test_encrypted_hf_folder_is_served_without_a_plaintext_file(
+    tmp_path, monkeypatch, gateway_config, start_gateway, client, keys, seqcls_path
+):  # type: ignore[no-untyped-def]
+    """The classifier folder exists only as one encrypted archive: decrypted, gated and loaded
+    from memory, then served; nothing of it is written anywhere, by the load or the server."""
+    import tempfile
+
+    from mlwarden.io import load_model
+    from mlwarden.supplychain.encryption import (
+        KEY_ENV,
+        KEY_FILE_ENV,
+        encrypt_folder,
+        generate_key,
+        read_key,
+    )
+
+    key_file = generate_key(tmp_path / "model.key")
+    store = tmp_path / "store"
+    store.mkdir()
+    enc = encrypt_folder(seqcls_path, store / "review-classifier.enc", read_key(key_file))
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv(KEY_FILE_ENV, str(key_file))
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.chdir(store)
+
+    def listing() -> dict[str, int]:
+        return {str(p): p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = listing()
+    model = load_model(enc)
+    server = start_gateway(gateway_config(), model=model, use_validator=False)
+    texts = ["a fine, moving film", "the worst movie of the year: dull, long and loud"]
+    r = client.post(
+        f"{server.url}/v1/predict",
+        json={"inputs": texts},
+        headers={"Authorization": f"Bearer {keys['full'].api_key}"},
+    )
+    assert r.status_code == 200, r.text
+    labels = [p["label"] for p in r.json()["predictions"]]
+    plain = load_model(seqcls_path)
+    assert labels == plain.predict(texts).tolist()
+    after = {k: v for k, v in listing().items() if not k.endswith("audit.jsonl")}
+    assert after == before  # only the gateway's own audit log was written
+    assert not any(Path(p).suffix in (".safetensors", ".json", ".txt") for p in after)
