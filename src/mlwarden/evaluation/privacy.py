@@ -164,6 +164,7 @@ def membership_audit(
     report = Report(title="Membership-inference audit")
     roc: list[Series] = []
     scores_by_attack: dict[str, torch.Tensor] = {}
+    head_shadows = False  # LiRA's shadows are heads on the target's frozen features
     # The scaled logit ranks records exactly as the loss does, but stays distinct where
     # the loss of confident records rounds to 0 even in float64. LiRA reuses it.
     observed = ThresholdAttack("logit").score(oracle, x, y)
@@ -181,6 +182,7 @@ def membership_audit(
             )
 
             shadow_x = head_features(target, x)  # type: ignore[arg-type]
+            head_shadows = True
             trainer: ShadowTrainer = head_shadow_training(
                 target,
                 shadow_x,
@@ -229,6 +231,8 @@ def membership_audit(
         roc.append(_roc_series(f"{name} (AUC {m.auc:.3f})", m.fpr, m.tpr))
         rows.append([name, round(m.auc, 4), round(m.tpr_at_0_1_fpr, 4), round(m.tpr_at_1_fpr, 4)])
         worst_auc, worst_tpr = max(worst_auc, m.auc), max(worst_tpr, m.tpr_at_1_fpr)
+        if m.auc < INVERTED_AUC:
+            report.add(_inverted_finding(name, m.auc, head_shadows and name.startswith("lira")))
     roc.append(Series(label="chance", x=[1e-4, 1.0], y=[1e-4, 1.0]))
     report.metrics["privacy.members"] = len(members)
     report.metrics["privacy.non_members"] = len(non_members)
@@ -296,6 +300,32 @@ def membership_audit(
             )
         )
     return report
+
+
+INVERTED_AUC = 0.4
+"""An attack's AUC below this ranks members *below* non-members: not privacy, a sign that the
+attack's model of the target (LiRA's shadows) does not match how the target was trained."""
+
+
+def _inverted_finding(attack: str, auc: float, head_shadows: bool) -> Finding:
+    why = (
+        "its shadows are heads on the model's frozen features, which assumes the encoder never "
+        "saw the members; a model fine-tuned end to end breaks that assumption"
+        if head_shadows
+        else "its shadows were not trained the way this model was"
+    )
+    return Finding(
+        id="MLW-PRIV-003",
+        title=f"Attack {attack} is not a measure of this model's leak",
+        severity=Severity.INFO,
+        check="privacy",
+        detail=(
+            f"{attack} scores members below non-members (AUC {auc:.3f}, under "
+            f"{INVERTED_AUC}): {why}. Read the other attacks (the threshold attack needs no "
+            "shadows); this AUC neither clears nor convicts the model."
+        ),
+        evidence={"attack": attack, "auc": round(auc, 4)},
+    )
 
 
 def _snippet(text: str, limit: int = 80) -> str:

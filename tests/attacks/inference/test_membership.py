@@ -194,3 +194,19 @@ def test_shadows_of_a_dp_target_are_trained_with_dp_sgd(overfitted, split, monke
     recipe = dict(next(t for t in report.tables if t.id == "lira-shadow-recipe").rows)
     assert recipe["training"] == "DP-SGD" and recipe["dp_epsilon"] == 4.0
     assert report.metrics["privacy.shadow.dp"] == 1.0
+
+
+def test_an_attack_that_ranks_members_last_is_reported_as_no_measure(overfitted, split):
+    """Records the model never saw, with wrong labels, called members, and its training
+    records called non-members: the threshold AUC falls far under 0.5. That is a wrong model
+    of the target, stated as MLW-PRIV-003, and it raises no leak finding."""
+    members, non_members, _ = split
+    mislabelled = Dataset(non_members.x, (non_members.y + 1) % 10, non_members.class_names)
+    report = membership_audit(overfitted, mislabelled, members, attacks=["threshold"])
+    assert report.metrics["privacy.threshold.auc"] < 0.4
+    (note,) = [f for f in report.findings if f.id == "MLW-PRIV-003"]
+    assert note.severity.value == "info" and note.evidence["attack"] == "threshold"
+    assert "not trained the way" in note.detail
+    assert not [f for f in report.findings if f.id == "MLW-PRIV-001"]
+    honest = membership_audit(overfitted, members, non_members, attacks=["threshold"])
+    assert not [f for f in honest.findings if f.id == "MLW-PRIV-003"]
