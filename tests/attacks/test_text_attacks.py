@@ -105,9 +105,14 @@ def reviews() -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="session")
 def student_folder(tmp_path_factory, minilm_path: Path, reviews) -> Path:
-    torch.set_num_threads(1)
-    texts, labels = zip(*reviews[:TRAIN], strict=True)
-    return build_student(minilm_path, list(texts), list(labels), tmp_path_factory.mktemp("student"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same student on any machine; restored for the other tests
+    try:
+        texts, labels = zip(*reviews[:TRAIN], strict=True)
+        folder = tmp_path_factory.mktemp("student")
+        return build_student(minilm_path, list(texts), list(labels), folder)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

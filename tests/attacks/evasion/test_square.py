@@ -69,14 +69,20 @@ def test_query_budget_is_respected_exactly(linf_runs, digits_cnn: Classifier, sq
     res = linf_runs[0.05]
     standing = res.clean_correct & ~res.success
     assert bool(standing.any())
-    # a sample that resists spends the whole budget (clean query included), never more
-    assert torch.all(res.queries_per_sample[standing] == 200)
+    # never more than the budget (clean query included); on a deterministic oracle a sample
+    # that has tried every proposal of a window size rests until the size changes, so a
+    # resisting sample may stop a few queries short of it, most spend it all
     assert int(res.queries_per_sample.max()) <= 200
+    assert float((res.queries_per_sample[standing] == 200).float().mean()) >= 0.8
+    # without repeat avoidance every resisting sample spends exactly the whole budget
+    x, y = square_batch
+    plain = SquareAttack(0.05, queries=200, seed=0, avoid_repeats=False)(digits_cnn, x, y)
+    resisted = plain.clean_correct & ~plain.success
+    assert bool(resisted.any()) and torch.all(plain.queries_per_sample[resisted] == 200)
     # clean misclassifications cost exactly their clean query
     assert torch.all(res.queries_per_sample[~res.clean_correct] == 1)
     assert res.queries == int(res.queries_per_sample.sum())
     # and the oracle saw exactly what the result reports
-    x, y = square_batch
     oracle = ClassifierOracle(digits_cnn)
     again = SquareAttack(0.05, queries=16, restarts=3, seed=0)(oracle, x, y)
     assert oracle.queries == again.queries
