@@ -43,6 +43,8 @@ def first_global(data: bytes) -> tuple[str, str] | None:
     except _Found as found:
         module, name = found.args
         top = module.split(".", 1)[0]
+        if not top:
+            return None  # __import__("") raises ValueError: an empty module name imports nothing
         if not top.isidentifier() and importlib.util.find_spec(top) is None:
             return None  # __import__ fails: no such module can exist on sys.path here
         return module, name

@@ -65,6 +65,10 @@ class RateDecision:
                 self.headers["Retry-After"] = str(max(math.ceil(self.retry_after), 1))
 
 
+_SLACK = 1e-9
+"""Seconds of floating-point slack in `GcraLimiter`'s comparisons."""
+
+
 class GcraLimiter:
     """In-memory GCRA for several limits at once: exact, O(1) per limit, thread-safe.
 
@@ -87,9 +91,13 @@ class GcraLimiter:
                 period = float(item.get_expiry())
                 interval = period / item.amount
                 slot = (name, *ids)
-                tat = max(self._tat.get(slot, now), now) + cost * interval
-                if tat - period > now:
-                    wait = tat - period - now
+                start = max(self._tat.get(slot, now), now)
+                tat = start + cost * interval
+                # compared as a delay from now, with a nanosecond's slack: a full burst (cost
+                # == amount) on a fresh client must pass, and (now + 60.0) - 60.0 can round
+                # above now, which refused it now and then
+                wait = (start - now) + cost * interval - period
+                if wait > _SLACK:
                     remaining = int((now + period - max(self._tat.get(slot, now), now)) / interval)
                     return RateDecision(False, item.amount, max(remaining, 0), wait, wait, name)
                 new.append((slot, tat))
