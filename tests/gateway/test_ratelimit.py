@@ -94,3 +94,20 @@ def test_unauthenticated_guessing_spends_the_address_budget(gateway_config, star
                          headers={"X-API-Key": f"mlw_guess{i:03d}_x"}).status_code
              for i in range(5)]
     assert codes == [401, 401, 401, 429, 429]
+
+
+def test_a_full_burst_on_a_fresh_client_passes_whatever_the_clock_reads(monkeypatch) -> None:
+    """At this monotonic reading ``(now + 60.0) - 60.0 > now`` in floating point: the GCRA
+    once refused a fresh client's full burst there (a CI flake); the burst must pass, and one
+    more input must not."""
+    from limits import parse
+
+    import mlwarden.gateway.ratelimit as rl
+
+    now = 32727.190178490167
+    assert (now + 60.0) - 60.0 > now
+    monkeypatch.setattr(rl.time, "monotonic", lambda: now)
+    gcra = rl.GcraLimiter()
+    item = parse("2/minute")
+    assert gcra.check([("throttle", item, ("throttle", "t"))], 2).allowed
+    assert not gcra.check([("throttle", item, ("throttle", "t"))], 1).allowed
