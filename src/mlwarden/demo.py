@@ -131,8 +131,6 @@ def run_demo(
     """Train (or reuse) the demo models, audit the student, write the reports."""
     import numpy as np
 
-    from mlwarden.audit.runner import run_audit
-    from mlwarden.config import load_config
     from mlwarden.io.dataset import load_builtin
 
     out = Path(output_dir).resolve()
@@ -146,9 +144,28 @@ def run_demo(
         shutil.copyfile(cache / f"{name}.pt2", out / "models" / f"{name}.pt2")
     _, test = load_builtin("digits").split(0.75, seed=0)
     np.savez(out / "data" / "test.npz", x=test.x.numpy(), y=test.y.numpy())
-    (out / "answers.yaml").write_text(DEMO_ANSWERS, encoding="utf-8")
+    return audit_demo(out, DEMO_TOML, DEMO_ANSWERS, trained=trained, progress=progress)
+
+
+def audit_demo(
+    out: Path,
+    toml_template: str,
+    answers: str,
+    *,
+    trained: bool,
+    progress: ProgressCallback,
+    **fields: str,
+) -> DemoResult:
+    """The tail every demo shares: write its answers and config, run the audit a user would.
+
+    ``toml_template`` is formatted with ``config`` (its own path) and ``fields``.
+    """
+    from mlwarden.audit.runner import run_audit
+    from mlwarden.config import load_config
+
+    (out / "answers.yaml").write_text(answers, encoding="utf-8")
     config_path = out / "mlwarden.toml"
-    config_path.write_text(DEMO_TOML.format(config=config_path), encoding="utf-8")
+    config_path.write_text(toml_template.format(config=config_path, **fields), encoding="utf-8")
     outcome = run_audit(load_config(config_path), progress=progress)
     acc = outcome.report.metrics.get("clean_accuracy")
     return DemoResult(out, config_path, outcome.files, float(acc or 0.0), trained, outcome.report)

@@ -22,7 +22,7 @@ import torch
 
 from mlwarden.core.errors import ModelLoadError
 from mlwarden.core.progress import ProgressCallback, null_progress
-from mlwarden.demo import DemoResult, cache_dir
+from mlwarden.demo import DemoResult, audit_demo, cache_dir
 
 TRAIN_SENTENCES = 600
 """Sentences the student is fine-tuned on (its members, for the membership audit)."""
@@ -161,8 +161,6 @@ def run_text_demo(
     progress: ProgressCallback = null_progress,
 ) -> DemoResult:
     """Fine-tune (or reuse) the text student, audit it, write the reports."""
-    from mlwarden.audit.runner import run_audit
-    from mlwarden.config import load_config
     from mlwarden.io.hf import SPEC_FILE
 
     teacher = teacher_folder()
@@ -178,11 +176,6 @@ def run_text_demo(
     shutil.copytree(cache, student)
     _write_jsonl(out / "data" / "train.jsonl", train)
     _write_jsonl(out / "data" / "test.jsonl", test)
-    (out / "answers.yaml").write_text(TEXT_ANSWERS, encoding="utf-8")
-    config_path = out / "mlwarden.toml"
-    config_path.write_text(
-        TEXT_TOML.format(config=config_path, teacher=teacher.as_posix()), encoding="utf-8"
+    return audit_demo(
+        out, TEXT_TOML, TEXT_ANSWERS, trained=trained, progress=progress, teacher=teacher.as_posix()
     )
-    outcome = run_audit(load_config(config_path), progress=progress)
-    acc = outcome.report.metrics.get("clean_accuracy")
-    return DemoResult(out, config_path, outcome.files, float(acc or 0.0), trained, outcome.report)
