@@ -10,7 +10,7 @@ What the user brings is made by a script that imports nothing of mlwarden (`EXPO
 a small CNN trained on sklearn's 8x8 digits and saved with plain ``torch.export``, plus its
 training data as ``train.npz``. Then, in a fresh directory and with the CLI only, as the README
 says: ``mlwarden keys create``, ``mlwarden audit-log keygen``, ``mlwarden gateway fit-validator``
-and ``mlwarden serve --config mlwarden.toml``. The config (`gateway_toml`) sets nothing about
+and ``mlwarden serve --config mlwarden.toml``. The config (`tensor_toml`) sets nothing about
 torch threads or batching, so serve's own runtime choice (`mlwarden.gateway.tuning`) is what is
 measured; it turns every protection on: API keys, rate limits (set high enough not to refuse
 wrk), shape/bounds validation, the Mahalanobis OOD validator, rounded outputs, the extraction,
@@ -51,7 +51,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,48 +166,57 @@ RATE_BURST = "1000000/second"
 """Far above what wrk can send here, so that a 429 means a bug, not the benchmark's load."""
 
 
-def gateway_toml(port: int) -> str:
-    """The user's config: every protection on, nothing about threads or batching."""
-    return textwrap.dedent(f'''
-        [model]
-        path = "model.pt2"
+def gateway_toml(
+    port: int, *, model: str = "model.pt2", spec: str = "", validation: str = "", extra: str = ""
+) -> str:
+    """The user's config: every protection on, nothing about threads or batching.
 
-        [spec]                      # a plain torch.export file says shape and classes, not bounds
-        bounds = [0.0, 1.0]
+    ``spec``, ``validation`` and ``extra`` are the few lines a benchmark's model needs
+    beyond the shared ones (bounds for a plain export, the text section for a text model).
+    """
+    spec_block = f"\n{spec.strip()}\n" if spec else ""
+    extra_block = f"\n{extra.strip()}\n" if extra else ""
+    validation_lines = f"{validation.strip()}\n" if validation else ""
+    return f'''[model]
+path = "{model}"
+{spec_block}
+[gateway]
+host = "127.0.0.1"
+port = {port}
 
-        [gateway]
-        host = "127.0.0.1"
-        port = {port}
+[gateway.auth]
+key_file = "mlwarden-keys.json"
 
-        [gateway.auth]
-        key_file = "mlwarden-keys.json"
+[gateway.rate_limit]
+per_key = "{RATE_LIMIT}"
+per_key_burst = "{RATE_BURST}"
+per_address = "{RATE_LIMIT}"
+per_address_burst = "{RATE_BURST}"
 
-        [gateway.rate_limit]
-        per_key = "{RATE_LIMIT}"
-        per_key_burst = "{RATE_BURST}"
-        per_address = "{RATE_LIMIT}"
-        per_address_burst = "{RATE_BURST}"
+[gateway.validation]
+{validation_lines}ood = "flag"
+validator = "validator.safetensors"
+{extra_block}
+[gateway.hardening]
+default_output = "rounded"
 
-        [gateway.validation]
-        bounds = "reject"
-        ood = "flag"
-        validator = "validator.safetensors"
+[gateway.monitoring.extraction]
+action = "block"
+[gateway.monitoring.query_attack]
+action = "block"
+[gateway.monitoring.failed_auth]
+action = "block"
 
-        [gateway.hardening]
-        default_output = "rounded"
+[gateway.audit_log]
+path = "mlwarden-audit.jsonl"
+key_file = "audit-keys.json"
+require_key = true
+'''
 
-        [gateway.monitoring.extraction]
-        action = "block"
-        [gateway.monitoring.query_attack]
-        action = "block"
-        [gateway.monitoring.failed_auth]
-        action = "block"
 
-        [gateway.audit_log]
-        path = "mlwarden-audit.jsonl"
-        key_file = "audit-keys.json"
-        require_key = true
-    ''').lstrip()
+def tensor_toml(port: int) -> str:
+    """This benchmark's config: a plain torch.export file says shape and classes, not bounds."""
+    return gateway_toml(port, spec="[spec]\nbounds = [0.0, 1.0]", validation='bounds = "reject"')
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -414,8 +423,10 @@ def bare_name(threads: str) -> str:
             else f"bare FastAPI ({threads} torch thread{'s' if threads != '1' else ''})")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_args(doc: str, add: Callable[[argparse.ArgumentParser], None] | None = None
+               ) -> argparse.Namespace:
+    """The options every gateway benchmark takes (``add`` adds its own), checked."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternate runs per server and machine")
@@ -430,74 +441,112 @@ def main() -> int:
     ap.add_argument("--mlwarden", default=None,
                     help="command that runs the CLI (default: this python -m mlwarden.cli.main)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    if add is not None:
+        add(ap)
     args = ap.parse_args()
     given = {a.split("=")[0] for a in sys.argv[1:]}
     if args.quick:
         args.rounds = args.rounds if "--rounds" in given else 1
         args.duration = args.duration if "--duration" in given else 3.0
-    bares = [b.strip() for b in args.bare.split(",") if b.strip()]
-    if not bares or any(b != "default" and not (b.isdigit() and int(b) > 0) for b in bares):
+    args.bares = [b.strip() for b in args.bare.split(",") if b.strip()]
+    if not args.bares or any(b != "default" and not (b.isdigit() and int(b) > 0)
+                             for b in args.bares):
         raise SystemExit(f"--bare: 'default' and/or positive thread counts, got '{args.bare}'")
     if args.rounds < 1 or args.duration <= 0 or args.connections < args.threads:
         raise SystemExit("--rounds >= 1, --duration > 0 and --connections >= --threads")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    began, load_before = time.monotonic(), os.getloadavg()[0]
+    args.cli = (shlex.split(args.mlwarden) if args.mlwarden
+                else [sys.executable, "-m", "mlwarden.cli.main"])
+    return args
+
+
+@dataclass
+class Measured:
+    results: dict[str, dict[str, list[dict[str, float]]]]
+    runtime: object
+    verified: str
+
+
+def measure(args: argparse.Namespace, work: Path, key: str, gport: int, bare_model: str,
+            servers: list[Server], first: Callable[[Server, Path], None] | None = None
+            ) -> Measured:
+    """Start the gateway and the bare servers (into ``servers``, which the caller stops),
+    alternate wrk runs without and with the CPU hog, then verify the gateway's audit log."""
+    cli = args.cli
+    servers.append(start_server(GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work,
+                                gport, "/readyz", key))
+    for threads in args.bares:
+        port = free_port()
+        servers.append(start_server(bare_name(threads), [sys.executable, "bare_server.py",
+                                    bare_model, str(port), threads], work, port, "/healthz", ""))
+    warm = max(1.0, min(3.0, args.duration))
+    for s in servers:
+        if first is not None:
+            first(s, work)
+        run_wrk(s, args, work, warm, args.connections)
+    conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
+                                   if args.hog_cores else [])
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for cond, cores in conditions:
+        results[cond] = {s.name: [] for s in servers}
+        with cpu_hog(cores):
+            for i in range(args.rounds):
+                for s in servers:
+                    r = run_wrk(s, args, work, args.duration, args.connections)
+                    results[cond][s.name].append(r)
+                    print(f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
+                          f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms", flush=True)
+    runtime = (servers[0].info.get("details") or {}).get("runtime")  # type: ignore[union-attr]
+    for s in servers:
+        stop(s.proc)
+    verified = run_step([*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file",
+                         "audit-keys.json"], work, "audit-log verify").strip()
+    return Measured(results, runtime, verified)
+
+
+def print_results(script: str, what: str, args: argparse.Namespace, began: float,
+                  load_before: tuple[float, float, float], measured: Measured,
+                  servers: list[Server], work: Path, *notes: str) -> None:
+    """The run line (command, wrk settings, load), the table, and what the servers said."""
+    load = os.getloadavg()
+    print(f"\n`python benchmarks/{script} {shlex.join(sys.argv[1:])}`: "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {what}, "
+          f"{args.rounds} alternated round(s) per server and machine, medians; "
+          f"{os.cpu_count()} CPUs, load average (1/5/15 min) "
+          f"{'/'.join(f'{v:.1f}' for v in load_before)} before, "
+          f"{'/'.join(f'{v:.1f}' for v in load)} at the end (other processes count; the machine "
+          f"is quiet only if nothing else runs); {time.monotonic() - began:.0f} s in all\n")
+    print(table(measured.results))
+    print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(measured.runtime)}")
+    for note in notes:
+        print(note)
+    for s in servers[1:]:
+        print(f"{s.name}: torch.get_num_threads() = {s.info.get('torch_threads')}")
+    v = measured.verified
+    print(f"audit log: {v.splitlines()[-1] if v else '(no output)'}")
+    if args.keep:
+        print(f"work directory: {work}")
+
+
+def main() -> int:
+    args = bench_args(__doc__)
+    began, load_before = time.monotonic(), os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
     servers: list[Server] = []
     try:
         gport = free_port()
-        (work / "mlwarden.toml").write_text(gateway_toml(gport))
-        cli = (shlex.split(args.mlwarden) if args.mlwarden
-               else [sys.executable, "-m", "mlwarden.cli.main"])
-        key = prepare(work, cli)
-        servers.append(start_server(GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work,
-                                    gport, "/readyz", key))
-        for threads in bares:
-            port = free_port()
-            servers.append(start_server(bare_name(threads), [sys.executable, "bare_server.py",
-                                        "model.pt2", str(port), threads], work, port,
-                                        "/healthz", ""))
-        print(f"prepared and started in {time.monotonic() - began:.0f} s", flush=True)
-        warm = max(1.0, min(3.0, args.duration))
-        for s in servers:
-            run_wrk(s, args, work, warm, args.connections)
-        conditions = [("no hog", 0)] + ([(f"{args.hog_cores}-core hog", args.hog_cores)]
-                                       if args.hog_cores else [])
-        results: dict[str, dict[str, list[dict[str, float]]]] = {}
-        for cond, cores in conditions:
-            results[cond] = {s.name: [] for s in servers}
-            with cpu_hog(cores):
-                for i in range(args.rounds):
-                    for s in servers:
-                        r = run_wrk(s, args, work, args.duration, args.connections)
-                        results[cond][s.name].append(r)
-                        print(f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
-                              f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms", flush=True)
-        runtime = (servers[0].info.get("details") or {}).get("runtime")  # type: ignore[union-attr]
-        for s in servers:
-            stop(s.proc)
-        verified = run_step([*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file",
-                             "audit-keys.json"], work, "audit-log verify").strip()
+        (work / "mlwarden.toml").write_text(tensor_toml(gport))
+        key = prepare(work, args.cli)
+        print(f"prepared in {time.monotonic() - began:.0f} s", flush=True)
+        measured = measure(args, work, key, gport, "model.pt2", servers)
     finally:
         for s in servers:
             stop(s.proc)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    load = os.getloadavg()
-    print(f"\n`python benchmarks/bench_gateway.py {shlex.join(sys.argv[1:])}`: "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.rounds} "
-          f"alternated round(s) per server and machine, medians; {os.cpu_count()} CPUs, "
-          f"load average {load_before:.1f} before, {load[0]:.1f} at the end (other processes "
-          f"count; the machine is quiet only if nothing else runs); "
-          f"{time.monotonic() - began:.0f} s in all\n")
-    print(table(results))
-    print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(runtime)}")
-    for s in servers[1:]:
-        print(f"{s.name}: torch.get_num_threads() = {s.info.get('torch_threads')}")
-    print(f"audit log: {verified.splitlines()[-1] if verified else '(no output)'}")
-    if args.keep:
-        print(f"work directory: {work}")
+    print_results("bench_gateway.py", "one digit per request", args, began, load_before,
+                  measured, servers, work)
     return 0
 
 

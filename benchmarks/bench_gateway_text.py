@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import sys
 import tempfile
@@ -42,19 +41,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import (  # noqa: E402  (the shared machinery of the tensor benchmark)
-    GATEWAY,
-    RATE_BURST,
-    RATE_LIMIT,
     WRK_LUA,
     Server,
-    bare_name,
-    cpu_hog,
+    bench_args,
     free_port,
+    gateway_toml,
+    measure,
+    print_results,
     run_step,
-    run_wrk,
-    start_server,
     stop,
-    table,
 )
 
 STUDENT_SCRIPT = textwrap.dedent('''
@@ -166,48 +161,14 @@ BARE_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def gateway_toml(port: int) -> str:
-    """The user's config: every protection on, nothing about threads or batching."""
-    return textwrap.dedent(f'''
-        [model]
-        path = "student"
-
-        [gateway]
-        host = "127.0.0.1"
-        port = {port}
-
-        [gateway.auth]
-        key_file = "mlwarden-keys.json"
-
-        [gateway.rate_limit]
-        per_key = "{RATE_LIMIT}"
-        per_key_burst = "{RATE_BURST}"
-        per_address = "{RATE_LIMIT}"
-        per_address_burst = "{RATE_BURST}"
-
-        [gateway.validation]
-        ood = "flag"
-        validator = "validator.safetensors"
-
-        [gateway.text]              # the defaults, written out
-        max_chars = 5000
-        over_long = "refuse"
-
-        [gateway.hardening]
-        default_output = "rounded"
-
-        [gateway.monitoring.extraction]
-        action = "block"
-        [gateway.monitoring.query_attack]
-        action = "block"
-        [gateway.monitoring.failed_auth]
-        action = "block"
-
-        [gateway.audit_log]
-        path = "mlwarden-audit.jsonl"
-        key_file = "audit-keys.json"
-        require_key = true
-    ''').lstrip()
+def text_toml(port: int) -> str:
+    """This benchmark's config: the student folder, and the text section's defaults written out."""
+    return gateway_toml(
+        port,
+        model="student",
+        extra='[gateway.text]              # the defaults, written out\nmax_chars = 5000\n'
+        'over_long = "refuse"',
+    )
 
 
 def prepare(work: Path, cli: list[str], n_train: int, n_bodies: int) -> str:
@@ -268,129 +229,29 @@ def prepare(work: Path, cli: list[str], n_train: int, n_bodies: int) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
-    ap.add_argument("--rounds", type=int, default=3, help="alternate runs per server and machine")
-    ap.add_argument("--threads", type=int, default=2, help="wrk threads")
-    ap.add_argument(
-        "--bare",
-        default="default,1",
-        help="bare endpoints to run, by torch threads: 'default' and/or numbers",
-    )
-    ap.add_argument(
-        "--hog-cores",
-        type=int,
-        default=1,
-        help="cores the CPU hog spins in the second half (0: the no-hog half only)",
-    )
-    ap.add_argument("--train", type=int, default=1000, help="reviews the student is trained on")
-    ap.add_argument("--bodies", type=int, default=2000, help="held-out reviews sent by wrk")
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 1 round, 3 s runs (unless --rounds/--duration are given)",
-    )
-    ap.add_argument(
-        "--mlwarden",
-        default=None,
-        help="command that runs the CLI (default: this python -m mlwarden.cli.main)",
-    )
-    ap.add_argument("--keep", action="store_true", help="keep the work directory")
-    args = ap.parse_args()
-    given = {a.split("=")[0] for a in sys.argv[1:]}
-    if args.quick:
-        args.rounds = args.rounds if "--rounds" in given else 1
-        args.duration = args.duration if "--duration" in given else 3.0
-    bares = [b.strip() for b in args.bare.split(",") if b.strip()]
-    if not bares or any(b != "default" and not (b.isdigit() and int(b) > 0) for b in bares):
-        raise SystemExit(f"--bare: 'default' and/or positive thread counts, got '{args.bare}'")
-    if args.rounds < 1 or args.duration <= 0 or args.connections < args.threads:
-        raise SystemExit("--rounds >= 1, --duration > 0 and --connections >= --threads")
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    def add(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--train", type=int, default=1000, help="reviews the student is trained on")
+        ap.add_argument("--bodies", type=int, default=2000, help="held-out reviews sent by wrk")
+
+    args = bench_args(__doc__, add)
     began, load_before = time.monotonic(), os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="mlwarden-bench-text-"))
     servers: list[Server] = []
     try:
         gport = free_port()
-        (work / "mlwarden.toml").write_text(gateway_toml(gport))
-        cli = (
-            shlex.split(args.mlwarden)
-            if args.mlwarden
-            else [sys.executable, "-m", "mlwarden.cli.main"]
-        )
-        key = prepare(work, cli, args.train, args.bodies)
-        servers.append(
-            start_server(
-                GATEWAY, [*cli, "serve", "--config", "mlwarden.toml"], work, gport, "/readyz", key
-            )
-        )
-        for threads in bares:
-            port = free_port()
-            servers.append(
-                start_server(
-                    bare_name(threads),
-                    [sys.executable, "bare_server.py", "student", str(port), threads],
-                    work,
-                    port,
-                    "/healthz",
-                    "",
-                )
-            )
-        print(f"prepared and started in {time.monotonic() - began:.0f} s", flush=True)
-        warm = max(1.0, min(3.0, args.duration))
-        for s in servers:
-            first_answer(s, work)  # a transformers model's first pass can outlast the warm-up
-            run_wrk(s, args, work, warm, args.connections)
-        conditions = [("no hog", 0)] + (
-            [(f"{args.hog_cores}-core hog", args.hog_cores)] if args.hog_cores else []
-        )
-        results: dict[str, dict[str, list[dict[str, float]]]] = {}
-        for cond, cores in conditions:
-            results[cond] = {s.name: [] for s in servers}
-            with cpu_hog(cores):
-                for i in range(args.rounds):
-                    for s in servers:
-                        r = run_wrk(s, args, work, args.duration, args.connections)
-                        results[cond][s.name].append(r)
-                        print(
-                            f"  {cond} round {i + 1}, {s.name}: {r['rps']:.0f} req/s, "
-                            f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms",
-                            flush=True,
-                        )
-        runtime = (servers[0].info.get("details") or {}).get("runtime")  # type: ignore[union-attr]
-        for s in servers:
-            stop(s.proc)
-        verified = run_step(
-            [*cli, "audit-log", "verify", "mlwarden-audit.jsonl", "--key-file", "audit-keys.json"],
-            work,
-            "audit-log verify",
-        ).strip()
+        (work / "mlwarden.toml").write_text(text_toml(gport))
+        key = prepare(work, args.cli, args.train, args.bodies)
+        print(f"prepared in {time.monotonic() - began:.0f} s", flush=True)
+        # a transformers model's first pass can outlast the warm-up: one request first
+        measured = measure(args, work, key, gport, "student", servers, first=first_answer)
         audited = _audit_summary(work / "mlwarden-audit.jsonl")
     finally:
         for s in servers:
             stop(s.proc)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    load = os.getloadavg()
-    print(
-        f"\n`python benchmarks/bench_gateway_text.py {shlex.join(sys.argv[1:])}`: "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, one review per "
-        f"request, {args.rounds} alternated round(s) per server and machine, medians; "
-        f"{os.cpu_count()} CPUs, load average (1/5/15 min) "
-        f"{'/'.join(f'{v:.1f}' for v in load_before)} before, "
-        f"{'/'.join(f'{v:.1f}' for v in load)} at the end (other processes count); "
-        f"{time.monotonic() - began:.0f} s in all\n"
-    )
-    print(table(results))
-    print(f"\ngateway runtime (/readyz details.runtime): {json.dumps(runtime)}")
-    print(f"gateway: {audited}")
-    for s in servers[1:]:
-        print(f"{s.name}: torch.get_num_threads() = {s.info.get('torch_threads')}")
-    print(f"audit log: {verified.splitlines()[-1] if verified else '(no output)'}")
-    if args.keep:
-        print(f"work directory: {work}")
+    print_results("bench_gateway_text.py", "one review per request", args, began, load_before,
+                  measured, servers, work, f"gateway: {audited}")
     return 0
 
 

@@ -45,7 +45,7 @@ def bench() -> ModuleType:
 
 
 def test_config_sets_no_runtime_settings_and_turns_every_protection_on(tmp_path: Path):
-    toml = bench().gateway_toml(8123)
+    toml = bench().tensor_toml(8123)
     assert "batching" not in toml and "threads" not in toml and "worker" not in toml
     (tmp_path / "mlwarden.toml").write_text(toml)
     model, gw = load_serve_config(tmp_path / "mlwarden.toml")
