@@ -106,5 +106,6 @@ def render_command(
             f"wrote {written} ({name}, {written.stat().st_size / 1024:.1f} KiB)",
             highlight=False,
             markup=False,
+            soft_wrap=True,  # a path a user copies is never broken across lines
         )
     raise typer.Exit(code)

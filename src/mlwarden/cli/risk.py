@@ -48,7 +48,11 @@ def init_command(
         text = answers_to_yaml(data)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text, encoding="utf-8")
-    console.print(f"wrote [bold]{output}[/]; next: mlwarden risk assess {output}", highlight=False)
+    console.print(
+        f"wrote [bold]{output}[/]; next: mlwarden risk assess {output}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _ask_all() -> dict[str, Any]:
@@ -150,7 +154,7 @@ def assess_command(
         config_out.write_text(config_skeleton(model, rel), encoding="utf-8")
         from mlwarden.cli.ui import err_console
 
-        err_console.print(f"wrote {config_out}", highlight=False)
+        err_console.print(f"wrote {config_out}", highlight=False, soft_wrap=True)
     if fmt is OutputFormat.text and output is None:
         from mlwarden.cli.common import exit_code_for
 
