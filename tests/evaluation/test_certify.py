@@ -181,6 +181,9 @@ def test_a_constant_classifier_gets_the_exact_radius(digits_spec, digits_split) 
     assert res.certified_accuracy(expected) == 1.0
     assert res.certified_accuracy(expected + 1e-6) == 0.0
     assert res.abstain_rate == 0.0
+    summary = res.summary(0.5)
+    assert summary["base_accuracy"] == summary["smoothed_accuracy"] == 1.0
+    assert summary["certified_accuracy@0.5"] == 1.0 and summary["abstain_rate"] == 0.0
 
 
 def test_ties_abstain_in_certify_and_predict() -> None:

@@ -169,8 +169,8 @@ class SmoothedClassifier:
     """The Gaussian-smoothed version of a base classifier (Cohen et al. 2019, Sec. 3.2).
 
     ``model`` is a white-box classifier or a tensor oracle (labels suffice); ``sigma`` is
-    in the units of its input bounds. ``first_index`` numbers the inputs for the noise
-    streams, so a shard of a data set gives the same certificates as the whole set.
+    in the units of its input bounds. The methods' ``first_index`` numbers the inputs for
+    the noise streams, so a shard of a data set gives the same certificates as the whole.
     """
 
     def __init__(
@@ -220,8 +220,8 @@ class SmoothedClassifier:
     ) -> torch.Tensor:
         """Votes ``(len(x), C)`` of the base classifier on ``num`` noisy copies of each input.
 
-        Batches are filled across inputs (``n0`` = 100 samples of 160 digits go in one
-        forward pass) and a long ``num`` is drawn in chunks, so memory stays at one batch.
+        Batches are filled across inputs (the ``n0`` = 100 samples of 40 digits go in
+        one forward pass of 4096) and a long ``num`` is drawn in chunks, so memory stays at one batch.
         """
         import torch
 
@@ -403,6 +403,17 @@ class CertificationResult:
         top = top if top > 0 else 1.0
         grid = sorted({*(top * k / (points - 1) for k in range(points)), *self.radii})
         return [(r, self.certified_accuracy(r)) for r in grid]
+
+    def summary(self, radius: float) -> dict[str, float]:
+        """The certified columns of a before/after hardening table: base and smoothed
+        accuracy, certified accuracy at ``radius``, abstain rate, seconds spent."""
+        return {
+            "base_accuracy": self.base_accuracy,
+            "smoothed_accuracy": self.certified_accuracy(0.0),
+            f"certified_accuracy@{radius:g}": self.certified_accuracy(radius),
+            "abstain_rate": self.abstain_rate,
+            "seconds": self.seconds,
+        }
 
     def metrics(self) -> dict[str, float | int]:
         out: dict[str, float | int] = {
