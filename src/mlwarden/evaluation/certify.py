@@ -65,7 +65,7 @@ benchmarks/bench_certify.py: 4096 per batch cost less CPU time per sample than 1
 activations stay in cache); on a GPU a larger ``batch_size`` pays."""
 
 DEFAULT_MIN_CERTIFIED_ACCURACY = 0.5
-"""A policy, not a measurement: the certified accuracy your system must keep at ``radius``."""
+"""A policy, not a measurement: the certified accuracy your system must keep at ``at_radius``."""
 
 Radius = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -221,7 +221,8 @@ class SmoothedClassifier:
         """Votes ``(len(x), C)`` of the base classifier on ``num`` noisy copies of each input.
 
         Batches are filled across inputs (the ``n0`` = 100 samples of 40 digits go in
-        one forward pass of 4096) and a long ``num`` is drawn in chunks, so memory stays at one batch.
+        one forward pass of 4096) and a long ``num`` is drawn in chunks, so memory stays
+        at one batch.
         """
         import torch
 
