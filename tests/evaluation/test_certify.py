@@ -178,6 +178,7 @@ def test_a_constant_classifier_gets_the_exact_radius(digits_spec, digits_split) 
     assert res.prediction.tolist() == [3, 3, 3, 3]
     assert res.count.tolist() == [n] * 4
     assert res.radius.tolist() == pytest.approx([expected] * 4, abs=1e-9)
+    assert res.max_radius == pytest.approx(expected, abs=1e-9)  # all votes: the largest
     assert res.certified_accuracy(expected) == 1.0
     assert res.certified_accuracy(expected + 1e-6) == 0.0
     assert res.abstain_rate == 0.0
