@@ -125,7 +125,7 @@ def run_art(module: nn.Module, test: object, args: argparse.Namespace) -> dict |
         loss=nn.CrossEntropyLoss(),
         input_shape=(1, 8, 8),
         nb_classes=10,
-        clip_values=(0.0, 1.0),
+        clip_values=None,  # no clipping of the noisy samples, as mlwarden and Cohen et al.
         sample_size=100,  # n0
         scale=SIGMA,
         alpha=0.001,
