@@ -600,7 +600,8 @@ def certify_dataset(
     model.spec.validate_labels(y)
     x = smoothed._check_inputs(x)
     start = time.perf_counter()
-    base = smoothed._labels(x).cpu()
+    step = smoothed.batch_size
+    base = torch.cat([smoothed._labels(x[i : i + step]).cpu() for i in range(0, len(x), step)])
     prediction, radius, p_lower, count = smoothed.certify(
         x, n0=n0, n=n, alpha=alpha, first_index=first_index, progress=progress
     )
