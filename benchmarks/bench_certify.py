@@ -5,7 +5,7 @@ defaults (sigma 0.25, n0 100, n 100,000, alpha 0.001, 500 samples), and IBM ART'
 Install the peer first (benchmarks only):  pip install .[bench]   (ART, and statsmodels,
 which ART's certify imports for its Clopper-Pearson bound)
 
-Run:  python benchmarks/bench_certify.py [--samples 500] [--n 100000] [--threads 2]
+Run:  python benchmarks/bench_certify.py [--samples 500] [--n 100000] [--threads 1]
       [--art-samples 500] [--no-art]
 
 The subject is a tiny CNN (one 3x3 stride-2 conv with 8 channels, two linear layers; 4.5k
@@ -151,7 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--n", type=int, default=100_000)
-    parser.add_argument("--threads", type=int, default=2)
+    # one torch thread: on shared cores two threads were 13x slower here (docs/certification.md)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--art-samples", type=int, default=500)
     parser.add_argument("--no-art", action="store_true")
     args = parser.parse_args()
