@@ -33,10 +33,11 @@ from mlwarden.cli.common import (
     SpecOption,
 )
 from mlwarden.cli.flags import default_of
+from mlwarden.evaluation.certify import CertifySettings
 from mlwarden.evaluation.evasion import RobustnessSettings
 
 evaluate_app = typer.Typer(
-    help="Evaluate a model (robustness curves, sanity checks).",
+    help="Evaluate a model (robustness curves, sanity checks, certified robustness).",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -44,6 +45,7 @@ evaluate_app = typer.Typer(
 
 _DEFAULT = {name: default_of(RobustnessSettings, name) for name in RobustnessSettings.model_fields}
 """What ``--help`` shows as each flag's default: the settings model's own."""
+_CERTIFY = {name: default_of(CertifySettings, name) for name in CertifySettings.model_fields}
 
 
 @evaluate_app.command("robustness")
@@ -186,6 +188,136 @@ def robustness_command(
     if is_text_folder(model) and OutputFormat(fmt) is OutputFormat.text and output is None:
         print_text_tables(report)
     raise typer.Exit(code)
+
+
+@evaluate_app.command("certify")
+def certify_command(
+    model: str = typer.Option(..., "--model", "-m", help="Model file (.pt2, .onnx, weights)."),
+    data: str = typer.Option(..., "--data", "-d", help="Data (.npz, .npy, .csv, folder, digits)."),
+    sigma: float | None = typer.Option(
+        None,
+        "--sigma",
+        help="Std of the Gaussian noise, in the units of the input bounds.",
+        show_default=_CERTIFY["sigma"],
+    ),
+    n: int | None = typer.Option(
+        None, "--n", help="Noise samples that estimate pA.", show_default=_CERTIFY["n"]
+    ),
+    n0: int | None = typer.Option(
+        None, "--n0", help="Noise samples that select the class.", show_default=_CERTIFY["n0"]
+    ),
+    alpha: float | None = typer.Option(
+        None,
+        "--alpha",
+        help="Failure probability of each certificate.",
+        show_default=_CERTIFY["alpha"],
+    ),
+    radii: list[float] = typer.Option(
+        [],
+        "--radius",
+        "--radii",
+        help="L2 radius to report certified accuracy at (repeat for a curve).",
+        show_default=_CERTIFY["radii"],
+    ),
+    samples: int | None = typer.Option(
+        None, "--samples", help="Certify the first N samples.", show_default=_CERTIFY["samples"]
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Noisy samples per forward pass (default: ~262k values)."
+    ),
+    at_radius: float | None = typer.Option(
+        None,
+        "--at-radius",
+        help="The radius --min-certified-accuracy applies at.",
+        show_default=_CERTIFY["at_radius"],
+    ),
+    min_certified_accuracy: float | None = typer.Option(
+        None,
+        "--min-certified-accuracy",
+        help="HIGH finding when certified accuracy at --at-radius is below this.",
+        show_default=_CERTIFY["min_certified_accuracy"],
+    ),
+    output_npz: Path | None = typer.Option(
+        None, "--output-npz", help="Write the per-sample certificates (.npz)."
+    ),
+    seed: int = SeedOption,
+    factory: str | None = FactoryOption,
+    spec: Path | None = SpecOption,
+    config: Path | None = ConfigOption,
+    allow: list[str] = AllowOption,
+    device: str = DeviceOption,
+    fmt: OutputFormat = FormatOption,
+    output: Path | None = OutputOption,
+    fail_on: str = FailOnOption,
+    progress: bool = ProgressOption,
+) -> None:
+    """Certified L2 robustness by randomized smoothing (Cohen et al. 2019), as a report."""
+    from mlwarden.cli.common import emit_report, fail_threshold, load_subject
+    from mlwarden.cli.flags import settings_from_flags
+    from mlwarden.cli.ui import progress_bars
+    from mlwarden.core.findings import Report
+    from mlwarden.evaluation.certify import require_certify, run_certify, save_certificates
+
+    fail_threshold(fail_on)
+    settings: CertifySettings = settings_from_flags(
+        CertifySettings,
+        {
+            "sigma": sigma,
+            "n": n,
+            "n0": n0,
+            "alpha": alpha,
+            "radii": radii,
+            "samples": samples,
+            "batch_size": batch_size,
+            "at_radius": at_radius,
+            "min_certified_accuracy": min_certified_accuracy,
+        },
+        names={"radii": "--radius"},
+    )
+    loaded, dataset = load_subject(
+        model,
+        data,
+        factory=factory,
+        spec=spec,
+        config=config,
+        device=device,
+        allow=allow,
+        samples=settings.samples,
+    )
+    assert dataset is not None
+    require_certify(loaded)
+    report = Report(
+        title="mlwarden certified robustness (randomized smoothing)",
+        subject={
+            "model": model,
+            "data": data,
+            "samples": min(len(dataset), settings.samples),
+            "sigma": settings.sigma,
+            "n0": settings.n0,
+            "n": settings.n,
+            "alpha": settings.alpha,
+            "seed": seed,
+        },
+    )
+    with progress_bars(progress) as bar:
+        result = run_certify(loaded, dataset, settings, report, seed=seed, progress=bar)
+    if output_npz is not None:
+        save_certificates(result, output_npz, report)
+    code = emit_report(report, fmt, output, fail_on)
+    if OutputFormat(fmt) is OutputFormat.text and output is None:
+        print_tables(report, "certified-")
+    raise typer.Exit(code)
+
+
+def print_tables(report: Any, prefix: str) -> None:
+    """The tables whose id starts with ``prefix`` under the terminal summary (which shows
+    no tables)."""
+    from mlwarden.cli.ui import console
+    from mlwarden.report.terminal import table_renderable
+
+    for table in report.tables:
+        if table.id.startswith(prefix):
+            console.print(table_renderable(table))
 
 
 def print_text_tables(report: Any) -> None:

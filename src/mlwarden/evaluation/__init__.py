@@ -1,4 +1,5 @@
-"""Evaluation: robust accuracy curves with attack ensembles, and their sanity checks.
+"""Evaluation: robust accuracy curves with attack ensembles, their sanity checks, and
+certified robustness by randomized smoothing.
 
 Names load lazily so that importing the package (e.g. to register the audit check)
 does not import torch.
@@ -19,6 +20,11 @@ _LAZY: dict[str, str] = {
     "RobustnessSettings": "mlwarden.evaluation.evasion",
     "run_evasion": "mlwarden.evaluation.evasion",
     "run_robustness": "mlwarden.evaluation.evasion",
+    "CertificationResult": "mlwarden.evaluation.certify",
+    "CertifySettings": "mlwarden.evaluation.certify",
+    "SmoothedClassifier": "mlwarden.evaluation.certify",
+    "certify_dataset": "mlwarden.evaluation.certify",
+    "run_certify": "mlwarden.evaluation.certify",
     "SanityResult": "mlwarden.evaluation.sanity",
     "run_sanity_checks": "mlwarden.evaluation.sanity",
 }
