@@ -219,6 +219,15 @@ class MonitoringConfig(_Section):
         default=5000, ge=0, description="exact repeats of a client's last N distinct queries "
         "(retries, probes) are not fed to the monitors; 0 feeds them everything"
     )
+    shared_entries: int = Field(
+        default=10_000, ge=1, description="with Redis storage: batches of each client kept in "
+        "the shared monitor log that replicas replay (a replica that missed more rebuilds "
+        "the client's monitors from those kept)"
+    )
+    shared_ttl_seconds: int = Field(
+        default=86_400, gt=0, description="with Redis storage: a client's shared monitor "
+        "log expires this long after its last query"
+    )
 
     def block_seconds_for(self, detector: str) -> int:
         """How long a block or throttle raised by ``detector`` lasts."""
