@@ -55,6 +55,9 @@ class HttpOracle(Oracle):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout, headers=headers)  # type: ignore[attr-defined]
         self.requests = 0
+        # inputs the gateway answered, counted per request: unlike ``queries`` (whole calls),
+        # it includes the requests of a call that a refusal cut short
+        self.answered = 0
         self.last_flags: list[dict[str, Any]] = []
 
     def close(self) -> None:
@@ -87,7 +90,9 @@ class HttpOracle(Oracle):
             if resp.status_code != 200:
                 raise OracleError(f"gateway refused the query ({resp.status_code}): "
                                   f"{_message(resp)}")
-            return self._decode(resp.json(), len(x))
+            out = self._decode(resp.json(), len(x))
+            self.answered += len(x)
+            return out
         raise OracleError("unreachable")  # pragma: no cover
 
     def _decode(self, payload: Any, n: int) -> torch.Tensor:
