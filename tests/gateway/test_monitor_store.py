@@ -105,9 +105,15 @@ def test_a_reset_on_one_replica_resets_the_client_on_all(redis_url):
         (a, b)[i % 2].observe("c", x, labels, ood)
     b.observe("c", *stream[4])
     assert b._clients["c"].query_attack.queries_ == 25
-    a.reset("c")  # a block was lifted through replica a
+    a.reset("c")  # a block was lifted through replica a's admin route
     b.observe("c", *stream[5])
     assert b._clients["c"].query_attack.queries_ == 5  # only what came after the reset
+    a.observe("c", *stream[0])
+    assert a._clients["c"].query_attack.queries_ == 10
+    # `mlwarden gateway blocks lift` with Redis storage: no replica involved
+    RedisMonitorStore(redis_url, "mlw-store-reset").reset("c")
+    a.observe("c", *stream[1])
+    assert a._clients["c"].query_attack.queries_ == 5
 
 
 def test_a_replica_that_missed_trimmed_batches_rebuilds_and_says_so(redis_url, caplog):

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -126,7 +127,12 @@ def deployment(tmp_path_factory, digits_cnn, validator, knn_threshold,
                   {"query_attack_threshold": knn_threshold})
     keys = {name: generate_key(name, ("predict",), out) for name, out in CLIENTS.items()}
     write_key_file(root / "keys.json", [k.entry for k in keys.values()])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    import mlwarden
+
+    # the replicas import the same mlwarden as the tests, whatever the working directory
+    source = str(Path(mlwarden.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
     procs, urls = [], []
     for i in range(2):
         port = free_port()

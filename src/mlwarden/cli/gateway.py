@@ -182,7 +182,12 @@ class _Blocks:
         from mlwarden.gateway.ratelimit import ClientFlags
 
         if self.remote:
-            return ClientFlags(self.storage, self.prefix).lift(client)
+            from mlwarden.gateway.monitor_store import RedisMonitorStore
+
+            lifted = ClientFlags(self.storage, self.prefix).lift(client)
+            # as the admin route does: the replicas' monitors start the client over
+            RedisMonitorStore(self.storage, self.prefix).reset(client)
+            return lifted
         answer = self._http("DELETE", f"/v1/admin/blocks/{quote(client, safe='')}")
         return list(answer["lifted"])  # type: ignore[index]
 

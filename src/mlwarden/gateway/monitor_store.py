@@ -128,10 +128,10 @@ def decode_entry(data: bytes) -> MonitorEntry:
 class MonitorStore(Protocol):
     """An append-only, bounded, expiring log of monitor batches per client."""
 
-    def append(self, client: str, payload: bytes, after: int) -> Appended:
+    def append(self, client: str, payload: bytes, after: int, read: bool = True) -> Appended:
         """Append ``payload``; its sequence number and the retained entries (seq, payload)
-        between ``after`` and it. When the log restarted (expired, or lost) and ``after`` is
-        not below the new number, every retained entry before it."""
+        between ``after`` and it (none if not ``read``). When the log restarted (expired, or
+        lost) and ``after`` is not below the new number, every retained entry before it."""
         ...
 
     def ping(self) -> bool: ...
@@ -148,7 +148,7 @@ class MemoryMonitorStore:
         self._logs: dict[str, tuple[int, float, deque[tuple[int, bytes]]]] = {}
         self._lock = threading.Lock()
 
-    def append(self, client: str, payload: bytes, after: int) -> Appended:
+    def append(self, client: str, payload: bytes, after: int, read: bool = True) -> Appended:
         now = time.monotonic()
         with self._lock:
             seq, expires, log = self._logs.get(client, (0, now, deque()))
@@ -156,6 +156,8 @@ class MemoryMonitorStore:
                 seq, log = 0, deque()
             seq += 1
             earlier = [e for e in log if e[0] > after] if 0 < after < seq else list(log)
+            if not read:
+                earlier = []
             log.append((seq, payload))
             while len(log) > self.max_entries:
                 log.popleft()
@@ -180,7 +182,7 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 local after = tonumber(ARGV[2])
 local earlier = {}
-if seq > 1 then
+if seq > 1 and ARGV[5] == '1' then
   local start = '-'
   if after > 0 and after < seq then start = '(0-' .. after end
   earlier = redis.call('XRANGE', KEYS[1], start, '(0-' .. seq)
@@ -208,10 +210,11 @@ class RedisMonitorStore:
     def keys(self, client: str) -> tuple[str, str]:
         return f"{self.prefix}:monitor:{client}", f"{self.prefix}:monitor-seq:{client}"
 
-    def append(self, client: str, payload: bytes, after: int) -> Appended:
+    def append(self, client: str, payload: bytes, after: int, read: bool = True) -> Appended:
         try:
             seq, rows = self._script(keys=self.keys(client),
-                                     args=[payload, after, self.max_entries, self.ttl_seconds])
+                                     args=[payload, after, self.max_entries, self.ttl_seconds,
+                                           "1" if read else "0"])
         except self._errors as exc:
             # fail closed: a query the monitors cannot see is not answered
             raise GatewayError(503, "monitor_storage_unavailable",
@@ -222,6 +225,11 @@ class RedisMonitorStore:
             values = dict(zip(fields[0::2], fields[1::2], strict=True))
             earlier.append((int(entry_id.split(b"-")[1]), values[b"p"]))
         return int(seq), earlier
+
+    def reset(self, client: str) -> int:
+        """Append a reset of ``client``'s monitors (a lifted block: its evidence so far was
+        acted on); every replica starts the client over when it replays it. Its number."""
+        return self.append(client, encode_reset(), 0, read=False)[0]
 
     def ping(self) -> bool:
         try:

@@ -481,8 +481,7 @@ class MonitorBank:
         from mlwarden.gateway.monitor_store import encode_reset
 
         with self._lock:
-            state = self._get(client)
-            seq, _ = self.store.append(client, encode_reset(), state.seq)
+            seq, _ = self.store.append(client, encode_reset(), 0, read=False)
             self._fresh_state(client).seq = seq
 
 
