@@ -21,7 +21,8 @@ fit-validator`` does. Every monitor setting is the default.
    req/s) and ``--concurrency`` threads (req/s), against the ``memory://`` gateway and one
    Redis replica (whose rate limits and flags are in Redis too); then the monitors alone, in
    process: `MonitorBank.observe` per batch of one with no store, with the Redis log (one
-   bank), and two banks on one log taking turns (each replays the other's batch).
+   bank), and two banks on one log taking turns (each replays the other's batch). Both
+   overhead parts alternate their setups over ``--rounds`` rounds and report medians.
 """
 
 from __future__ import annotations
@@ -161,29 +162,33 @@ def latency(url: str, key: str, x: torch.Tensor, requests: int,
 
 
 def monitor_cost(redis_url: str, knn: float, x: torch.Tensor, labels: torch.Tensor,
-                 batches: int) -> list[tuple[str, float]]:
-    """Microseconds per `MonitorBank.observe` of one query, default detector settings."""
+                 batches: int, rounds: int) -> list[tuple[str, float, float, float]]:
+    """Microseconds per `MonitorBank.observe` of one query, default detector settings:
+    (setup, median, min, max) over ``rounds``."""
     from mlwarden.gateway.config import ExtractionMonitorConfig
     from mlwarden.gateway.monitor_store import RedisMonitorStore
     from mlwarden.gateway.monitoring import MonitorBank
 
     ext = ExtractionMonitorConfig().model_dump(exclude={"enabled", "action", "block_seconds"})
     qa = {"threshold": knn}
-    rows = []
-    for name, n_banks, store in (
+    setups = (
         ("in process (no store)", 1, None),
-        ("Redis log, one bank", 1, RedisMonitorStore(redis_url, "bench-micro-1")),
-        ("Redis log, two banks taking turns", 2, RedisMonitorStore(redis_url, "bench-micro-2")),
-    ):
-        banks = [MonitorBank(extraction=ext, query_attack=qa, store=store)
-                 for _ in range(n_banks)]
-        for i in range(100):  # warm-up: a history to search
-            banks[i % n_banks].observe("c", x[i % len(x)][None], labels[i % len(x)][None])
-        start = time.perf_counter()
-        for i in range(100, 100 + batches):
-            banks[i % n_banks].observe("c", x[i % len(x)][None], labels[i % len(x)][None])
-        rows.append((name, (time.perf_counter() - start) / batches * 1e6))
-    return rows
+        ("Redis log, one bank", 1, RedisMonitorStore(redis_url, "bench-micro")),
+        ("Redis log, two banks taking turns", 2, RedisMonitorStore(redis_url, "bench-micro")),
+    )
+    runs: dict[str, list[float]] = {name: [] for name, _, _ in setups}
+    for r in range(rounds):  # the setups alternate, so a busy spell hits all of them
+        for name, n_banks, store in setups:
+            client = f"{name}-{r}"
+            banks = [MonitorBank(extraction=ext, query_attack=qa, store=store)
+                     for _ in range(n_banks)]
+            for i in range(100):  # warm-up: a history to search
+                banks[i % n_banks].observe(client, x[i % len(x)][None], labels[i % len(x)][None])
+            start = time.perf_counter()
+            for i in range(100, 100 + batches):
+                banks[i % n_banks].observe(client, x[i % len(x)][None], labels[i % len(x)][None])
+            runs[name].append((time.perf_counter() - start) / batches * 1e6)
+    return [(name, statistics.median(v), min(v), max(v)) for name, v in runs.items()]
 
 
 def main() -> None:
@@ -192,6 +197,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--monitor-batches", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the "
+                        "overhead measurements (medians reported)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).parent))
@@ -257,14 +264,22 @@ def main() -> None:
                 ok = honest(urls[s], keys[s, "honest"].api_key, spec, test.x)
                 print(f"| {s:<30} | {ko:>17} | {hsj:>11} | {ok:>20} |")
             print(f"\nper-request cost: one digit a request, {args.requests} requests "
-                  f"sequential, then {args.concurrency} threads\n")
+                  f"sequential, then {args.concurrency} threads; medians of {args.rounds} "
+                  "alternated rounds\n")
             print(f"| {'gateway':<34} | {'p50 ms':>6} | {'p90 ms':>6} | {'req/s seq':>9} | "
                   f"{'req/s x' + str(args.concurrency):>9} |")
             print(f"|{'-' * 36}|{'-' * 8}|{'-' * 8}|{'-' * 11}|{'-' * 11}|")
-            for s, label in (("one gateway", "memory:// (all in process)"),
-                             ("two replicas, one Redis", "redis:// (limits, flags, monitors)")):
-                p50, p90, seq, conc = latency(urls[s][0], keys[s, "load"].api_key, test.x,
-                                              args.requests, args.concurrency)
+            gateways = (("one gateway", "memory:// (all in process)"),
+                        ("two replicas, one Redis", "redis:// (limits, flags, monitors)"))
+            measured: dict[str, list[tuple[float, float, float, float]]] = {
+                s: [] for s, _ in gateways}
+            for _ in range(args.rounds):  # alternated, medians reported
+                for s, _ in gateways:
+                    measured[s].append(latency(urls[s][0], keys[s, "load"].api_key, test.x,
+                                               args.requests, args.concurrency))
+            for s, label in gateways:
+                p50, p90, seq, conc = (statistics.median(m[i] for m in measured[s])
+                                       for i in range(4))
                 print(f"| {label:<34} | {p50:>6.2f} | {p90:>6.2f} | {seq:>9.0f} | {conc:>9.0f} |")
         finally:
             for proc in procs:
@@ -275,13 +290,13 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     print(f"\nthe monitors alone: MonitorBank.observe of one query, default settings, "
-          f"{args.monitor_batches} batches after 100 of history\n")
-    print(f"| {'store':<34} | {'us/batch':>8} |")
-    print(f"|{'-' * 36}|{'-' * 10}|")
+          f"{args.monitor_batches} batches after 100 of history, {args.rounds} alternated rounds\n")
+    print(f"| {'store':<34} | {'us/batch (median)':>17} | {'min':>5} | {'max':>5} |")
+    print(f"|{'-' * 36}|{'-' * 19}|{'-' * 7}|{'-' * 7}|")
     try:
-        for name, us in monitor_cost(redis_url, knn, test.x, model.predict(test.x),
-                                     args.monitor_batches):
-            print(f"| {name:<34} | {us:>8.0f} |")
+        for name, us, low, high in monitor_cost(redis_url, knn, test.x, model.predict(test.x),
+                                                args.monitor_batches, args.rounds):
+            print(f"| {name:<34} | {us:>17.0f} | {low:>5.0f} | {high:>5.0f} |")
     finally:
         redis_proc.terminate()
         redis_proc.wait(10)
