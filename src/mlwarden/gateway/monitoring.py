@@ -19,7 +19,9 @@
 Both work on the flattened input and keep bounded state per client; `MonitorBank` holds
 one pair per client with least-recently-used eviction and feeds them a batch at a time,
 after `RepeatFilter` has dropped exact repeats of the client's recent queries (retries and
-fixed probes are not evidence of an attack). `MonitorActions` is the monitor step of a
+fixed probes are not evidence of an attack). With Redis storage the bank keeps a shared
+log per client (`mlwarden.gateway.monitor_store`) that every replica replays, so replicas
+detect as one process does. `MonitorActions` is the monitor step of a
 request: it records the alerts its batch raised (and the ``failed_auth`` alerts of the
 brute-force guard, `ratelimit.RateGate.failed_auth`) and throttles or blocks the client
 for the ``block_seconds`` of the monitor that raised it.
