@@ -161,6 +161,10 @@ def latency(url: str, key: str, x: torch.Tensor, requests: int,
     return statistics.median(times) * 1e3, q[8] * 1e3, sequential, concurrent
 
 
+WARM_UP = 200
+"""Batches fed before the monitors are timed: past PRADA's ``min_samples`` (100)."""
+
+
 def monitor_cost(redis_url: str, knn: float, x: torch.Tensor, labels: torch.Tensor,
                  batches: int, rounds: int) -> list[tuple[str, float, float, float]]:
     """Microseconds per `MonitorBank.observe` of one query, default detector settings:
@@ -182,10 +186,10 @@ def monitor_cost(redis_url: str, knn: float, x: torch.Tensor, labels: torch.Tens
             client = f"{name}-{r}"
             banks = [MonitorBank(extraction=ext, query_attack=qa, store=store)
                      for _ in range(n_banks)]
-            for i in range(100):  # warm-up: a history to search
+            for i in range(WARM_UP):  # a history to search, PRADA's test running (scipy loaded)
                 banks[i % n_banks].observe(client, x[i % len(x)][None], labels[i % len(x)][None])
             start = time.perf_counter()
-            for i in range(100, 100 + batches):
+            for i in range(WARM_UP, WARM_UP + batches):
                 banks[i % n_banks].observe(client, x[i % len(x)][None], labels[i % len(x)][None])
             runs[name].append((time.perf_counter() - start) / batches * 1e6)
     return [(name, statistics.median(v), min(v), max(v)) for name, v in runs.items()]
@@ -290,7 +294,8 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     print(f"\nthe monitors alone: MonitorBank.observe of one query, default settings, "
-          f"{args.monitor_batches} batches after 100 of history, {args.rounds} alternated rounds\n")
+          f"{args.monitor_batches} batches after {WARM_UP} of history, {args.rounds} alternated "
+          "rounds\n")
     print(f"| {'store':<34} | {'us/batch (median)':>17} | {'min':>5} | {'max':>5} |")
     print(f"|{'-' * 36}|{'-' * 19}|{'-' * 7}|{'-' * 7}|")
     try:
