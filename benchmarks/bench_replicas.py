@@ -7,19 +7,21 @@ monitors in Redis cost per request?
 
 Started as users start them (`mlwarden serve --config mlwarden.toml`, one process each): one
 gateway with ``memory://`` storage (one process, today's state), two more ``memory://``
-gateways (replicas that share nothing), and two gateways on one Redis (limits, flags and the
-attack monitors' per-client logs shared). The model is the digits SmallCNN of the tests; the
-validator and the k-NN threshold are fitted on its training split, as ``mlwarden gateway
-fit-validator`` does. Every monitor setting is the default.
+gateways (replicas that share nothing), two gateways on one Redis (limits, flags and the
+attack monitors' per-client logs shared), and one gateway whose limits and flags are in Redis
+but whose monitors stay in its process (``[gateway.monitoring] storage = "memory://"``), which
+isolates what the shared monitor log costs a request. The model is the digits SmallCNN of
+the tests; the validator and the k-NN threshold are fitted on its training split, as
+``mlwarden gateway fit-validator`` does. Every other monitor setting is the default.
 
 1. Refusals. A knockoff thief (`KnockoffExtraction`, random queries, 10 a request), a
    HopSkipJump client (labels only, 16 a request) and an honest client (the 450 held-out
    digits, 10 a request), each with its own key, against one gateway, then round-robined over
-   the two unshared replicas, then over the two Redis replicas. Printed: inputs answered
-   before the first refusal.
+   the two unshared replicas, then over the two Redis replicas (and against the Redis gateway
+   with local monitors). Printed: inputs answered before the first refusal.
 2. Overhead. One honest digit per request, ``--requests`` sequential requests (p50, p90,
-   req/s) and ``--concurrency`` threads (req/s), against the ``memory://`` gateway and one
-   Redis replica (whose rate limits and flags are in Redis too); then the monitors alone, in
+   req/s) and ``--concurrency`` threads (req/s), against the ``memory://`` gateway, the Redis
+   gateway with local monitors and one Redis replica; then the monitors alone, in
    process: `MonitorBank.observe` per batch of one with no store, with the Redis log (one
    bank), and two banks on one log taking turns (each replays the other's batch). Both
    overhead parts alternate their setups over ``--rounds`` rounds and report medians.
@@ -46,11 +48,12 @@ LIMITS = ('per_key = "1000000/minute"\nper_key_burst = "100000/second"\n'
           'per_address = "1000000/minute"\nper_address_burst = "100000/second"\n')
 
 
-def serve_toml(storage: str, port: int, name: str) -> str:
+def serve_toml(storage: str, monitors: str, port: int, name: str) -> str:
     return (f'[model]\npath = "cnn.safetensors"\nfactory = "mlwarden.models:SmallCNN"\n\n'
             f'[gateway]\nport = {port}\n\n[gateway.auth]\nkey_file = "keys.json"\n\n'
             f'[gateway.rate_limit]\nstorage = "{storage}"\nkey_prefix = "bench"\n{LIMITS}\n'
             '[gateway.validation]\nvalidator = "validator.safetensors"\nood = "flag"\n\n'
+            f'[gateway.monitoring]\nstorage = "{monitors}"\n\n'
             f'[gateway.audit_log]\npath = "audit-{name}.jsonl"\n')
 
 
@@ -227,8 +230,10 @@ def main() -> None:
         save_weights(model, root / "cnn.safetensors")
         save_detector(validator, root / "validator.safetensors",
                       {"query_attack_threshold": knn})
-        setups = {"one gateway": ["memory://"], "two replicas, nothing shared":
-                  ["memory://", "memory://"], "two replicas, one Redis": [redis_url, redis_url]}
+        mem, red = ("memory://", "auto"), (redis_url, "auto")
+        setups = {"one gateway": [mem], "two replicas, nothing shared": [mem, mem],
+                  "two replicas, one Redis": [red, red],
+                  "one Redis replica, monitors local": [(redis_url, "memory://")]}
         clients = ("knockoff", "hopskipjump", "honest", "load")
         keys = {(s, c): generate_key(f"{c}-{i}", ("predict",),
                                      "probabilities" if c == "knockoff" else "labels")
@@ -243,10 +248,10 @@ def main() -> None:
                "PYTHONPATH": os.pathsep.join([source, os.environ.get("PYTHONPATH", "")])}
         for s, storages in setups.items():
             urls[s] = []
-            for storage in storages:
+            for storage, monitors in storages:
                 port = free_port()
                 cfg = root / f"{len(procs)}.toml"
-                cfg.write_text(serve_toml(storage, port, f"{len(procs)}"))
+                cfg.write_text(serve_toml(storage, monitors, port, f"{len(procs)}"))
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "mlwarden.cli.main", "serve", "--config", str(cfg)],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env))
@@ -259,14 +264,14 @@ def main() -> None:
                     at += 1
             x, y = test.x[:2], test.y[:2]
             print("inputs answered before the first refusal (default monitor settings)\n")
-            print(f"| {'setup':<30} | {'knockoff (random)':>17} | {'HopSkipJump':>11} | "
+            print(f"| {'setup':<34} | {'knockoff (random)':>17} | {'HopSkipJump':>11} | "
                   f"{'honest (450)':>20} |")
-            print(f"|{'-' * 32}|{'-' * 19}|{'-' * 13}|{'-' * 22}|")
+            print(f"|{'-' * 36}|{'-' * 19}|{'-' * 13}|{'-' * 22}|")
             for s in setups:
                 ko = knockoff(urls[s], keys[s, "knockoff"].api_key, spec)
                 hsj = hopskipjump(urls[s], keys[s, "hopskipjump"].api_key, spec, x, y)
                 ok = honest(urls[s], keys[s, "honest"].api_key, spec, test.x)
-                print(f"| {s:<30} | {ko:>17} | {hsj:>11} | {ok:>20} |")
+                print(f"| {s:<34} | {ko:>17} | {hsj:>11} | {ok:>20} |")
             print(f"\nper-request cost: one digit a request, {args.requests} requests "
                   f"sequential, then {args.concurrency} threads; medians of {args.rounds} "
                   "alternated rounds\n")
@@ -274,6 +279,7 @@ def main() -> None:
                   f"{'req/s x' + str(args.concurrency):>9} |")
             print(f"|{'-' * 36}|{'-' * 8}|{'-' * 8}|{'-' * 11}|{'-' * 11}|")
             gateways = (("one gateway", "memory:// (all in process)"),
+                        ("one Redis replica, monitors local", "redis:// limits, local monitors"),
                         ("two replicas, one Redis", "redis:// (limits, flags, monitors)"))
             measured: dict[str, list[tuple[float, float, float, float]]] = {
                 s: [] for s, _ in gateways}

@@ -105,8 +105,9 @@ def create_app(
     if validator is None and config.validation.validator is not None:
         validator, extra = load_detector(config.validation.validator)
     mon = config.monitoring
-    store = monitor_store(config.rate_limit.storage, config.rate_limit.key_prefix,
-                          mon.shared_entries, mon.shared_ttl_seconds)
+    store = monitor_store(mon.storage_uri(config.rate_limit.storage),
+                          config.rate_limit.key_prefix, mon.shared_entries,
+                          mon.shared_ttl_seconds)
     monitors = MonitorBank(extraction=_extraction_settings(config),
                            query_attack=_query_attack_settings(config, extra),
                            max_clients=mon.max_clients, repeat_window=mon.repeat_window,
