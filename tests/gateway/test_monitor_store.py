@@ -137,3 +137,20 @@ def test_unreachable_redis_fails_closed_with_a_503():
     with pytest.raises(GatewayError) as err:
         bank(store).observe("c", *next(probing_stream(1)))
     assert err.value.status == 503 and "unreachable" in err.value.message
+
+
+def test_the_app_shares_its_monitors_when_they_live_in_redis(gateway_config, digits_cnn,
+                                                             validator, redis_url):
+    from mlwarden.gateway.app import create_app
+
+    def store_of(**overrides):
+        app = create_app(digits_cnn, gateway_config(**overrides), validator=validator)
+        return app.state.gateway.monitors.store
+
+    assert store_of() is None  # memory://: today's in-process monitors, no log at all
+    assert isinstance(store_of(rate_limit={"storage": redis_url}), RedisMonitorStore)
+    assert store_of(rate_limit={"storage": redis_url}, monitoring={"storage": "memory://"}) is None
+    shared = store_of(monitoring={"storage": redis_url, "shared_entries": 50,
+                                  "shared_ttl_seconds": 60})
+    assert isinstance(shared, RedisMonitorStore)
+    assert (shared.max_entries, shared.ttl_seconds) == (50, 60)
