@@ -140,6 +140,7 @@ class _Blocks:
         self.prefix = gateway.rate_limit.key_prefix
         self.url = url or f"http://{gateway.host}:{gateway.port}"
         self.remote = self.storage.startswith(("redis://", "rediss://"))
+        self.monitor_storage = gateway.monitoring.storage_uri(self.storage)
 
     def _http(self, method: str, path: str) -> object:
         import os
@@ -182,7 +183,14 @@ class _Blocks:
         from mlwarden.gateway.ratelimit import ClientFlags
 
         if self.remote:
-            return ClientFlags(self.storage, self.prefix).lift(client)
+            from mlwarden.gateway.monitor_store import monitor_store
+
+            lifted = ClientFlags(self.storage, self.prefix).lift(client)
+            # as the admin route does: the replicas' shared monitors start the client over
+            store = monitor_store(self.monitor_storage, self.prefix)
+            if store is not None:
+                store.reset(client)
+            return lifted
         answer = self._http("DELETE", f"/v1/admin/blocks/{quote(client, safe='')}")
         return list(answer["lifted"])  # type: ignore[index]
 

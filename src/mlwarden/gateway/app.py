@@ -88,6 +88,7 @@ def create_app(
     from mlwarden.gateway.batching import BatchWorker, DynamicBatcher
     from mlwarden.gateway.config import GatewayConfig
     from mlwarden.gateway.metrics import GatewayMetrics
+    from mlwarden.gateway.monitor_store import monitor_store
     from mlwarden.gateway.monitoring import MonitorActions, MonitorBank
     from mlwarden.gateway.pipeline import PredictPipeline
     from mlwarden.gateway.ratelimit import ClientFlags, RateGate, RateLimiter
@@ -104,9 +105,13 @@ def create_app(
     if validator is None and config.validation.validator is not None:
         validator, extra = load_detector(config.validation.validator)
     mon = config.monitoring
+    store = monitor_store(mon.storage_uri(config.rate_limit.storage),
+                          config.rate_limit.key_prefix, mon.shared_entries,
+                          mon.shared_ttl_seconds)
     monitors = MonitorBank(extraction=_extraction_settings(config),
                            query_attack=_query_attack_settings(config, extra),
-                           max_clients=mon.max_clients, repeat_window=mon.repeat_window)
+                           max_clients=mon.max_clients, repeat_window=mon.repeat_window,
+                           store=store)
     hard = config.hardening
     harden = partial(release, k=hard.top_k, decimals=hard.decimals, beta=hard.perturb_beta,
                      gamma=hard.perturb_gamma)

@@ -8,6 +8,7 @@ Uses httpx only (no FastAPI). Batches queries to the server's batch limit, waits
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -18,11 +19,14 @@ from mlwarden.core.spec import InputSpec
 
 
 class HttpOracle(Oracle):
-    """Query ``POST {url}/v1/predict`` with an API key."""
+    """Query ``POST {url}/v1/predict`` with an API key.
+
+    Several ``url``s (replicas of one gateway) take the requests in turn, as a round-robin
+    load balancer would: how an attacker spreads its queries across replicas."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         api_key: str | None,
         spec: InputSpec,
         output: OracleOutput = "probabilities",
@@ -39,14 +43,21 @@ class HttpOracle(Oracle):
         if max_retries < 0:
             raise ParameterError(f"max_retries must be >= 0, got {max_retries}")
         httpx = require("httpx", "serve")
-        self.url = url.rstrip("/")
-        self.name = self.url
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ParameterError("url: give at least one gateway URL")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.url = self.urls[0]
+        self.name = ",".join(self.urls)
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.max_wait = max_wait
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout, headers=headers)  # type: ignore[attr-defined]
         self.requests = 0
+        # inputs the gateway answered, counted per request: unlike ``queries`` (whole calls),
+        # it includes the requests of a call that a refusal cut short
+        self.answered = 0
         self.last_flags: list[dict[str, Any]] = []
 
     def close(self) -> None:
@@ -67,10 +78,11 @@ class HttpOracle(Oracle):
 
         body = {"inputs": x.detach().cpu().float().tolist()}
         for attempt in range(self.max_retries + 1):
+            url = self.urls[self.requests % len(self.urls)]
             try:
-                resp = self._client.post(f"{self.url}/v1/predict", json=body)
+                resp = self._client.post(f"{url}/v1/predict", json=body)
             except httpx.HTTPError as exc:
-                raise OracleError(f"gateway at {self.url} unreachable: {exc}") from None
+                raise OracleError(f"gateway at {url} unreachable: {exc}") from None
             self.requests += 1
             if resp.status_code == 429 and attempt < self.max_retries:
                 time.sleep(min(_retry_after(resp), self.max_wait))
@@ -78,7 +90,9 @@ class HttpOracle(Oracle):
             if resp.status_code != 200:
                 raise OracleError(f"gateway refused the query ({resp.status_code}): "
                                   f"{_message(resp)}")
-            return self._decode(resp.json(), len(x))
+            out = self._decode(resp.json(), len(x))
+            self.answered += len(x)
+            return out
         raise OracleError("unreachable")  # pragma: no cover
 
     def _decode(self, payload: Any, n: int) -> torch.Tensor:

@@ -219,6 +219,32 @@ class MonitoringConfig(_Section):
         default=5000, ge=0, description="exact repeats of a client's last N distinct queries "
         "(retries, probes) are not fed to the monitors; 0 feeds them everything"
     )
+    storage: str = Field(
+        default="auto", description="where the monitors' per-client histories live: auto "
+        "(rate_limit.storage: shared by replicas on Redis), memory:// (each replica its own, "
+        "e.g. behind routing that is sticky by key), or redis://host:port"
+    )
+    shared_entries: int = Field(
+        default=10_000, ge=1, description="with Redis storage: batches of each client kept in "
+        "the shared monitor log that replicas replay (a replica that missed more rebuilds "
+        "the client's monitors from those kept)"
+    )
+    shared_ttl_seconds: int = Field(
+        default=86_400, gt=0, description="with Redis storage: a client's shared monitor "
+        "log expires this long after its last query"
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _monitor_storage(cls, v: str) -> str:
+        if v != "auto" and not v.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(f"storage must be 'auto', 'memory://' or 'redis://host:port', "
+                             f"got {v!r}")
+        return v
+
+    def storage_uri(self, rate_limit_storage: str) -> str:
+        """The monitors' storage: their own, or the rate limits' for ``auto``."""
+        return rate_limit_storage if self.storage == "auto" else self.storage
 
     def block_seconds_for(self, detector: str) -> int:
         """How long a block or throttle raised by ``detector`` lasts."""

@@ -19,7 +19,9 @@
 Both work on the flattened input and keep bounded state per client; `MonitorBank` holds
 one pair per client with least-recently-used eviction and feeds them a batch at a time,
 after `RepeatFilter` has dropped exact repeats of the client's recent queries (retries and
-fixed probes are not evidence of an attack). `MonitorActions` is the monitor step of a
+fixed probes are not evidence of an attack). With Redis storage the bank keeps a shared
+log per client (`mlwarden.gateway.monitor_store`) that every replica replays, so replicas
+detect as one process does. `MonitorActions` is the monitor step of a
 request: it records the alerts its batch raised (and the ``failed_auth`` alerts of the
 brute-force guard, `ratelimit.RateGate.failed_auth`) and throttles or blocks the client
 for the ``block_seconds`` of the monitor that raised it.
@@ -28,10 +30,11 @@ for the ``block_seconds`` of the monitor that raised it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
     from mlwarden.gateway.audit_log import AuditTrail
     from mlwarden.gateway.config import MonitoringConfig
     from mlwarden.gateway.metrics import GatewayMetrics
+    from mlwarden.gateway.monitor_store import MonitorStore
 
 log = logging.getLogger("mlwarden.gateway")
 
@@ -302,15 +306,31 @@ class RepeatFilter:
         return keep
 
 
-class _ClientState(NamedTuple):
+@dataclass
+class _ClientState:
     extraction: ExtractionDetector | None
     query_attack: QueryAttackDetector | None
     repeats: RepeatFilter
+    seq: int = 0  # the last entry of the shared log fed to these monitors (0: none)
+
+    # unpacks and indexes as (extraction, query_attack, repeats), as the tuple it replaced
+    def __iter__(self) -> Iterator[object]:
+        return iter((self.extraction, self.query_attack, self.repeats))
+
+    def __getitem__(self, i: int) -> object:
+        return (self.extraction, self.query_attack, self.repeats)[i]
 
 
 class MonitorBank:
     """One extraction and one query-attack detector per client, LRU-bounded; exact repeats
-    of a client's recent queries (``repeat_window``) are filtered out first."""
+    of a client's recent queries (``repeat_window``) are filtered out first.
+
+    With a ``store`` (`mlwarden.gateway.monitor_store`; Redis when replicas share one) every
+    batch is appended to the client's shared log and the detectors here replay, in log
+    order, the batches other replicas appended before it: each replica's detectors are
+    then those of one process fed every batch, and an attacker spread across replicas is
+    caught after as many queries as against one. Without one the state is this process's.
+    """
 
     def __init__(
         self,
@@ -319,27 +339,34 @@ class MonitorBank:
         query_attack: dict[str, object] | None,
         max_clients: int = 10_000,
         repeat_window: int = 5000,
+        store: MonitorStore | None = None,
     ) -> None:
         self.extraction = extraction
         self.query_attack = query_attack
         self.max_clients = max_clients
         self.repeat_window = repeat_window
+        self.store = store
         self._clients: OrderedDict[str, _ClientState] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _fresh(self) -> tuple[ExtractionDetector | None, QueryAttackDetector | None]:
         ext = ExtractionDetector(**self.extraction) if self.extraction is not None else None  # type: ignore[arg-type]
         qa = QueryAttackDetector(**self.query_attack) if self.query_attack is not None else None  # type: ignore[arg-type]
         return ext, qa
 
+    def _fresh_state(self, client: str) -> _ClientState:
+        entry = _ClientState(*self._fresh(), RepeatFilter(self.repeat_window))
+        self._clients[client] = entry
+        self._clients.move_to_end(client)
+        while len(self._clients) > self.max_clients:
+            self._clients.popitem(last=False)
+        return entry
+
     def _get(self, client: str) -> _ClientState:
         entry = self._clients.get(client)
         if entry is None:
-            entry = _ClientState(*self._fresh(), RepeatFilter(self.repeat_window))
-            self._clients[client] = entry
-            while len(self._clients) > self.max_clients:
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(client)
+            return self._fresh_state(client)
+        self._clients.move_to_end(client)
         return entry
 
     def observe(
@@ -351,7 +378,51 @@ class MonitorBank:
         A detector that alerts starts over with a fresh state: the alert is raised once for
         its evidence, and a client whose block is lifted must show new evidence to be
         blocked again (instead of being re-blocked on the old, or never again)."""
-        state = self._get(client)
+        if self.store is None:
+            return self._feed(self._get(client), client, x, labels, ood, repeat_keys)
+        if self.extraction is None and self.query_attack is None:
+            return []
+        from mlwarden.gateway.monitor_store import decode_entry, encode_entry, row_digests
+
+        payload = encode_entry(x, labels, ood, row_digests(x, repeat_keys))
+        with self._lock:
+            state = self._get(client)
+            seq, earlier = self.store.append(client, payload, state.seq)
+            state = self._catch_up(client, state, earlier, seq)
+            # fed from its decoded form, exactly as the other replicas will replay it
+            entry = decode_entry(payload)
+            alerts = self._feed(state, client, entry.features, entry.labels, entry.ood,
+                                entry.digests)
+            state.seq = seq
+        return alerts
+
+    def _catch_up(self, client: str, state: _ClientState, earlier: list[tuple[int, bytes]],
+                  seq: int) -> _ClientState:
+        """Replay the batches other replicas appended to ``client``'s log before ``seq``;
+        their alerts were raised by the replicas that appended them."""
+        from mlwarden.gateway.monitor_store import decode_entry
+
+        first = earlier[0][0] if earlier else seq
+        if first != state.seq + 1:
+            if first != 1:  # the log no longer holds what this replica last saw
+                log.warning("monitor history of %s rebuilt from the %d batches the shared log "
+                            "retains (raise [gateway.monitoring] shared_entries to keep more)",
+                            client, len(earlier))
+            state = self._fresh_state(client)
+        for number, payload in earlier:
+            entry = decode_entry(payload)
+            if entry.reset:
+                state = self._fresh_state(client)
+            else:
+                self._feed(state, client, entry.features, entry.labels, entry.ood,
+                           entry.digests)
+            state.seq = number
+        return state
+
+    def _feed(
+        self, state: _ClientState, client: str, x: torch.Tensor, labels: torch.Tensor,
+        ood: torch.Tensor | None, repeat_keys: Sequence[object] | None,
+    ) -> list[Alert]:
         ext, qa = state.extraction, state.query_attack
         alerts: list[Alert] = []
         if ext is None and qa is None:
@@ -363,22 +434,19 @@ class MonitorBank:
             idx = torch.tensor(keep)
             x, labels = x[idx], labels[idx]
             ood = ood[idx] if ood is not None else None
-        fresh_ext, fresh_qa = ext, qa
         if ext is not None:
             ext.update(x, labels, ood)
             evidence = ext.evidence()
             if evidence is not None:
                 alerts.append(Alert("extraction", client, evidence, ext.queries_))
-                fresh_ext = self._fresh()[0]
+                state.extraction = self._fresh()[0]
         if qa is not None:
             qa.update(x)
             if qa.is_attack():
                 alerts.append(Alert("query_attack", client,
                                     f"{qa.hits_} queries within k-NN distance "
                                     f"{qa.threshold:.3g} of earlier ones", qa.queries_))
-                fresh_qa = self._fresh()[1]
-        if alerts:
-            self._clients[client] = state._replace(extraction=fresh_ext, query_attack=fresh_qa)
+                state.query_attack = self._fresh()[1]
         return alerts
 
     def observe_batch(
@@ -407,7 +475,16 @@ class MonitorBank:
         return alerts
 
     def reset(self, client: str) -> None:
-        self._clients.pop(client, None)
+        """Forget ``client``'s evidence (its block was lifted), on every replica sharing the
+        store: the reset is an entry of the client's log, replayed like its batches."""
+        if self.store is None:
+            self._clients.pop(client, None)
+            return
+        from mlwarden.gateway.monitor_store import encode_reset
+
+        with self._lock:
+            seq, _ = self.store.append(client, encode_reset(), 0, read=False)
+            self._fresh_state(client).seq = seq
 
 
 class MonitorActions:
