@@ -20,6 +20,7 @@ No ``import ray`` at module level: the extra ``distributed`` is optional and ``m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -285,7 +286,16 @@ class RayExecutor:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)
                     ray.init(address=None if address == "auto" else address, **kwargs)
-            except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # Ray raises bare Exception when its node times out
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # what did start of a failed local node
+                if concrete is None:
+                    raise ShardError(
+                        f"could not start or join a Ray cluster on this machine: "
+                        f"{first_line(exc)}",
+                        hint="on a busy machine start one first with `ray start --head` "
+                        "and pass its address",
+                    ) from None
                 raise ConfigError(
                     f"cannot join the Ray cluster at {address}: {first_line(exc)}",
                     hint="check the address `ray start --head` printed, and that this "
