@@ -119,8 +119,13 @@ def reference(loaded: Any) -> tuple[dict[str, Any], list[Any]]:
 
 def _audit(mlp_file: Path, tmp_path: Path, **audit: Any) -> Report:
     from mlwarden.audit.runner import run_audit
-    from mlwarden.config import AuditSection, DataSection, MlwardenConfig, ModelSection
-    from mlwarden.config import validate_checks
+    from mlwarden.config import (
+        AuditSection,
+        DataSection,
+        MlwardenConfig,
+        ModelSection,
+        validate_checks,
+    )
 
     config = MlwardenConfig(
         model=ModelSection(path=str(mlp_file)),
