@@ -247,6 +247,16 @@ def test_a_bad_address_is_one_clear_line(cli: Any, mlp_file: Path) -> None:
     assert result.code == 2 and "not auto, local, HOST:PORT" in result.err
 
 
+def test_a_bad_address_in_the_config_names_the_key(
+    cli: Any, mlp_file: Path, tmp_path: Path
+) -> None:
+    toml = tmp_path / "mlwarden.toml"
+    toml.write_text('[audit]\nray = "10.0.0.5"\n', encoding="utf-8")  # no port
+    result = cli("audit", "-c", str(toml), "--model", str(mlp_file), "--data", "digits")
+    assert result.code == 2
+    assert "audit.ray" in result.err and "HOST:PORT" in result.err
+
+
 def test_without_ray_installed_the_message_names_the_extra(
     cli: Any, mlp_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -147,6 +147,11 @@ class ModelFiles:
                 f"'{path.name}' is encrypted; --ray would have to send its key to every "
                 "worker, so it is not sharded: run this audit without --ray"
             )
+        if device.startswith("cuda"):
+            raise ConfigError(
+                f"--ray runs each shard on one CPU of a worker; device {device!r} is for "
+                "an audit in this process (drop --device, or run without --ray)"
+            )
         data = path.read_bytes()
         policy = active_policy() or SupplyChainSection()
         signature = public_key = None
@@ -166,7 +171,7 @@ class ModelFiles:
             sha256=hashlib.sha256(data).hexdigest(),
             factory=factory,
             spec=spec,
-            device=device,
+            device="cpu",  # a task holds one CPU and no GPU
             allow=tuple(allow),
             policy=policy,
             signature=signature,
