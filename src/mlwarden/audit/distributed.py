@@ -121,6 +121,13 @@ class ModelFiles:
     signature: bytes | None = None
     public_key: bytes | None = None
 
+    @property
+    def cache_key(self) -> str:
+        """What a worker's loaded model is cached by: the bytes *and* how they were loaded, so
+        the same file under another spec or a stricter signature policy is gated again."""
+        how = f"{self.factory}|{self.spec!r}|{self.allow}|{self.policy!r}|{self.device}"
+        return f"{self.sha256}:{hashlib.sha256(how.encode()).hexdigest()[:16]}"
+
     @classmethod
     def from_source(
         cls,
@@ -206,7 +213,8 @@ def load_shipped(files: ModelFiles) -> Any:
 
 
 _WORKER_MODELS: dict[str, Any] = {}
-"""Models loaded in this worker process, by SHA-256: a worker gates and loads a model once."""
+"""Models loaded in this worker process, by `ModelFiles.cache_key`: a worker gates and loads
+a model once."""
 
 
 def _crash_once(shard: Shard) -> None:
@@ -225,8 +233,9 @@ def run_shard(
 ) -> R:
     """The body of one Ray task: the model (gated and loaded once per worker), then ``fn``.
 
-    ``model_ref`` is a one-element list so that Ray does not fetch the model's bytes for a
-    worker that has them loaded already (a bare reference would be resolved for every task).
+    ``model_ref`` is ``[object reference, cache key]``: a reference inside a list is not
+    resolved by Ray, so a worker that has the model loaded already never fetches its bytes
+    again (a bare reference argument would be fetched for every task).
     """
     import ray
 
@@ -316,7 +325,7 @@ class RayExecutor:
         """Put the model's bytes into the object store once; every shard refers to them."""
         if self._ray is None:
             self.connect()
-        self._model = [self._ray.put(files), files.sha256]
+        self._model = [self._ray.put(files), files.cache_key]
 
     def map_shards(
         self,
