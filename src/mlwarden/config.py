@@ -53,6 +53,27 @@ class AuditSection(_Section):
     output_dir: str = "mlwarden-report"
     seed: int = 0
     batch_size: int = Field(256, gt=0)
+    ray: str | None = Field(
+        None,
+        description="run sample-parallel checks on Ray: auto, local, HOST:PORT or "
+        "ray://HOST:PORT (docs/distributed.md); unset: in this process",
+    )
+    shard_size: int | None = Field(
+        None, gt=0, description="samples per Ray task (default 128); fixes the shard seeds"
+    )
+
+    @field_validator("ray")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from mlwarden.audit.distributed import check_address
+        from mlwarden.core.errors import ConfigError
+
+        try:
+            return check_address(v)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("fail_on")
     @classmethod

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from mlwarden.core.oracle import Oracle
     from mlwarden.core.spec import InputSpec, SpecInput
     from mlwarden.core.text import TextSpec
+    from mlwarden.evaluation.shards import ShardExecutor
     from mlwarden.io.dataset import Dataset
     from mlwarden.io.text_data import TextDataset
 
@@ -139,6 +140,10 @@ class AuditContext:
     extras: dict[str, Any] = field(default_factory=dict)
     check: str = ""
     """The name of the check running now (set by the runner); skip reasons name it."""
+    executor: ShardExecutor | None = None
+    """Where sample-parallel checks send their shards (``--ray``); None: in this process."""
+    shard_size: int | None = None
+    """Samples per shard when ``executor`` is set (None: the evaluation's default)."""
     _classifier: Classifier | None = None
     _oracle: Oracle | None = None
     _data: Dataset | TextDataset | None = None

@@ -9,6 +9,8 @@ finding, and the audit goes on, so one broken check never hides the others.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from mlwarden.core.errors import ConfigError, MlwardenError
 from mlwarden.core.findings import CheckResult, CheckStatus, Finding, Report, Severity
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.verdict import check_status, fail_on_name, fail_threshold
+from mlwarden.evaluation.shards import DEFAULT_SHARD_SIZE
 
 # Checks that run when a configuration names none.
 DEFAULT_CHECKS = ("accuracy", "scan", "evasion")
@@ -108,6 +111,62 @@ def run_audit(
     report.fail_on = fail_on_name(fail_on)
     selected = selected_checks(config, only)
     order = sorted(selected, key=lambda name: check_spec(name).cost)
+    with _sharding(config, ctx):
+        _run_checks(ctx, order, selected, fail_on, audit.fail_on, progress)
+    outcome = AuditOutcome(report)
+    if write:
+        from mlwarden.report import write_report
+
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for fmt in audit.formats:
+            path = output_dir / f"report.{EXTENSIONS[fmt]}"
+            outcome.files[fmt] = write_report(report, path, fmt)
+    return outcome
+
+
+@contextmanager
+def _sharding(config: MlwardenConfig, ctx: AuditContext) -> Iterator[None]:
+    """With ``[audit] ray`` set, a Ray executor for the sample-parallel checks, joined before
+    the first check (a bad address fails the audit at once) and left after the last."""
+    if config.audit.ray is None:
+        yield
+        return
+    from mlwarden.audit.distributed import ModelFiles, RayExecutor
+
+    if ctx.model_source is None:
+        raise ConfigError("--ray needs a model file to send to the workers ([model] path)")
+    files = ModelFiles.from_source(
+        ctx.model_source,
+        factory=ctx.model_factory,
+        spec=ctx.spec_override,
+        device=ctx.device,
+        allow=ctx.allow_imports,
+    )
+    executor = RayExecutor(config.audit.ray).connect()
+    try:
+        executor.bind(files)
+        ctx.executor, ctx.shard_size = executor, config.audit.shard_size
+        ctx.report.subject["sharded"] = {
+            "engine": executor.engine,
+            "address": config.audit.ray,
+            "shard_size": ctx.shard_size or DEFAULT_SHARD_SIZE,
+        }
+        yield
+    finally:
+        ctx.executor = None
+        executor.close()
+
+
+def _run_checks(
+    ctx: AuditContext,
+    order: list[str],
+    selected: dict[str, CheckConfig],
+    fail_on: Severity,
+    fail_on_text: str,
+    progress: ProgressCallback,
+) -> None:
+    """Run ``order`` into ``ctx.report``, one `CheckResult` per check."""
+    report = ctx.report
     for done, name in enumerate(order):
         progress("audit", done, len(order))
         spec = check_spec(name)
@@ -153,7 +212,7 @@ def run_audit(
             summary = f"{len(new)} finding(s)" if new else "no findings"
         elif status == "failed":
             above = sum(f.severity >= fail_on for f in new)  # type: ignore[operator]
-            summary = f"{above} finding(s) at or above {audit.fail_on}"
+            summary = f"{above} finding(s) at or above {fail_on_text}"
         report.checks.append(
             CheckResult(
                 name=name,
@@ -163,12 +222,3 @@ def run_audit(
             )
         )
     progress("audit", len(order), len(order))
-    outcome = AuditOutcome(report)
-    if write:
-        from mlwarden.report import write_report
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for fmt in audit.formats:
-            path = output_dir / f"report.{EXTENSIONS[fmt]}"
-            outcome.files[fmt] = write_report(report, path, fmt)
-    return outcome

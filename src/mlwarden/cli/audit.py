@@ -42,6 +42,16 @@ def audit_command(
     fail_on: str | None = typer.Option(None, "--fail-on", help=FailOnOption.help),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="Run the evasion check in shards on a Ray cluster: auto (join or start one on "
+        "this machine), local, HOST:PORT or ray://HOST:PORT (extra 'distributed').",
+    ),
+    shard_size: int | None = typer.Option(
+        None, "--shard-size", min=1, help="Samples per Ray task (default 128)."
+    ),
     progress: bool = ProgressOption,
 ) -> None:
     """Run the configured checks and write the report (HTML, JSON, SARIF, JUnit, Markdown)."""
@@ -100,6 +110,10 @@ def audit_command(
         updates["fail_on"] = fail_on.strip().lower()
     if seed is not None:
         updates["seed"] = seed
+    if ray is not None:
+        updates["ray"] = ray
+    if shard_size is not None:
+        updates["shard_size"] = shard_size
     if updates:
         from pydantic import ValidationError
 

@@ -11,6 +11,9 @@ defaults as the command) and the check calls the same runner::
     min_robust_accuracy = 0.3    # HIGH finding below this at the largest eps
     sanity = false               # gradient-masking checks (Carlini et al. 2019)
 
+With ``mlwarden audit --ray`` the attacks run in shards on the cluster
+(`mlwarden.audit.distributed`) and merge into the same result.
+
 A preset the model cannot serve (a white-box preset on an ONNX oracle) skips the check
 with the requirement message, so the other checks of the audit still run.
 """
@@ -38,4 +41,6 @@ def evasion_check(ctx: AuditContext, cfg: RobustnessSettings) -> None:
         seed=ctx.seed,
         batch_size=ctx.batch_size,
         progress=ctx.progress,
+        executor=ctx.executor,
+        shard_size=ctx.shard_size,
     )

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from mlwarden.attacks.text.ensemble import TextRobustnessResult
     from mlwarden.core.findings import Report
     from mlwarden.evaluation.robustness import RobustnessResult
+    from mlwarden.evaluation.shards import ShardExecutor
     from mlwarden.io.dataset import Dataset
     from mlwarden.io.text_data import TextDataset
 
@@ -156,10 +157,15 @@ def run_robustness(
     seed: int = 0,
     batch_size: int = 256,
     progress: ProgressCallback = null_progress,
+    executor: ShardExecutor | None = None,
+    shard_size: int | None = None,
 ) -> RobustnessResult | TextRobustnessResult:
     """Robust accuracy of ``model`` on the first ``settings.samples`` of ``data``, into ``report``.
 
     ``seed`` is the caller's (audit or command) seed, used unless ``settings.seed`` is set.
+    With an ``executor`` (``mlwarden audit --ray``) the attacks run in shards of
+    ``shard_size`` samples (`mlwarden.evaluation.shards`); text presets and the sanity
+    checks still run here.
     """
     from mlwarden.evaluation.robustness import evaluate_robustness
 
@@ -172,7 +178,18 @@ def run_robustness(
         )
     data = data.take(settings.samples)
     seed = settings.seed if settings.seed is not None else seed
-    result = evaluate_robustness(
+    evaluate: Any = evaluate_robustness
+    if executor is not None:
+        from functools import partial
+
+        from mlwarden.evaluation.shards import DEFAULT_SHARD_SIZE, evaluate_robustness_sharded
+
+        evaluate = partial(
+            evaluate_robustness_sharded,
+            executor=executor,
+            shard_size=shard_size or DEFAULT_SHARD_SIZE,
+        )
+    result = evaluate(
         model,
         data.x,
         data.y,
