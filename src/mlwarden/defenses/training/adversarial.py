@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +189,22 @@ class _Perturber:
         return self.settings.beta * kl
 
 
+Monitor = Callable[[Any, torch.Tensor, torch.Tensor], tuple[float, float]]
+"""``(model, x, y) -> (PGD accuracy, FGSM accuracy)`` on the held-apart batch."""
+
+
+def pgd_fgsm_accuracy(
+    model: Any, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, seed: int
+) -> tuple[float, float]:
+    """Accuracy under PGD-10 (random start) and under FGSM at ``eps``: the pair whose
+    divergence is the signature of catastrophic overfitting (Wong et al. 2020)."""
+    from mlwarden.attacks.evasion import FGSM, PGD
+
+    pgd = PGD(eps, steps=10, norm=norm, seed=seed)(model, x, y)
+    fgsm = FGSM(eps, norm=norm)(model, x, y)
+    return pgd.robust_accuracy, fgsm.robust_accuracy
+
+
 # -- the trainer -------------------------------------------------------------------------------
 def check_training_data(model: Any, x: torch.Tensor, y: torch.Tensor) -> None:
     """One clear error for data that cannot train: shape, bounds, labels, NaN, one class."""
@@ -214,15 +231,16 @@ def adversarial_train(
     *,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
+    monitor: Monitor | None = None,
     **overrides: Any,
 ) -> AdversarialTrainingResult:
     """Train a hardened copy of ``model`` (a `Classifier`, or a loaded ``.pt2``) on ``(x, y)``.
 
     ``settings`` (or keyword ``overrides`` of its fields, validated) choose the method; the
     model itself is never modified. ``monitor_samples`` of the data are held apart for the
-    per-epoch PGD/FGSM monitor and not trained on.
+    per-epoch PGD/FGSM monitor and not trained on; ``monitor(student, x, y)`` replaces the
+    measurement (default `pgd_fgsm_accuracy`), e.g. to watch another attack.
     """
-    from mlwarden.attacks.evasion import FGSM, PGD
     from mlwarden.core.training import fit, trainable_copy
 
     base = settings.model_dump(exclude_unset=True) if settings is not None else {}
@@ -243,13 +261,14 @@ def adversarial_train(
     )
     best: dict[str, Any] = {"pgd": -1.0, "fgsm": None, "state": None, "epoch": None}
     watch = settings.method == "fast"
+    measure = monitor or (
+        lambda m, xs, ys: pgd_fgsm_accuracy(m, xs, ys, settings.eps, settings.norm, seed)
+    )
 
     def on_epoch(epoch: int, loss: float) -> bool:
         pgd_acc = fgsm_acc = None
         if n_monitor:
-            pgd = PGD(settings.eps, steps=10, norm=settings.norm, seed=seed)(student, mx, my)
-            fgsm = FGSM(settings.eps, norm=settings.norm)(student, mx, my)
-            pgd_acc, fgsm_acc = pgd.robust_accuracy, fgsm.robust_accuracy
+            pgd_acc, fgsm_acc = measure(student, mx, my)
         result.epochs.append(
             EpochRecord(epoch + 1, perturber.method, perturber.eps, loss, pgd_acc, fgsm_acc)
         )
@@ -340,5 +359,6 @@ __all__ = [
     "check_training_data",
     "checked_settings",
     "kl_objective",
+    "pgd_fgsm_accuracy",
     "pgd_examples",
 ]
