@@ -63,7 +63,7 @@ def transfer_command(
         "--strategy",
         "-s",
         help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), adversarial (PGD "
-        "training at --eps), trades, or 'compare'.",
+        "training at --eps), trades (tensor students), freelb (text students), or 'compare'.",
     ),
     epsilon: float | None = typer.Option(
         None, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."

@@ -971,11 +971,11 @@ class TransferSettings(CheckConfig):
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         from mlwarden.defenses.training.finetune import STUDENT_STRATEGIES
+        from mlwarden.defenses.training.text_students import TEXT_STRATEGIES
 
-        if value != "compare" and value not in STUDENT_STRATEGIES:
-            raise ValueError(
-                f"must be one of {', '.join(STUDENT_STRATEGIES)} or compare, got '{value}'"
-            )
+        known = (*STUDENT_STRATEGIES, *(s for s in TEXT_STRATEGIES if s not in STUDENT_STRATEGIES))
+        if value != "compare" and value not in known:
+            raise ValueError(f"must be one of {', '.join(known)} or compare, got '{value}'")
         return value
 
     @model_validator(mode="after")
