@@ -172,3 +172,10 @@ def test_bad_input_gives_clear_errors(digits_cnn, train_test):
         adversarial_train(digits_cnn, bad, y)
     with pytest.raises(DataError, match="single class"):
         adversarial_train(digits_cnn, x, torch.zeros_like(y))
+
+
+def test_harden_settings_train_as_their_training_part(digits_cnn, train_test):
+    train, _ = train_test
+    settings = HardenSettings(method="fast", epochs=1, monitor_samples=0, preset="pgd")
+    res = adversarial_train(digits_cnn, train.x[:100], train.y[:100], settings, epochs=2)
+    assert res.method == "fast" and len(res.epochs) == 2  # keyword overrides win

@@ -136,6 +136,8 @@ class _Perturber:
         self.eps = settings.eps_at(0)
         self.generator = generator
         self._adv: torch.Tensor | None = None
+        # the full-radius step of each method (fast may fall back to pgd mid-run)
+        self._steps = {m: settings.model_copy(update={"method": m}).step_size() for m in METHODS}
 
     def transform(self, model: Any, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         s = self.settings
@@ -172,10 +174,7 @@ class _Perturber:
 
     def _alpha(self) -> float:
         """The step, scaled with the ramped radius so that warm-up steps stay in proportion."""
-        base = AdversarialTrainingSettings.model_validate(
-            {**self.settings.model_dump(), "method": self.method}
-        ).step_size()
-        return base * self.eps / self.settings.eps
+        return self._steps[self.method] * self.eps / self.settings.eps
 
     def extra_loss(
         self, model: Any, xb: torch.Tensor, _yb: torch.Tensor, logits: torch.Tensor
@@ -243,7 +242,12 @@ def adversarial_train(
     """
     from mlwarden.core.training import fit, trainable_copy
 
-    base = settings.model_dump(exclude_unset=True) if settings is not None else {}
+    fields = set(AdversarialTrainingSettings.model_fields)  # HardenSettings adds measuring
+    base = (
+        {k: v for k, v in settings.model_dump(exclude_unset=True).items() if k in fields}
+        if settings is not None
+        else {}
+    )
     settings = checked_settings(AdversarialTrainingSettings, {**base, **overrides})
     assert settings is not None
     check_training_data(model, x, y)
