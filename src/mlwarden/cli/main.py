@@ -27,6 +27,7 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     ("evaluate", "mlwarden.cli.evaluate", "evaluate_app", True),
     ("backdoor", "mlwarden.cli.backdoor", "backdoor_app", True),
     ("transfer", "mlwarden.cli.transfer", "transfer_command", False),
+    ("harden", "mlwarden.cli.harden", "harden_command", False),
     ("privacy", "mlwarden.cli.privacy", "privacy_app", True),
     ("serve", "mlwarden.cli.serve", "serve_command", False),
     ("keys", "mlwarden.cli.keys", "keys_app", True),

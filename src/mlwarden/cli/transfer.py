@@ -62,7 +62,8 @@ def transfer_command(
         None,
         "--strategy",
         "-s",
-        help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), or 'compare'.",
+        help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), adversarial (PGD "
+        "training at --eps), trades (tensor students), freelb (text students), or 'compare'.",
     ),
     epsilon: float | None = typer.Option(
         None, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."

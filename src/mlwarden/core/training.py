@@ -28,6 +28,7 @@ from mlwarden.core.seeding import make_generator
 
 BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+EpochHook = Callable[[int, float], bool]
 
 
 @dataclass
@@ -51,6 +52,7 @@ def fit(
     extra_loss: ExtraLoss | None = None,
     progress: ProgressCallback = null_progress,
     task: str = "training",
+    on_epoch: EpochHook | None = None,
 ) -> TrainingHistory:
     """Train ``model`` in place on ``(x, y)`` with cross-entropy; returns the loss history.
 
@@ -59,6 +61,8 @@ def fit(
 
     ``transform(model, xb, yb)`` may replace each batch (adversarial training);
     ``extra_loss(model, xb, yb, logits)`` is added to the loss (regularisers).
+    ``on_epoch(epoch, mean_loss)`` runs after each epoch (0-based) and stops training
+    early by returning True (schedules and monitors of adversarial training).
     """
     if epochs <= 0:
         raise ParameterError(f"epochs must be positive, got {epochs}")
@@ -103,6 +107,11 @@ def fit(
             count += len(idx)
         history.loss.append(total / count)
         progress(task, epoch + 1, epochs)
+        if on_epoch is not None:
+            stop = on_epoch(epoch, history.loss[-1])
+            model.train()
+            if stop:
+                break
     model.eval()
     return history
 

@@ -310,6 +310,7 @@ class TransferAudit:
     feature_divergence: float
     trigger_source: str  # "given", "teacher scan (<method>)" or "none"
     trigger_note: str
+    robust_accuracy: float | None = None  # the student's, under the audit's PGD (white-box)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -482,6 +483,9 @@ def audit_transfer(
     transfer = adversarial_transfer_rate(
         teacher, student, x, y, eps=eps, steps=pgd_steps, seed=seed
     )
+    from mlwarden.attacks.evasion import PGD
+
+    robust = PGD(eps, steps=pgd_steps, seed=seed)(student, x, y).robust_accuracy
     return TransferAudit(
         student_accuracy=student.accuracy(x, y),
         teacher_accuracy=teacher.accuracy(x, y),
@@ -499,6 +503,7 @@ def audit_transfer(
         feature_divergence=feature_divergence(teacher, student, x),
         trigger_source=known.source,
         trigger_note=known.note,
+        robust_accuracy=robust,
     )
 
 
@@ -662,6 +667,9 @@ def transfer_report(
         m["transfer.excess_asr"] = _r(audit.excess_asr)
         m["transfer.target_class"] = audit.target_class
     m["transfer.adversarial_transfer_rate"] = round(audit.adversarial_transfer_rate, 4)
+    if audit.robust_accuracy is not None:
+        m["transfer.robust_accuracy"] = round(audit.robust_accuracy, 4)
+        report.tables.append(robustness_table({strategy or "student": audit}))
     m["transfer.weight_divergence"] = round(audit.weight_divergence, 4)
     m["transfer.feature_divergence"] = round(audit.feature_divergence, 4)
     m["transfer.trigger_source"] = audit.trigger_source
@@ -703,6 +711,12 @@ def transfer_report(
     return report
 
 
+COMPARE_STRATEGIES: tuple[str, ...] = (
+    "linear_probe", "last_k", "full", "full_reinit", "fineprune", "adversarial", "trades"
+)
+"""What ``compare`` trains: every strategy but ``dp``, whose privacy budget is a choice the
+user makes (``--strategy dp --epsilon``), not a figure to compare accuracy against."""
+
 COMPARE_COLUMNS = [
     "strategy",
     "clean accuracy",
@@ -724,6 +738,25 @@ _COMPARE_METRICS = (
     "feature_divergence",
 )
 """The metric key (``transfer.<strategy>.<key>``) of each comparison column after the name."""
+
+
+ROBUST_TABLE = "transfer-robustness"
+"""The table of the students' clean and robust accuracy (PGD at the audit's eps)."""
+
+
+def robustness_table(audits: dict[str, TransferAudit]) -> Table:
+    """Clean accuracy beside robust accuracy under the audit's white-box PGD, per student:
+    what the ``adversarial`` and ``trades`` strategies buy, and what the others leave."""
+    return Table(
+        id=ROBUST_TABLE,
+        title="Student robustness (white-box PGD on the student at the audit's eps)",
+        columns=["strategy", "clean accuracy", "robust accuracy"],
+        rows=[
+            [name, round(a.student_accuracy, 4), round(a.robust_accuracy, 4)]
+            for name, a in audits.items()
+            if a.robust_accuracy is not None
+        ],
+    )
 
 
 def _compare_row(name: str, audit: TransferAudit) -> list[Any]:
@@ -750,7 +783,7 @@ def compare_strategies(
     test_y: torch.Tensor,
     *,
     known: KnownTrigger,
-    strategies: Sequence[str] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune"),
+    strategies: Sequence[str] = COMPARE_STRATEGIES,
     epochs: int = 10,
     lr: float = 1e-3,
     eps: float = 0.1,
@@ -807,6 +840,10 @@ def compare_strategies(
         for key, value in zip(_COMPARE_METRICS, rows[-1][1:], strict=True):
             if value != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
                 report.metrics[f"transfer.{strategy}.{key}"] = value
+        if audit.robust_accuracy is not None:
+            report.metrics[f"transfer.{strategy}.robust_accuracy"] = round(
+                audit.robust_accuracy, 4
+            )
     if reference is not None:
         ref_audit = audit_transfer(
             teacher,
@@ -833,6 +870,7 @@ def compare_strategies(
             rows=rows,
         )
     )
+    report.tables.append(robustness_table(audits))
     safe = [s for s in strategies if not inherits_backdoor(audits[s])]
     best = max(safe, key=lambda s: audits[s].student_accuracy) if safe else None
     for strategy in strategies:
@@ -900,7 +938,12 @@ class TransferSettings(CheckConfig):
     test_fraction: float = Field(
         0.25, gt=0, lt=1, description="share of the data held out to audit the student on"
     )
-    eps: float = Field(0.1, gt=0, description="L-inf radius of the transferability PGD")
+    eps: float = Field(
+        0.1,
+        gt=0,
+        description="L-inf radius of the transferability PGD, of the students' robust "
+        "accuracy, and of the training of strategies adversarial and trades",
+    )
     samples: int = Field(
         400,
         ge=2,
@@ -927,10 +970,12 @@ class TransferSettings(CheckConfig):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        from mlwarden.defenses.training.finetune import STRATEGIES
+        from mlwarden.defenses.training.finetune import STUDENT_STRATEGIES
+        from mlwarden.defenses.training.text_students import TEXT_STRATEGIES
 
-        if value != "compare" and value not in STRATEGIES:
-            raise ValueError(f"must be one of {', '.join(STRATEGIES)} or compare, got '{value}'")
+        known = (*STUDENT_STRATEGIES, *(s for s in TEXT_STRATEGIES if s not in STUDENT_STRATEGIES))
+        if value != "compare" and value not in known:
+            raise ValueError(f"must be one of {', '.join(known)} or compare, got '{value}'")
         return value
 
     @model_validator(mode="after")
@@ -1074,6 +1119,7 @@ def run_transfer(
             report=report,
             check=check,
             k=settings.k,
+            adv_eps=settings.eps,
         )
         return TransferRun(audits, None, len(train), len(test))
     from mlwarden.defenses.training.finetune import train_student
@@ -1087,6 +1133,7 @@ def run_transfer(
         epochs=settings.epochs,
         lr=settings.lr,
         target_epsilon=settings.epsilon,
+        adv_eps=settings.eps,
         seed=seed,
         progress=progress,
     )

@@ -13,6 +13,10 @@ Learning", USENIX Security 2018). Strategies, from most to least inherited:
   term that rewards penultimate features *unlike* the teacher's (cosine similarity,
   weight ``divergence_weight``), pushing the student off the teacher's shortcuts.
 - ``fineprune``: fine-pruning (`mlwarden.defenses.training.fineprune`) then fine-tune.
+- ``adversarial`` / ``trades``: fine-tune everything adversarially (PGD training of Madry et
+  al. 2018, or TRADES of Zhang et al. 2019; `mlwarden.defenses.training.adversarial`) at
+  L-inf radius ``adv_eps``, so the student resists the evasion a public teacher makes cheap.
+  Tensor students only; the text strategies are `text_students.STRATEGIES`.
 
 Every strategy trains a copy; the teacher is never modified. Teachers loaded from
 ``.pt2`` are supported (see `trainable_copy`).
@@ -35,6 +39,11 @@ from mlwarden.core.training import fit, trainable_copy
 
 Strategy = Literal["linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp"]
 STRATEGIES: tuple[str, ...] = ("linear_probe", "last_k", "full", "full_reinit", "fineprune", "dp")
+"""The strategies shared by tensor and text students."""
+ADVERSARIAL_STRATEGIES: tuple[str, ...] = ("adversarial", "trades")
+"""Adversarial fine-tuning, tensor students only (the method of each: pgd, trades)."""
+STUDENT_STRATEGIES: tuple[str, ...] = STRATEGIES + ADVERSARIAL_STRATEGIES
+"""Every strategy `train_student` accepts."""
 
 
 @dataclass
@@ -93,6 +102,7 @@ def train_student(
     divergence_weight: float = 0.1,
     prune_ratio: float = 0.8,
     target_epsilon: float = 2.0,
+    adv_eps: float = 0.1,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
 ) -> StudentResult:
@@ -100,10 +110,12 @@ def train_student(
 
     ``dp`` re-initialises the head and fine-tunes everything with DP-SGD (Opacus) to
     ``target_epsilon``, protecting the student's own training data; the epsilon spent is
-    in ``details``.
+    in ``details``. ``adversarial``/``trades`` train at L-inf radius ``adv_eps``.
     """
-    if strategy not in STRATEGIES:
-        raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
+    if strategy not in STUDENT_STRATEGIES:
+        raise ParameterError(
+            f"strategy must be one of {', '.join(STUDENT_STRATEGIES)}, got '{strategy}'"
+        )
     if epochs <= 0:
         raise ParameterError(f"epochs must be positive, got {epochs}")
     teacher.spec.validate_batch(x, what="student training data")
@@ -112,6 +124,11 @@ def train_student(
         raise DataError(f"student training data has {len(x)} samples but {len(y)} labels")
     if len(torch.unique(y)) < 2:
         raise DataError("student training data holds a single class; need at least 2")
+    if strategy in ADVERSARIAL_STRATEGIES:
+        return _adversarial_student(
+            teacher, x, y, strategy, epochs=epochs, lr=lr, batch_size=batch_size,
+            eps=adv_eps, seed=seed, progress=progress,
+        )
     if strategy == "fineprune":
         from mlwarden.defenses.training.fineprune import FinePruning
 
@@ -187,6 +204,35 @@ def train_student(
         p.requires_grad_(True)
     student.eval()
     return StudentResult(student, strategy, trainable, history, details)
+
+
+def _adversarial_student(
+    teacher: Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    strategy: str,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    eps: float,
+    seed: int,
+    progress: ProgressCallback,
+) -> StudentResult:
+    """Every parameter fine-tuned adversarially, with hardening's own defaults otherwise."""
+    from mlwarden.defenses.training.adversarial import adversarial_train
+
+    method = "pgd" if strategy == "adversarial" else "trades"
+    res = adversarial_train(
+        teacher, x, y, method=method, eps=eps, epochs=epochs, lr=lr, batch_size=batch_size,
+        warmup_epochs=min(5, max(epochs // 3, 0)), seed=seed, progress=progress,
+    )
+    res.classifier.name = f"{teacher.name}-{strategy}"
+    trainable = sum(p.numel() for p in res.classifier.parameters())
+    details: dict[str, Any] = {
+        "trained": ["all"], "method": method, "eps": eps, "events": list(res.events)
+    }
+    return StudentResult(res.classifier, strategy, trainable, res.loss, details)
 
 
 def _feature_divergence(

@@ -29,6 +29,7 @@ Strategies (the names of the tensor path):
 - ``dp``: DP-SGD through Opacus on the ``last_k`` parameters (head re-initialised); the
   embeddings and earlier layers stay frozen, as in Opacus's own BERT tutorial, since
   per-sample gradients of every layer cost a multiple of the model's memory per example.
+- ``freelb``: every parameter, adversarially in embedding space (`freelb`, Zhu et al. 2020).
 
 Every strategy trains a copy; the teacher is never modified. The fresh head trains at
 `HEAD_LR_SCALE` times ``lr``: at an encoder's learning rate a random head barely moves in
@@ -53,6 +54,8 @@ from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.text import TextClassifier, TextEncoder, TextSpec, as_text_model
 from mlwarden.defenses.training.finetune import STRATEGIES
 
+TEXT_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "freelb")
+"""The strategies of text students: the shared ones and FreeLB (`mlwarden...freelb`)."""
 TEXT_BATCH = 16
 """Texts per training step (the usual BERT fine-tuning batch)."""
 HEAD_LR_SCALE = 10.0
@@ -476,8 +479,10 @@ def train_text_student(
 ) -> TextStudentResult:
     """Train a sequence-classifier student of ``teacher`` on ``texts`` with ``strategy``."""
     as_text_model(teacher, by="training a text student")
-    if strategy not in STRATEGIES:
-        raise ParameterError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
+    if strategy not in TEXT_STRATEGIES:
+        raise ParameterError(
+            f"strategy must be one of {', '.join(TEXT_STRATEGIES)}, got '{strategy}'"
+        )
     if epochs <= 0 or lr <= 0:
         raise ParameterError(f"epochs and lr must be positive, got {epochs} and {lr}")
     if len(texts) != len(labels) or not texts:
@@ -530,6 +535,14 @@ def train_text_student(
                 task=f"student ({strategy})",
             )
         trained = _module_roots(model, trained)
+    elif strategy == "freelb":
+        from mlwarden.defenses.training.freelb import fit_freelb
+
+        trained = ["all"]
+        count = _train_only(model, [n for n, _ in model.named_parameters()])
+        history, details["freelb"] = fit_freelb(
+            student, texts, labels, epochs=epochs, lr=lr, seed=seed, progress=progress
+        )
     else:
         trained = ["all"]
         count = _train_only(model, [n for n, _ in model.named_parameters()])
@@ -580,6 +593,7 @@ def train_text_student(
 
 
 __all__ = [
+    "TEXT_STRATEGIES",
     "TextStudentResult",
     "build_student",
     "ffn_up_projection",
