@@ -78,6 +78,20 @@ def harden_command(
     samples: int | None = typer.Option(
         None, "--samples", help=f"Measure on at most N held-out samples (default {_D['samples']})."
     ),
+    certify: bool | None = typer.Option(
+        None,
+        "--certify/--no-certify",
+        help="Also certify before and after by randomized smoothing at --sigma "
+        "(default: with --method gaussian).",
+    ),
+    certify_radius: float | None = typer.Option(
+        None,
+        "--certify-radius",
+        help=f"L2 radius of the certified column (default {_D['certify_radius']}).",
+    ),
+    certify_n: int | None = typer.Option(
+        None, "--certify-n", help=f"Noise samples per certified sample (default {_D['certify_n']})."
+    ),
     test_fraction: float | None = typer.Option(
         None, "--test-fraction", help="Held-out share of --data for the measurement."
     ),
@@ -123,6 +137,9 @@ def harden_command(
             "eval_eps": eval_eps,
             "samples": samples,
             "test_fraction": test_fraction,
+            "certify": certify,
+            "certify_radius": certify_radius,
+            "certify_n": certify_n,
         },
     )
     target = output_path(Path(model), settings.method, out)  # refused before any training

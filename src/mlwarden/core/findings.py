@@ -65,6 +65,8 @@ class Figure(_Model):
     caption: str = ""
     log_x: bool = False
     log_y: bool = False
+    categories: list[str] = Field(default_factory=list)
+    """Names of a bar figure's x positions 0, 1, ... (measures rather than numbers)."""
 
 
 class Table(_Model):

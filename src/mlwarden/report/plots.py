@@ -138,9 +138,13 @@ def _bar(figure: Figure) -> Any:
         xs = [position[x] - 0.4 + width * (k + 0.5) for x in s.x]
         ax.bar(xs, s.y, width=width * 0.92, color=PALETTE[k % len(PALETTE)], label=s.label)
     ax.set_xticks(range(len(categories)))
-    ax.set_xticklabels(
-        [format_number(x) for x in categories], rotation=60 if len(categories) > 16 else 0
-    )
+    names = [
+        figure.categories[int(x)]
+        if x == int(x) and 0 <= int(x) < len(figure.categories)
+        else format_number(x)
+        for x in categories
+    ]
+    ax.set_xticklabels(names, rotation=60 if len(categories) > 16 else 0)
     if _unit_range([v for s in figure.series for v in s.y]):
         ax.set_ylim(0, 1.03)
     ax.grid(True, axis="y", alpha=0.35, linewidth=0.6)

@@ -41,6 +41,10 @@ class Measurement:
     clean_accuracy: float
     robust_accuracy: float
     seconds: float
+    certified_accuracy: float | None = None
+    """Certified accuracy of the smoothed model at `HardenSettings.certify_radius`, when asked."""
+    abstain_rate: float | None = None
+    certify_seconds: float = 0.0
 
 
 @dataclass
@@ -81,12 +85,27 @@ def measure(
         seed=seed,
         progress=progress,
     )
-    return (
-        Measurement(
-            result.clean_accuracy, result.robust_accuracy(eps), time.perf_counter() - start
-        ),
-        result,
+    measured = Measurement(
+        result.clean_accuracy, result.robust_accuracy(eps), time.perf_counter() - start
     )
+    if settings.certifies():
+        from mlwarden.evaluation.certify import certify_dataset
+
+        part = data.take(settings.certify_samples)
+        cert = certify_dataset(
+            model,
+            part.x,
+            part.y,
+            sigma=settings.sigma,
+            n=settings.certify_n,
+            radii=[0.0, settings.certify_radius],
+            seed=seed,
+            progress=progress,
+        )
+        measured.certified_accuracy = cert.certified_accuracy(settings.certify_radius)
+        measured.abstain_rate = cert.abstain_rate
+        measured.certify_seconds = cert.seconds
+    return measured, result
 
 
 def run_harden(
@@ -145,50 +164,64 @@ def harden_report(run: HardenRun, settings: HardenSettings, report: Report, *, c
         "harden.after.clean_accuracy",
         "harden.train_seconds",
     ]
+    certified = settings.certifies()
+    radius = settings.certify_radius
+    columns = ["model", "clean accuracy", label]
+    if certified:
+        columns += [f"certified accuracy (L2 {radius:g}, sigma {settings.sigma:g})", "abstain"]
+        for name, meas in (("before", run.before), ("after", run.after)):
+            m[f"harden.{name}.certified_accuracy"] = round(meas.certified_accuracy or 0.0, 4)
+            m[f"harden.{name}.certify_seconds"] = round(meas.certify_seconds, 2)
+        report.headline.append("harden.after.certified_accuracy")
+    rows = []
+    for name, meas, trained in (
+        ("before", run.before, 0.0),
+        (f"after ({settings.method})", run.after, run.training.seconds),
+    ):
+        row: list[object] = [name, round(meas.clean_accuracy, 4), round(meas.robust_accuracy, 4)]
+        if certified:
+            row += [round(meas.certified_accuracy or 0.0, 4), round(meas.abstain_rate or 0.0, 4)]
+        rows.append([*row, round(trained, 2), round(meas.seconds + meas.certify_seconds, 2)])
     report.tables.append(
         Table(
             id="harden-before-after",
             title=f"Before and after hardening ({settings.method})",
-            columns=["model", "clean accuracy", label, "training s", "measurement s"],
-            rows=[
-                [
-                    "before",
-                    round(run.before.clean_accuracy, 4),
-                    round(run.before.robust_accuracy, 4),
-                    0.0,
-                    round(run.before.seconds, 2),
-                ],
-                [
-                    f"after ({settings.method})",
-                    round(run.after.clean_accuracy, 4),
-                    round(run.after.robust_accuracy, 4),
-                    round(run.training.seconds, 2),
-                    round(run.after.seconds, 2),
-                ],
-            ],
+            columns=[*columns, "training s", "measurement s"],
+            rows=rows,
         )
     )
+    measures = [
+        ("clean", lambda m: m.clean_accuracy),
+        (f"robust, {settings.preset} {settings.norm} {eps:g}", lambda m: m.robust_accuracy),
+    ]
+    if certified:
+        measures.append((f"certified, L2 {radius:g}", lambda m: m.certified_accuracy or 0.0))
     report.figures.append(
         Figure(
             id="harden-before-after",
             title=f"Accuracy before and after hardening ({settings.method})",
             kind="bar",
-            x_label=f"eps ({settings.norm}); 0 is the clean accuracy",
             y_label="accuracy",
+            categories=[name for name, _ in measures],
             series=[
                 Series(
-                    label="before",
-                    x=[0.0, eps],
-                    y=[run.before.clean_accuracy, run.before.robust_accuracy],
-                ),
-                Series(
-                    label=f"after ({settings.method})",
-                    x=[0.0, eps],
-                    y=[run.after.clean_accuracy, run.after.robust_accuracy],
-                ),
+                    label=label_,
+                    x=[float(i) for i in range(len(measures))],
+                    y=[float(get(meas)) for _, get in measures],
+                )
+                for label_, meas in (
+                    ("before", run.before),
+                    (f"after ({settings.method})", run.after),
+                )
             ],
             caption=f"{run.test_samples} held-out samples, {settings.preset} preset, "
-            f"{run.training.seconds:.1f} s of training",
+            f"{run.training.seconds:.1f} s of training"
+            + (
+                f"; {settings.certify_samples} certified at sigma {settings.sigma:g}, "
+                f"n {settings.certify_n}"
+                if certified
+                else ""
+            ),
         )
     )
     monitored = [e for e in run.training.epochs if e.pgd_accuracy is not None]

@@ -112,6 +112,16 @@ class HardenSettings(AdversarialTrainingSettings):
         0.25, gt=0, lt=1, description="share of the data held out for the measurement"
     )
     seed: int | None = Field(None, description="default: the command's --seed")
+    certify: bool | None = Field(
+        None,
+        description="also certify before and after by randomized smoothing at sigma "
+        "(default: for gaussian only, the method made for it)",
+    )
+    certify_samples: int = Field(100, ge=1, description="held-out samples certified")
+    certify_n: int = Field(
+        10_000, ge=100, description="noise samples per certified sample (n; n0 is 100)"
+    )
+    certify_radius: float = Field(0.25, gt=0, description="L2 radius of the certified column")
 
     @field_validator("preset")
     @classmethod
@@ -124,6 +134,10 @@ class HardenSettings(AdversarialTrainingSettings):
 
     def measured_eps(self) -> float:
         return self.eval_eps if self.eval_eps is not None else self.eps
+
+    def certifies(self) -> bool:
+        """Whether the before/after table has the certified columns."""
+        return self.certify if self.certify is not None else self.method == "gaussian"
 
     def training(self) -> AdversarialTrainingSettings:
         """The training part of these settings."""
