@@ -44,6 +44,7 @@ CHECK_MODULES: list[str] = [
     "mlwarden.evaluation.extraction",
     "mlwarden.defenses.detection.check",
     "mlwarden.evaluation.transfer",
+    "mlwarden.defenses.federated.check",
 ]
 
 
