@@ -137,19 +137,45 @@ class ClientJob:
 
 
 def build_client_app(job: ClientJob):  # type: ignore[no-untyped-def]
-    """A Flower `ClientApp` (message API) whose train handler runs `ClientJob.fit_client`.
+    """One Flower `ClientApp` for every strategy of a comparison, SecAgg+ included.
 
-    The server names the attack of the run in the train config (``attack``), so one
-    simulation can run an attack-free baseline and attacked strategies back to back.
+    Message-API strategies send ``arrays`` + ``config``; Flower 1.42's SecAgg+ exists only
+    for the legacy workflow, which sends legacy ``fitins`` records through
+    ``secaggplus_mod``. Serving both from one app lets a whole comparison share one
+    simulation, so Ray starts once (it costs far more than the rounds here). The server
+    names the attack of the run in the config (``attack``), so the attack-free baseline
+    and the attacked runs share the app too.
     """
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
+    from flwr.common import (
+        Code,
+        FitRes,
+        Status,
+        ndarrays_to_parameters,
+        parameters_to_ndarrays,
+    )
+    from flwr.compat.common import recorddict_compat as compat
 
-    app = ClientApp()
+    app = ClientApp(mods=[_secagg_when_asked])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         client = int(context.node_config["partition-id"])
+        if "fitins.parameters" in msg.content.array_records:  # the legacy SecAgg+ workflow
+            fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            weights = parameters_to_ndarrays(fitins.parameters)
+            config = fitins.config
+            new, metrics = job.fit_client(
+                client, weights, int(config["server-round"]), str(config["attack"])
+            )
+            fitres = FitRes(
+                status=Status(Code.OK, ""),
+                parameters=ndarrays_to_parameters(new),
+                num_examples=int(metrics["num-examples"]),
+                metrics={"partition-id": client},
+            )
+            return Message(content=compat.fitres_to_recorddict(fitres, False), reply_to=msg)
         config = msg.content["config"]
         weights = msg.content["arrays"].to_numpy_ndarrays()
         new, metrics = job.fit_client(
@@ -161,28 +187,11 @@ def build_client_app(job: ClientJob):  # type: ignore[no-untyped-def]
     return app
 
 
-def build_secagg_client_app(job: ClientJob, attack: str):  # type: ignore[no-untyped-def]
-    """A legacy `NumPyClient` app behind Flower's ``secaggplus_mod``.
-
-    Flower 1.42 implements SecAgg+ only for the legacy workflow (`SecAggPlusWorkflow` in
-    `DefaultWorkflow`), whose clients are `NumPyClient`s; the mod masks the update before
-    it leaves the client.
-    """
-    from flwr.client import NumPyClient
+def _secagg_when_asked(msg, context, call_next):  # type: ignore[no-untyped-def]
+    """Flower's ``secaggplus_mod``, for the messages of the SecAgg+ workflow only."""
     from flwr.client.mod import secaggplus_mod
-    from flwr.clientapp import ClientApp
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-    class _Client(NumPyClient):
-        def __init__(self, client: int) -> None:
-            self.client = client
-
-        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-            new, metrics = job.fit_client(
-                self.client, list(parameters), int(config["server-round"]), attack
-            )
-            return new, int(metrics["num-examples"]), {"partition-id": self.client}
-
-    def client_fn(context):  # type: ignore[no-untyped-def]
-        return _Client(int(context.node_config["partition-id"])).to_client()
-
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)

@@ -9,13 +9,13 @@ given so that the claim "the server never sees an individual update" is measured
 assumed (`StrategyRun.aggregates_seen` is 1 each round). The aggregate equals plain
 FedAvg up to SecAgg+'s quantisation (``clipping_range / quantization_range`` per value).
 
-Flower 1.42 offers SecAgg+ only for the legacy `DefaultWorkflow` with legacy strategies
-and `NumPyClient`s, so this is its own simulation beside the message-API one.
+Flower 1.42 offers SecAgg+ only for the legacy `DefaultWorkflow` with legacy strategies;
+it runs inside the same `ServerApp` as the message-API strategies, and the one
+`ClientApp` (`clients.build_client_app`) answers both.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +23,6 @@ import numpy as np
 from mlwarden.core.errors import MlwardenError
 
 if TYPE_CHECKING:
-    from mlwarden.defenses.federated.clients import ClientJob
     from mlwarden.defenses.federated.settings import FederatedSettings
     from mlwarden.defenses.federated.simulation import Evaluator, StrategyRun
 
@@ -46,37 +45,29 @@ def secagg_shares(clients: int, asked: int | None) -> int:
 
 
 def run_secagg(
+    grid: Any,
+    context: Any,
     settings: FederatedSettings,
-    job: ClientJob,
     evaluator: Evaluator,
     initial: list[np.ndarray],
+    attack: str,
     *,
     record: dict[str, Any] | None = None,
 ) -> StrategyRun:
-    """One federation of FedAvg under SecAgg+ against the settings' attackers.
+    """FedAvg under SecAgg+ for ``settings.rounds`` rounds, inside a running `ServerApp`.
 
-    ``record`` (tests) receives every message the server received (``"replies"``) and
-    the parameter vectors handed to the strategy each round (``"aggregates"``).
+    ``record`` (tests) receives every reply the server got (``"replies"``) and the
+    parameters handed to the strategy each round (``"aggregates"``).
     """
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-    from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation
 
-    from mlwarden.defenses.federated.clients import build_secagg_client_app
-    from mlwarden.defenses.federated.simulation import (
-        CountingGrid,
-        StrategyRun,
-        _run_quietly,
-        backend_config,
-    )
+    from mlwarden.defenses.federated.simulation import CountingGrid, StrategyRun
 
-    attack = settings.attack if settings.num_malicious else "none"
     run = StrategyRun("secagg", attack)
     seen: list[int] = []
-    errors: list[BaseException] = []
     shares = secagg_shares(settings.clients, settings.secagg_shares)
     record = record if record is not None else {}
     record.setdefault("aggregates", [])
@@ -96,60 +87,33 @@ def run_secagg(
             record["replies"].extend(replies)
             return replies
 
-    def evaluate(
-        server_round: int, parameters: list[np.ndarray], config: dict
-    ) -> tuple[float, dict]:  # type: ignore[type-arg]
+    counting = _RecordingGrid(grid)
+    hook = evaluator.callback(run, counting)
+
+    def evaluate(server_round: int, parameters: list[np.ndarray], config: dict) -> tuple:  # type: ignore[type-arg]
         hook(server_round, [np.asarray(p) for p in parameters])
         return 0.0, {}
 
-    app = ServerApp()
-    hook: Any = None
-
-    @app.main()
-    def main(grid: Any, context: Any) -> None:
-        nonlocal hook
-        try:
-            counting = _RecordingGrid(grid)
-            hook = evaluator.callback(run, counting)
-            strategy = _SumOnlyFedAvg(
-                fraction_fit=1.0,
-                fraction_evaluate=0.0,
-                min_fit_clients=settings.clients,
-                min_available_clients=settings.clients,
-                initial_parameters=ndarrays_to_parameters(initial),
-                evaluate_fn=evaluate,
-                on_fit_config_fn=lambda r: {"server-round": r},
-            )
-            legacy = LegacyContext(
-                context=context, config=ServerConfig(num_rounds=settings.rounds), strategy=strategy
-            )
-            workflow = DefaultWorkflow(
-                fit_workflow=SecAggPlusWorkflow(
-                    num_shares=shares,
-                    reconstruction_threshold=shares // 2 + 1,
-                    clipping_range=CLIPPING_RANGE,
-                )
-            )
-            workflow(counting, legacy)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
-            errors.append(exc)
-
-    started = time.perf_counter()
-    _run_quietly(
-        lambda: run_simulation(
-            server_app=app,
-            client_app=build_secagg_client_app(job, attack),
-            num_supernodes=settings.clients,
-            backend_config=backend_config(settings),  # type: ignore[arg-type]
+    strategy = _SumOnlyFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=settings.clients,
+        min_available_clients=settings.clients,
+        initial_parameters=ndarrays_to_parameters([w.copy() for w in initial]),
+        evaluate_fn=evaluate,
+        on_fit_config_fn=lambda r: {"server-round": r, "attack": attack},
+    )
+    legacy = LegacyContext(
+        context=context, config=ServerConfig(num_rounds=settings.rounds), strategy=strategy
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=shares,
+            reconstruction_threshold=shares // 2 + 1,
+            clipping_range=CLIPPING_RANGE,
         )
     )
-    if errors:
-        raise errors[0]
-    if len(run.rounds) != settings.rounds + 1:
-        raise MlwardenError(
-            f"secagg: {len(run.rounds) - 1} of {settings.rounds} rounds completed in "
-            f"{time.perf_counter() - started:.0f} s"
-        )
+    workflow(counting, legacy)
     if len(seen) != settings.rounds:
         raise MlwardenError(
             f"secagg: SecAgg+ aggregated {len(seen)} of {settings.rounds} rounds "

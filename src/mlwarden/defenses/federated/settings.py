@@ -7,7 +7,7 @@ refused here, before Ray starts or any round runs.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mlwarden.defenses.federated.attacks import ATTACKS
 from mlwarden.defenses.federated.clients import MODELS
@@ -29,7 +29,7 @@ class FederatedSettings(BaseModel):
         default_factory=lambda: ["fedavg"],
         description=f"{', '.join(STRATEGIES)}; 'compare' for all",
     )
-    malicious: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of malicious clients")
+    malicious: float = Field(0.0, description="fraction of malicious clients, in [0, 1)")
     attack: str = Field("backdoor", description=f"what they do: {', '.join(ATTACKS)}")
     boost: float | None = Field(
         None,
@@ -115,18 +115,25 @@ class FederatedSettings(BaseModel):
             raise ValueError(f"unknown model {value!r}; choose one of {', '.join(MODELS)}")
         return value
 
-    @model_validator(mode="after")
-    def _tolerated(self) -> FederatedSettings:
-        for name in self.strategies:
-            problem = tolerance_error(name, self.clients, self.num_malicious)
+    @field_validator("malicious")
+    @classmethod
+    def _tolerated(cls, value: float, info: ValidationInfo) -> float:
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"the malicious fraction must be in [0, 1), got {value:g}")
+        clients = info.data.get("clients")
+        if clients is None:
+            return value
+        count = int(round(value * clients))
+        if value > 0 and count == 0:
+            raise ValueError(
+                f"{value:g} of {clients} clients rounds to none; "
+                f"the smallest non-zero share is {1 / clients:g}"
+            )
+        for name in info.data.get("strategies") or []:
+            problem = tolerance_error(name, clients, count)
             if problem:
                 raise ValueError(problem + "; lower --malicious or add clients")
-        if self.malicious > 0 and self.num_malicious == 0:
-            raise ValueError(
-                f"malicious {self.malicious:g} of {self.clients} clients rounds to none; "
-                f"the smallest non-zero share is {1 / self.clients:g}"
-            )
-        return self
+        return value
 
     @property
     def num_malicious(self) -> int:

@@ -5,8 +5,8 @@ virtual SuperNodes, Ray underneath) is used as is. Ray's start-up costs ~20 s on
 two-core machine while a round of 20 tiny clients costs well under a second, so all
 strategies of one comparison run inside *one* simulation: the `ServerApp` runs each
 strategy's `Strategy.start` in turn from the same initial weights (clients are stateless
-and seeded per round, so runs do not leak into each other). SecAgg+ needs Flower's legacy
-workflow and `secaggplus_mod` on the clients, so it is a second simulation (`secagg.py`).
+and seeded per round, so runs do not leak into each other), and SecAgg+ (Flower's legacy
+workflow, `secagg.py`) runs in the same `ServerApp` after them.
 
 Measured per round, centrally on held-out data: clean accuracy, backdoor attack success
 rate (mlwarden's `attack_success_rate`), seconds, and bytes on the wire (the protobuf
@@ -234,9 +234,9 @@ def prepare(
 
 
 def plan(settings: FederatedSettings) -> list[tuple[str, str]]:
-    """(strategy, attack) pairs to run in the message-API simulation, baseline first."""
+    """(strategy, attack) pairs to run, in order, the attack-free baseline first."""
     attack = settings.attack if settings.num_malicious else "none"
-    pairs = [(s, attack) for s in settings.strategies if s != "secagg"]
+    pairs = [(s, attack) for s in settings.strategies]
     if settings.baseline and attack != "none":
         pairs.insert(0, ("fedavg", "none"))
     return pairs
@@ -248,6 +248,9 @@ def backend_config(settings: FederatedSettings) -> dict[str, Any]:
     return {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {
+            # a cluster of our own: without it ray.init joins any Ray already running on
+            # the machine (another user's job) and dies with it
+            "address": "local",
             "num_cpus": cpus,
             "num_gpus": 0,
             "include_dashboard": False,
@@ -255,6 +258,44 @@ def backend_config(settings: FederatedSettings) -> dict[str, Any]:
             "logging_level": "error",
         },
     }
+
+
+RAY_START_ATTEMPTS = 3
+
+
+def start_ray(settings: FederatedSettings) -> None:
+    """Start Ray before Flower does, retrying a start-up that timed out.
+
+    Ray waits a fixed 30 s for its raylet to register; on a loaded two-core machine it
+    sometimes needs longer and Flower's simulation then crashes before the first round.
+    Flower's backend starts Ray only when none is running (`RayBackend.init_ray`), so
+    starting it here with the same arguments (the ``init_args`` of `backend_config` and
+    Flower's ``PYTHONPATH`` runtime env) and retrying is enough.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    import sys
+
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    args = backend_config(settings)["init_args"]
+    last: Exception | None = None
+    for _ in range(RAY_START_ATTEMPTS):
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **args)
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception here
+            last = exc
+            ray.shutdown()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    raise MlwardenError(
+        f"Ray did not start in {RAY_START_ATTEMPTS} attempts (load average {load:.1f}): {last}",
+        hint="retry when the machine is less busy",
+    )
 
 
 def quiet_flower() -> None:
@@ -269,8 +310,12 @@ def run_federated(
     *,
     data: Dataset | None = None,
     progress: ProgressCallback = null_progress,
+    record: dict[str, Any] | None = None,
 ) -> FederatedResult:
-    """Every strategy of ``settings`` against its attackers, through Flower's simulation."""
+    """Every strategy of ``settings`` against its attackers, through Flower's simulation.
+
+    ``record`` (tests) receives what the server received under SecAgg+ (`secagg.run_secagg`).
+    """
     from flwr.app import ArrayRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
@@ -290,6 +335,15 @@ def run_federated(
         np.random.seed(settings.seed)  # Flower's DP noise draws from numpy's global RNG
         try:
             for name, attack in plan(settings):
+                if name == "secagg":
+                    from mlwarden.defenses.federated.secagg import run_secagg
+
+                    runs.append(
+                        run_secagg(
+                            grid, context, settings, evaluator, initial, attack, record=record
+                        )
+                    )
+                    continue
                 run = StrategyRun(name, attack)
                 runs.append(run)
                 counting = CountingGrid(grid)
@@ -329,7 +383,10 @@ def run_federated(
             errors.append(exc)
 
     pairs = plan(settings)
-    if pairs:
+    import ray
+
+    start_ray(settings)
+    try:
         _run_quietly(
             lambda: run_simulation(
                 server_app=app,
@@ -338,14 +395,12 @@ def run_federated(
                 backend_config=backend_config(settings),  # type: ignore[arg-type]
             )
         )
-        if errors:
-            raise errors[0]
-        if len(runs) != len(pairs) or any(not r.rounds for r in runs):
-            raise MlwardenError("the Flower simulation ended before every strategy ran")
-    if "secagg" in settings.strategies:
-        from mlwarden.defenses.federated.secagg import run_secagg
-
-        runs.append(run_secagg(settings, job, evaluator, initial))
+    finally:
+        ray.shutdown()
+    if errors:
+        raise errors[0]
+    if len(runs) != len(pairs) or any(not r.rounds for r in runs):
+        raise MlwardenError("the Flower simulation ended before every strategy ran")
     startup = _startup(runs)
     return FederatedResult(
         settings, runs, job.recipe, spec, malicious, time.perf_counter() - started, startup
