@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,3 +100,31 @@ def test_report_and_saved_model(federation, tmp_path):
     x = result.classifier(run)  # same weights, in memory
     _, test, _, _ = prepare(result.settings)
     assert loaded.accuracy(test.x, test.y) == pytest.approx(x.accuracy(test.x, test.y))
+
+
+def test_audit_check_reports_curves_and_saves_models(federation, tmp_path, monkeypatch):
+    """The ``federated`` check on its context: settings from the table, the session's run."""
+    from mlwarden.audit.registry import AuditContext, check_spec
+    from mlwarden.defenses.federated import check as check_module
+
+    result, _ = federation
+    asked = {}
+
+    def fake_run(settings, progress):
+        asked["settings"] = settings
+        return result
+
+    monkeypatch.setattr(check_module, "run_federated", fake_run)
+    spec = check_spec("federated")
+    cfg = spec.config.model_validate({"strategies": ["fedavg", "krum"], "malicious": 0.2,
+                                      "max_asr": 0.0})
+    ctx = AuditContext(output_dir=tmp_path, seed=11)
+    spec.run(ctx, cfg)
+    assert asked["settings"].seed == 11  # [audit] seed when the table sets none
+    assert asked["settings"].strategies == ["fedavg", "krum"]
+    assert {f.id for f in ctx.report.figures} >= {"federated-accuracy", "federated-asr"}
+    # max_asr 0: every backdoored run is a finding, the attack-free baseline is not
+    backdoored = [r for r in result.runs if r.attack == "backdoor"]
+    assert len([f for f in ctx.report.findings if f.id == "MLW-FED-001"]) == len(backdoored)
+    models = ctx.report.subject["federated_models"]
+    assert all(Path(p).is_file() for p in models.values())
