@@ -62,8 +62,9 @@ def main() -> None:
                   f"| {norms} | {secs:.1f} | {nbytes / 1e6:.2f} |")
         metrics = report["metrics"]
         notes.append(
-            f"{attack}: {seconds:.0f} s wall for the whole comparison (Ray start-up "
-            f"{metrics['federated.startup_seconds']:.0f} s), load average {load:.1f} at start"
+            f"{attack}: {seconds:.0f} s wall for the whole comparison, engine "
+            f"{metrics['federated.engine']} (start-up {metrics['federated.startup_seconds']:.0f}"
+            f" s), load average {load:.1f} at start"
         )
     for note in notes:
         print(f"\n{note}")

@@ -27,6 +27,11 @@ def federated_report(result: FederatedResult) -> Report:
             "federation": f"{s.clients} clients x {s.rounds} rounds, {s.model} on {s.data}, "
             f"partition {s.partition}",
             "attackers": f"{s.num_malicious} ({s.attack}) : clients {result.malicious_clients}",
+            "engine": "Flower simulation engine (Ray)"
+            if result.engine == "ray"
+            else "Flower ServerApp/ClientApp on mlwarden's InProcessGrid (Ray did not start)"
+            if s.engine == "auto"
+            else "Flower ServerApp/ClientApp on mlwarden's InProcessGrid",
         }
     )
     baseline = next((r for r in result.runs if r.attack == "none" and r.strategy == "fedavg"), None)
@@ -83,6 +88,7 @@ def federated_report(result: FederatedResult) -> Report:
             )
     report.metrics["federated.startup_seconds"] = round(result.startup_seconds, 2)
     report.metrics["federated.wall_seconds"] = round(result.wall_seconds, 2)
+    report.metrics["federated.engine"] = result.engine
     report.headline.extend(
         k for k in report.metrics if k.endswith(".asr") or k.endswith(".accuracy")
     )

@@ -7,6 +7,8 @@ refused here, before Ray starts or any round runs.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mlwarden.defenses.federated.attacks import ATTACKS
@@ -61,6 +63,11 @@ class FederatedSettings(BaseModel):
     test_fraction: float = Field(0.25, gt=0, lt=1, description="held-out share for evaluation")
     max_asr: float = Field(0.1, ge=0, le=1, description="a finding when final backdoor ASR >= this")
     num_cpus: int | None = Field(None, ge=1, description="CPUs Ray may use (default: all)")
+    engine: Literal["auto", "ray", "inprocess"] = Field(
+        "auto",
+        description="ray: Flower's simulation engine; inprocess: the same apps without Ray; "
+        "auto: Ray, or in-process when Ray does not start",
+    )
     seed: int = Field(0, description="seed of the split, clients, attackers and training")
 
     @field_validator("strategies", mode="before")

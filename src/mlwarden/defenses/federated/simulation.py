@@ -94,6 +94,7 @@ class FederatedResult:
     malicious_clients: list[int]
     wall_seconds: float
     startup_seconds: float
+    engine: str = "ray"
 
     def classifier(self, run: StrategyRun) -> Classifier:
         """The final global model of ``run`` as an mlwarden `Classifier`."""
@@ -312,7 +313,8 @@ def run_federated(
     progress: ProgressCallback = null_progress,
     record: dict[str, Any] | None = None,
 ) -> FederatedResult:
-    """Every strategy of ``settings`` against its attackers, through Flower's simulation.
+    """Every strategy of ``settings`` against its attackers, through Flower's simulation
+    engine (Ray) or, where Ray cannot start, the same apps on `InProcessGrid`.
 
     ``record`` (tests) receives what the server received under SecAgg+ (`secagg.run_secagg`).
     """
@@ -328,9 +330,6 @@ def run_federated(
     errors: list[BaseException] = []
     started = time.perf_counter()
 
-    app = ServerApp()
-
-    @app.main()
     def main(grid: Grid, context: Context) -> None:
         np.random.seed(settings.seed)  # Flower's DP noise draws from numpy's global RNG
         try:
@@ -383,28 +382,69 @@ def run_federated(
             errors.append(exc)
 
     pairs = plan(settings)
-    import ray
+    engine = _engine(settings)
+    client_app = build_client_app(job)
+    if engine == "ray":
+        import ray
 
-    start_ray(settings)
-    try:
-        _run_quietly(
-            lambda: run_simulation(
-                server_app=app,
-                client_app=build_client_app(job),
-                num_supernodes=settings.clients,
-                backend_config=backend_config(settings),  # type: ignore[arg-type]
+        app = ServerApp()
+        app.main()(main)
+        try:
+            _run_quietly(
+                lambda: run_simulation(
+                    server_app=app,
+                    client_app=client_app,
+                    num_supernodes=settings.clients,
+                    backend_config=backend_config(settings),  # type: ignore[arg-type]
+                )
             )
+        finally:
+            ray.shutdown()
+    else:
+        from flwr.app import RecordDict
+
+        from mlwarden.defenses.federated.inprocess import InProcessGrid
+
+        main(
+            InProcessGrid(client_app, settings.clients),
+            Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}),
         )
-    finally:
-        ray.shutdown()
     if errors:
         raise errors[0]
     if len(runs) != len(pairs) or any(not r.rounds for r in runs):
         raise MlwardenError("the Flower simulation ended before every strategy ran")
     startup = _startup(runs)
     return FederatedResult(
-        settings, runs, job.recipe, spec, malicious, time.perf_counter() - started, startup
+        settings,
+        runs,
+        job.recipe,
+        spec,
+        malicious,
+        time.perf_counter() - started,
+        startup,
+        engine,
     )
+
+
+def _engine(settings: FederatedSettings) -> str:
+    """``ray`` (Flower's simulation engine) when it starts, else the in-process `Grid`.
+
+    ``auto`` tries Ray first and falls back when Ray does not start (`start_ray`);
+    ``ray`` makes that an error; ``inprocess`` never starts Ray.
+    """
+    if settings.engine == "inprocess":
+        return "inprocess"
+    try:
+        start_ray(settings)
+    except MlwardenError:
+        if settings.engine == "ray":
+            raise
+        logging.getLogger("mlwarden").warning(
+            "Ray did not start; running the federation in-process (the same ServerApp "
+            "and ClientApp through mlwarden's InProcessGrid)"
+        )
+        return "inprocess"
+    return "ray"
 
 
 def _startup(runs: list[StrategyRun]) -> float:
