@@ -318,6 +318,9 @@ def run_federated(
 
     ``record`` (tests) receives what the server received under SecAgg+ (`secagg.run_secagg`).
     """
+    from mlwarden.core.errors import require
+
+    require("flwr", "federated")
     from flwr.app import ArrayRecord, Context, MetricRecord
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
