@@ -70,6 +70,11 @@ def simulate(
         None, "--max-asr", help="A finding when a strategy's final ASR reaches this (0.1)."
     ),
     num_cpus: int | None = typer.Option(None, "--num-cpus", help="CPUs Ray may use."),
+    engine: str | None = typer.Option(
+        None,
+        "--engine",
+        help="auto (default: Ray, in-process if Ray does not start), ray, or inprocess.",
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for every random choice."),
     save_model: Path | None = typer.Option(
         None,
@@ -111,6 +116,7 @@ def simulate(
             "baseline": baseline,
             "max_asr": max_asr,
             "num_cpus": num_cpus,
+            "engine": engine,
             "seed": seed,
         },
         names={"strategies": "--strategy"},
