@@ -54,7 +54,7 @@ def simulate(
     ),
     target: int | None = typer.Option(None, "--target", help="Backdoor target class (0)."),
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs (2)."),
-    lr: float | None = typer.Option(None, "--lr", help="Local learning rate (0.01)."),
+    lr: float | None = typer.Option(None, "--lr", help="Local SGD learning rate (0.3)."),
     trim_beta: float | None = typer.Option(None, "--trim-beta", help="trimmed: cut per side."),
     clip_norm: float | None = typer.Option(
         None, "--clip-norm", help="clip: fixed bound (default adaptive); dp: clipping norm (1)."

@@ -88,22 +88,35 @@ class ClientJob:
     seed: int = 0
 
     def _train(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, seed: int):  # type: ignore[no-untyped-def]
-        import torch
+        """Local SGD from the global weights, FedAvg's client solver (McMahan et al. 2017).
 
-        from mlwarden.core.training import fit
+        Not `core.training.fit`, which uses Adam: Adam's per-coordinate scaling makes every
+        local update dense (each weight moves by about the learning rate), and the
+        noise of a boosted dense update, which honest averaging would cancel, swamps the
+        global model instead of replacing it with the attacker's.
+        """
+        import torch
+        from torch import nn
+
+        from mlwarden.core.seeding import make_generator
 
         torch.set_num_threads(1)
+        torch.manual_seed(seed)
         model = self.recipe.build()
         set_weights(model, weights)
-        fit(
-            model,
-            torch.from_numpy(x),
-            torch.from_numpy(y),
-            epochs=self.local_epochs,
-            lr=self.lr,
-            batch_size=self.batch_size,
-            seed=seed,
-        )
+        xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        gen = make_generator(seed)
+        model.train()
+        for _ in range(self.local_epochs):
+            order = torch.randperm(len(xs), generator=gen)
+            for start in range(0, len(xs), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss = nn.functional.cross_entropy(model(xs[idx]), ys[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
         return get_weights(model)
 
     def fit_client(

@@ -45,7 +45,7 @@ class FederatedSettings(BaseModel):
     )
     trigger_size: int = Field(3, ge=1, description="BadNets patch size")
     local_epochs: int = Field(2, ge=1, description="local epochs per round")
-    lr: float = Field(0.01, gt=0, description="local learning rate (Adam)")
+    lr: float = Field(0.3, gt=0, description="local learning rate (SGD)")
     batch_size: int = Field(32, ge=1, description="local batch size")
     trim_beta: float = Field(0.2, ge=0, lt=0.5, description="trimmed: share cut on each side")
     clip_norm: float | None = Field(
