@@ -46,6 +46,7 @@ CHECK_MODULES: list[str] = [
     "mlwarden.defenses.detection.check",
     "mlwarden.evaluation.transfer",
     "mlwarden.evaluation.certify",
+    "mlwarden.defenses.federated.check",
 ]
 
 

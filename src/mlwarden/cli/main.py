@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str, bool], ...] = (
     ("transfer", "mlwarden.cli.transfer", "transfer_command", False),
     ("harden", "mlwarden.cli.harden", "harden_command", False),
     ("privacy", "mlwarden.cli.privacy", "privacy_app", True),
+    ("federated", "mlwarden.cli.federated", "federated_app", True),
     ("serve", "mlwarden.cli.serve", "serve_command", False),
     ("keys", "mlwarden.cli.keys", "keys_app", True),
     ("gateway", "mlwarden.cli.gateway", "gateway_app", True),
