@@ -20,6 +20,34 @@ from mlwarden.models import MLP, SmallCNN
 # spin and slow training by an order of magnitude (measured: 93 s vs 1.8 s).
 torch.set_num_threads(1)
 
+# pytest-xdist (`--dist loadgroup`): the tests of one file run on one worker, so a module's
+# fixtures are built once; so do the files that share an expensive session fixture, below.
+SHARED_FIXTURE_GROUPS: dict[str, tuple[str, ...]] = {
+    # the backdoor zoo of tests/defenses/conftest.py (a SmallCNN per attack, and their scans)
+    "backdoor-zoo": (
+        "tests/defenses/detection/",
+        "tests/defenses/test_backdoor_cli.py",
+        "tests/defenses/test_encoder_backdoor.py",
+        "tests/defenses/test_front_door_parity.py",
+        "tests/defenses/training/test_fineprune_unlearning.py",
+    ),
+    # the MiniLM students and victims of tests/text/conftest.py
+    "text-students": ("tests/text/", "tests/gateway/test_text_gateway.py"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        try:
+            rel = item.path.relative_to(root).as_posix()
+        except ValueError:  # a test outside the tree (pytester)
+            continue
+        group = next(
+            (g for g, files in SHARED_FIXTURE_GROUPS.items() if rel.startswith(files)), rel
+        )
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.fixture(scope="session")
 def digits() -> Dataset:
