@@ -236,6 +236,32 @@ def _clean_predictions(model: Any, x: torch.Tensor, batch_size: int) -> torch.Te
     ).to(x.device)
 
 
+def check_evaluation(
+    model: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float] | float,
+    preset: str,
+    norm: str,
+    attacks: dict[float, list[Attack]] | None,
+) -> tuple[Any, str, list[float]]:
+    """Everything an evaluation can be refused for, before any work: the preset against the
+    model, the norm, the budgets, the data against the model's spec. Returns the preset
+    (None with explicit ``attacks``), the norm and the sorted budgets."""
+    chosen = require_preset(model, preset) if attacks is None else None
+    norm = check_norm(norm)
+    budgets = sorted({check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)})
+    if not budgets:
+        raise ParameterError("eps must name at least one perturbation budget")
+    if len(x) == 0:
+        raise DataError("cannot evaluate robustness on an empty data set")
+    if len(x) != len(y):
+        raise DataError(f"x has {len(x)} samples but y has {len(y)}")
+    model.spec.validate_batch(x, what="evaluation data")
+    model.spec.validate_labels(y)
+    return chosen, norm, budgets
+
+
 def evaluate_robustness(
     model: Any,
     x: torch.Tensor,
@@ -259,17 +285,7 @@ def evaluate_robustness(
     (a white-box preset on a score oracle) is refused before any work.
     """
     start = time.perf_counter()
-    chosen_preset = require_preset(model, preset) if attacks is None else None
-    norm = check_norm(norm)
-    budgets = sorted({check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)})
-    if not budgets:
-        raise ParameterError("eps must name at least one perturbation budget")
-    if len(x) == 0:
-        raise DataError("cannot evaluate robustness on an empty data set")
-    if len(x) != len(y):
-        raise DataError(f"x has {len(x)} samples but y has {len(y)}")
-    model.spec.validate_batch(x, what="evaluation data")
-    model.spec.validate_labels(y)
+    chosen_preset, norm, budgets = check_evaluation(model, x, y, eps, preset, norm, attacks)
     y = y.to(x.device)
     clean_correct = _clean_predictions(model, x, batch_size) == y
     standing = clean_correct.clone()

@@ -329,22 +329,12 @@ def evaluate_robustness_sharded(
     Everything that can be refused is refused here, before any shard is sent: the preset
     against the model, the budgets, the data against the model's spec.
     """
-    from mlwarden.attacks.evasion._projection import check_eps, check_norm
-    from mlwarden.attacks.evasion.registry import DEFAULT_PRESET, require_preset
+    from mlwarden.attacks.evasion.registry import DEFAULT_PRESET
+    from mlwarden.evaluation.robustness import check_evaluation
 
     start = time.perf_counter()
     preset = preset or DEFAULT_PRESET
-    chosen = require_preset(model, preset) if attacks is None else None
-    norm = check_norm(norm)
-    budgets = sorted({check_eps(e) for e in ([eps] if isinstance(eps, (int, float)) else eps)})
-    if not budgets:
-        raise ParameterError("eps must name at least one perturbation budget")
-    if len(x) == 0:
-        raise DataError("cannot evaluate robustness on an empty data set")
-    if len(x) != len(y):
-        raise DataError(f"x has {len(x)} samples but y has {len(y)}")
-    model.spec.validate_batch(x, what="evaluation data")
-    model.spec.validate_labels(y)
+    chosen, norm, budgets = check_evaluation(model, x, y, eps, preset, norm, attacks)
     shards = plan_shards(len(x), shard_size, seed=seed)
     inputs = {
         "x": x,
