@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=200, help="labelled sentences (25%% held out)")
     parser.add_argument("--teachers", nargs="*", default=None, help="only these zoo teachers")
     args = parser.parse_args()
-    models = zoo.build()
+    models = zoo.build(tuple(args.teachers or ()))
     data = student_data(args.texts)
     lines = []
     for teacher, trigger in RUNS:
