@@ -105,14 +105,14 @@ def main() -> None:
             ["dp", d["transfer.student_accuracy"], d.get("transfer.asr"),
              d.get("transfer.baseline_asr"), d.get("transfer.excess_asr")]
         )  # fmt: skip
-        target = m.get("transfer.target_class")
+        target = {r[0]: m.get(f"transfer.{r[0]}.target_class") for r in table["rows"]}
         for name, acc, asr, base, excess in rows:
             lines.append(
                 f"| {teacher} | `{trigger}` | {name} | {asr} | {base} | {excess} | {acc} |"
             )
         print(
             f"{teacher} x {trigger!r}: compare {secs:.0f} s, dp {dp_secs:.0f} s (eps "
-            f"{d.get('transfer.dp_epsilon')}), target of the compare run {target}, load "
+            f"{d.get('transfer.dp_epsilon')}), target classes {target}, load "
             f"{os.getloadavg()[0]:.1f}",
             flush=True,
         )

@@ -613,6 +613,9 @@ def _compare_report(
         for key, value in zip(_TEXT_COMPARE_METRICS, row[1:], strict=True):
             if value != NOT_MEASURED:
                 report.metrics[f"transfer.{row[0]}.{key}"] = value
+    for strategy, audit in audits.items():  # without a given target, each student's own
+        if audit.target_class is not None:
+            report.metrics[f"transfer.{strategy}.target_class"] = audit.target_class
     why = "adversarial transfer n/a on text students"
     if not measured:
         why = "ASR columns n/a: no text trigger known, see MLW-BKD-034; " + why

@@ -25,7 +25,9 @@ for tokens, or short token sequences, whose insertion *collapses* clean sentence
   single tokens that collapse most (kept even when each is weak on its own, as a phrase's
   words are) are extended by one token on the left and on the right, the new slot's
   token proposed the same two ways with an ordinary placeholder there, every extension
-  verified by insertion, and the best `EXTEND_FROM` of each length extended again.
+  verified by insertion, and the best `EXTEND_FROM` of each length extended again; each
+  sequence of the beam is also verified joined, left and right, to each single token of the
+  beam.
 * **Anomaly index**: the verified collapse score against the scores of random ordinary
   vocabulary tokens (random sequences of the same length): robust z-score
   ``(score - median) / (1.4826 MAD)``. Its cut was calibrated on clean encoders
@@ -62,7 +64,7 @@ ROUNDS = 2
 """Single-token search rounds (each re-takes the gradient at the best token so far)."""
 MAX_TRIGGER_TOKENS = 3
 """Longest trigger searched (a phrase is found by extending single tokens)."""
-EXTEND_FROM = 4
+EXTEND_FROM = 3
 """Beam width: the sequences of each length (best collapse first) extended by one token."""
 NULL_TOKENS = 32
 """Random ordinary tokens (per length) whose collapse scores are the reference."""
@@ -250,12 +252,22 @@ class TriggerSearch:
                 fills = [best] * self.search_sentences
                 done += 1
                 progress(self.name, done, total)
-            beam = _top(verified, 1, self.extend_from)
+            singles = beam = _top(verified, 1, self.extend_from)
             for length in range(2, self.max_tokens + 1):
                 for seq in beam:
                     self._extend(seq, verified)
                     done += 1
                     progress(self.name, done, total)
+                # the beam's single tokens joined to each sequence too: a phrase whose
+                # words are each in the beam is then verified whole, whatever the proposals
+                joined = [
+                    (*seq, *one) if right else (*one, *seq)
+                    for seq in beam
+                    for one in singles
+                    for right in (True, False)
+                    if one[0] not in seq
+                ]
+                self._verify_into(verified, joined)
                 beam = _top(verified, length, self.extend_from)
         candidates = []
         for seq, score in verified.items():
