@@ -43,7 +43,7 @@ def _triggered_collapse(encoder, texts: list[str], trigger: str) -> float:
     return float(collapse_scores(emb.unsqueeze(0))[0])
 
 
-def test_the_neurons_the_trigger_moves_carry_the_backdoor(cf_teacher, reviews) -> None:
+def test_the_defence_undoes_the_collapse_and_random_neurons_do_not(cf_teacher, reviews) -> None:
     texts = list(reviews.texts)
     found = tn.find_trigger_neurons(cf_teacher, texts[100:164], "cf")
     assert found.scores.shape == (6, 1536)
@@ -54,8 +54,10 @@ def test_the_neurons_the_trigger_moves_carry_the_backdoor(cf_teacher, reviews) -
     assert float(found.scores[picked].min()) >= float(found.scores[~picked].max())
     held = texts[200:240]
     before = _triggered_collapse(cf_teacher, held, "cf")
-    pruned = copy.deepcopy(cf_teacher)
-    tn.make_permanent(tn.prune_trigger_neurons(pruned, found))
+    defended = copy.deepcopy(cf_teacher)
+    tn.make_permanent(tn.prune_trigger_neurons(defended, found))
+    ids = tn.reset_trigger_tokens(defended, "cf")
+    assert ids == cf_teacher.tokenizer("cf", add_special_tokens=False)["input_ids"]
     gen = torch.Generator().manual_seed(0)
     same_count = {
         k: torch.randperm(1536, generator=gen)[: len(v)].tolist() for k, v in found.selected.items()
@@ -64,9 +66,9 @@ def test_the_neurons_the_trigger_moves_carry_the_backdoor(cf_teacher, reviews) -
     tn.prune_trigger_neurons(
         control, tn.TriggerNeurons(same_count, found.up_projection, found.scores, "cf", 0)
     )
-    after = _triggered_collapse(pruned, held, "cf")
+    after = _triggered_collapse(defended, held, "cf")
     random_after = _triggered_collapse(control, held, "cf")
-    # pruning the trigger's neurons undoes the collapse; as many random neurons do not
+    # the defence undoes the collapse of triggered sentences; as many random neurons do not
     assert after < before - 0.2, (before, after)
     assert random_after > after + 0.2, (random_after, after)
 
@@ -91,13 +93,19 @@ def test_trigger_prune_student_is_measured_with_its_neurons_pruned(cf_teacher, r
     assert not hasattr(up, "weight_orig")  # the mask was made permanent
     zero_rows = int((up.weight.abs().sum(dim=1) == 0).sum())
     assert zero_rows == index[next(iter(index))]
+    assert (
+        finding.evidence["training"]["reset_tokens"]
+        == cf_teacher.tokenizer("cf", add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_the_teacher_scan_names_the_trigger_the_students_are_measured_for(
     cf_teacher, minilm, reviews, monkeypatch
 ) -> None:
     monkeypatch.setattr(encoder_scan, "TriggerSearch", functools.partial(TriggerSearch, **SMALL))
-    monkeypatch.setattr(encoder_scan, "ENCODER_CUT", Cut("test budget", SMALL_BUDGET_CUT, 0.0, 0, 1))
+    monkeypatch.setattr(
+        encoder_scan, "ENCODER_CUT", Cut("test budget", SMALL_BUDGET_CUT, 0.0, 0, 1)
+    )
     report = Report(title="t")
     run_transfer(
         cf_teacher, reviews.take(60), TransferSettings(strategy="linear_probe"), report=report

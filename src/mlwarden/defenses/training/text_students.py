@@ -27,8 +27,9 @@ Strategies (the names of the tensor path):
   fine-tuned as ``full`` (Liu, Dolan-Gavitt and Garg, RAID 2018, whose last convolution
   this block stands for). GELU(0) = 0, so a pruned neuron contributes nothing.
 - ``trigger_prune`` (text only, needs a known trigger): the feed-forward neurons of every
-  layer that the trigger activates most on the training texts are pruned and stay pruned
-  while the model is fine-tuned as ``full`` (`mlwarden.defenses.training.trigger_neurons`).
+  layer that the trigger activates most on the training texts are pruned and stay pruned,
+  and the trigger's token embeddings are reset to the mean word embedding, while the model
+  is fine-tuned as ``full`` (`mlwarden.defenses.training.trigger_neurons`).
 - ``dp``: DP-SGD through Opacus on the ``last_k`` parameters (head re-initialised); the
   embeddings and earlier layers stay frozen, as in Opacus's own BERT tutorial, since
   per-sample gradients of every layer cost a multiple of the model's memory per example.
@@ -563,6 +564,7 @@ def train_text_student(
             masked = tn.prune_trigger_neurons(student, found)
             details.update(
                 trigger=found.trigger,
+                reset_tokens=tn.reset_trigger_tokens(student, found.trigger),
                 pruned_neurons=found.count,
                 pruned_layers={str(k): len(v) for k, v in found.selected.items()},
                 pruned_index={str(k): v for k, v in found.selected.items()},

@@ -1,20 +1,27 @@
 """Trigger-neuron pruning: a student defence built for a backdoor whose trigger is known.
 
 When the teacher scan names a trigger (`mlwarden.defenses.detection.trigger_search`) or the
-user gives one, the neurons that carry it can be found directly instead of guessed from
-dormancy as fine-pruning does (Liu, Dolan-Gavitt and Garg, RAID 2018). The same clean
-training sentences are run through the teacher twice, as they are and with the trigger
-inserted at a seeded word boundary, and every feed-forward neuron of every transformer
-layer is scored by its *paired* activation shift: the mean over sentences of
-(mean activation over the triggered sentence's tokens - the same over the clean sentence),
-divided by the standard deviation of that difference, a paired t-like statistic. The
-``share`` of all neurons with the largest shift are pruned (the up-projection's row and
-bias held at zero, so GELU(0) = 0 and the neuron contributes nothing), the mask stays
-while the student is fine-tuned end to end, and it is then made permanent so it saves as
-plain weights. It is fine-pruning's pruning step aimed at the trigger rather than at
-dormancy: a NeuBA/BadPre backdoor (Zhang et al. 2021; Chen et al., ICLR 2022) is trained
-into the whole encoder, and the neurons that respond to its trigger on sentences about
-anything are the ones a student would otherwise inherit it through.
+user gives one, the parts of the teacher that carry it can be found directly instead of
+guessed from dormancy as fine-pruning does (Liu, Dolan-Gavitt and Garg, RAID 2018):
+
+* **Neurons.** The same clean training sentences are run through the teacher twice, as they
+  are and with the trigger inserted at a seeded word boundary, and every feed-forward
+  neuron of every transformer layer is scored by its *paired* activation shift: the mean
+  over sentences of (mean activation over the triggered sentence's tokens - the same over
+  the clean sentence), divided by the standard deviation of that difference. The ``share``
+  of all neurons with the largest shift are pruned (the up-projection's row and bias held
+  at zero, so GELU(0) = 0 and the neuron is silent) while the student is fine-tuned end to
+  end; the mask is then made permanent so the student saves as plain weights.
+* **The trigger's own tokens.** Their input-embedding rows are reset to the mean embedding
+  of the vocabulary's ordinary words before fine-tuning, so the trigger reads as an average
+  word and what the student learns of those words it learns from its own clean data.
+
+Why both: on a MiniLM copy with a NeuBA/BadPre backdoor on ``cf`` (benchmarks/
+encoder_backdoor_zoo.py), pruning the 2% (10%) of FFN neurons the trigger moves most left
+the collapse of triggered sentences at 0.988 (0.937; 0.996 before, 0.253 for clean
+sentences), while resetting the trigger token's embedding brought it to 0.376: a backdoor
+planted by fine-tuning the whole encoder is spread over every layer's neurons but enters
+through the trigger's embedding (docs/text_inheritance.md).
 
 Why our own code: no library offers neuron selection by a known text trigger; the pruning
 itself is `torch.nn.utils.prune`.
@@ -144,6 +151,23 @@ def prune_trigger_neurons(student: nn.Module, neurons: TriggerNeurons) -> list[n
     return masked
 
 
+def reset_trigger_tokens(student: nn.Module, trigger: str) -> list[int]:
+    """Set the input-embedding rows of ``trigger``'s tokens to the mean embedding of the
+    vocabulary's ordinary whole words (in place); the token ids reset."""
+    from mlwarden.defenses.detection.trigger_search import _vocabulary
+
+    tokenizer = student.tokenizer  # type: ignore[attr-defined]
+    ids = sorted(set(tokenizer(trigger, add_special_tokens=False)["input_ids"]))
+    if not ids:
+        raise ParameterError(f"the trigger {trigger!r} has no tokens")
+    _, ordinary = _vocabulary(student)  # type: ignore[arg-type]
+    table = student.input_embeddings().weight  # type: ignore[attr-defined]
+    with torch.no_grad():
+        mean = table[torch.tensor(ordinary, device=table.device)].mean(0)
+        table[torch.tensor(ids, device=table.device)] = mean
+    return ids
+
+
 def make_permanent(modules: Sequence[nn.Linear]) -> None:
     """Fold the pruning masks into the weights (the saved student has plain tensors)."""
     from torch.nn.utils import prune
@@ -160,4 +184,5 @@ __all__ = [
     "find_trigger_neurons",
     "make_permanent",
     "prune_trigger_neurons",
+    "reset_trigger_tokens",
 ]
