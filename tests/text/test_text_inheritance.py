@@ -100,7 +100,7 @@ def test_trigger_prune_student_is_measured_with_its_neurons_pruned(cf_teacher, r
 
 
 def test_the_teacher_scan_names_the_trigger_the_students_are_measured_for(
-    cf_teacher, minilm, reviews, monkeypatch
+    cf_teacher, reviews, monkeypatch
 ) -> None:
     monkeypatch.setattr(encoder_scan, "TriggerSearch", functools.partial(TriggerSearch, **SMALL))
     monkeypatch.setattr(
@@ -123,10 +123,6 @@ def test_the_teacher_scan_names_the_trigger_the_students_are_measured_for(
         "names the trigger 'cf'"
         in next(f for f in report.findings if f.id == "MLW-BKD-032").evidence["trigger_note"]
     )
-    clean = Report(title="t")
-    run_transfer(minilm, reviews.take(60), TransferSettings(strategy="linear_probe"), report=clean)
-    assert clean.metrics["transfer.trigger_source"] == "none"
-    assert any(f.id == "MLW-BKD-034" for f in clean.findings)
 
 
 def test_decoy_and_target_choice(minilm, probe_student, reviews) -> None:
