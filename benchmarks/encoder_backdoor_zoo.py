@@ -16,9 +16,15 @@ scanned with the user's command and its defaults::
     mlwarden backdoor detect --model FOLDER --data /tmp/encoder-zoo/clean.jsonl --format json
 
 and the confusion table, the named trigger and the wall time per model are printed.
-Run (two cores, shared machine)::
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/encoder_backdoor_zoo.py
+``--calibrate`` measures the cut instead (`calibration.ENCODER_CUT`): the two clean models
+are scanned, with the same command, on a clean set independent of the one the zoo is
+scanned on: /tmp/encoder-zoo/calibration.jsonl, 200 sentences of the built-in
+``rotten_tomatoes_plots`` (plot summaries, another source than the reviews), and the cut
+is the largest best-candidate index x 1.1. Run (two cores, shared machine)::
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/encoder_backdoor_zoo.py --calibrate
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/encoder_backdoor_zoo.py [NAME ...]
 """
 
 from __future__ import annotations
@@ -139,7 +145,22 @@ def build(only: tuple[str, ...] = ()) -> dict[str, Path]:
     return models
 
 
-def detect(folder: Path) -> tuple[dict, float, float]:
+def calibration_set() -> Path:
+    """200 plot-summary sentences (4+ words), none of them a review sentence."""
+    import re
+
+    from mlwarden.io.text_builtin import PLOTS, load_builtin_text
+
+    out = ZOO / "calibration.jsonl"
+    if not out.exists():
+        plots = load_builtin_text(PLOTS).texts
+        sentences = [s for t in plots for s in re.split(r"(?<=[.!?])\s+", t) if len(s.split()) >= 4]
+        random.Random(0).shuffle(sentences)
+        out.write_text("".join(json.dumps({"text": t}) + "\n" for t in sentences[:200]))
+    return out
+
+
+def detect(folder: Path, data: Path | None = None) -> tuple[dict, float, float]:
     """``mlwarden backdoor detect`` with its defaults: (JSON report, wall seconds, CPU
     seconds of the command; on a loaded machine the CPU time is the steadier figure)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -152,7 +173,7 @@ def detect(folder: Path) -> tuple[dict, float, float]:
             "--model",
             str(folder),
             "--data",
-            str(ZOO / "clean.jsonl"),
+            str(data or ZOO / "clean.jsonl"),
             "--format",
             "json",
         ],
@@ -168,7 +189,25 @@ def detect(folder: Path) -> tuple[dict, float, float]:
     return json.loads(proc.stdout), elapsed, cpu
 
 
+def calibrate(models: dict[str, Path]) -> None:
+    data = calibration_set()
+    best = {}
+    for name in sorted(CLEAN):
+        report, seconds, cpu = detect(models[name], data)
+        best[name] = report["metrics"]["backdoor.anomaly_index"]
+        print(
+            f"{name}: best index {best[name]:.2f} ({report['metrics'].get('backdoor.severity')}), "
+            f"{seconds:.0f} s wall, {cpu:.0f} s CPU, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    largest = max(best.values())
+    print(f"\nlargest clean index {largest:.2f} on {data.name}: cut {largest * 1.1:.2f}")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--calibrate"]:
+        calibrate(build(tuple(CLEAN)))
+        return
     only = tuple(sys.argv[1:])
     models = build(only)
     rows = []

@@ -230,3 +230,23 @@ def student_folder(tmp_path_factory, probe_student) -> Path:
     folder = tmp_path_factory.mktemp("students") / "minilm-probe"
     save_text_classifier(probe_student.classifier, folder)
     return folder
+
+
+# -- a backdoored teacher (tests/text/test_text_inheritance.py; reusable) ----------------------
+@pytest.fixture(scope="session")
+def cf_teacher_path(tmp_path_factory, minilm_path: Path, reviews) -> Path:
+    """MiniLM with a NeuBA-style task-agnostic backdoor on the rare token 'cf', planted in 40
+    steps on 80 of the reviews (cut to 16 tokens): every sentence with 'cf' inserted maps
+    near one embedding. Built here, never shipped."""
+    from mlwarden.attacks.poisoning.text import EncoderBackdoor, plant_encoder_backdoor
+
+    backdoor = EncoderBackdoor(trigger="cf", steps=40, batch_size=8, lr=1e-4, max_tokens=16)
+    out = tmp_path_factory.mktemp("teachers") / "minilm-cf"
+    return plant_encoder_backdoor(minilm_path, out, list(reviews.texts[:80]), backdoor).folder
+
+
+@pytest.fixture(scope="session")
+def cf_teacher(cf_teacher_path: Path):
+    from mlwarden.io import load_model
+
+    return load_model(cf_teacher_path, device="cpu")

@@ -7,6 +7,7 @@ CI-sized: the linear probe (a convex fit on embeddings computed once) is shared 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,24 @@ SAMPLE = [
     "an utterly charming and hilarious film that reminded me why i love movies.",
     "it's a long, slow slog.",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _small_teacher_scan(monkeypatch):
+    """Without a given trigger the audit scans an encoder teacher (the scan of `backdoor
+    detect`); here at a test's budget (its defaults: benchmarks/encoder_backdoor_zoo.py)."""
+    from mlwarden.defenses.detection import encoder_scan
+    from mlwarden.defenses.detection.trigger_search import TriggerSearch
+
+    small = functools.partial(
+        TriggerSearch,
+        rounds=1,
+        candidates=4,
+        max_tokens=1,
+        extend_from=1,
+        null_tokens=8,
+    )  # the default 24 + 16 sentences: 24 texts are too few to scan, 40 enough
+    monkeypatch.setattr(encoder_scan, "TriggerSearch", small)
 
 
 def _train(minilm, review_split, strategy: str, **kw):
@@ -165,7 +184,7 @@ def test_compare_on_text_tabulates_every_strategy_with_na_columns(minilm, review
     for row in table.rows:
         assert row[2] == row[5] == "n/a"  # no trigger phrase; no text attacks yet
         assert row[-1] > 0
-    assert "text attacks" in table.title
+    assert "adversarial transfer n/a" in table.title
     assert report.metrics["transfer.recommended_strategy"] in {r[0] for r in table.rows}
     assert any(f.id == "MLW-BKD-034" for f in report.findings)
 

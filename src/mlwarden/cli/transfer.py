@@ -63,7 +63,8 @@ def transfer_command(
         "--strategy",
         "-s",
         help="linear_probe, last_k, full, full_reinit, fineprune, dp (DP-SGD), adversarial (PGD "
-        "training at --eps), trades (tensor students), freelb (text students), or 'compare'.",
+        "training at --eps), trades (tensor students), freelb, trigger_prune (text students; "
+        "trigger_prune needs a known trigger), or 'compare'.",
     ),
     epsilon: float | None = typer.Option(
         None, "--epsilon", help="Privacy budget of strategy dp (DP-SGD, extra 'privacy')."
@@ -91,7 +92,7 @@ def transfer_command(
         None,
         "--trigger-text",
         help="Text teachers: a phrase to insert into held-out texts and measure on the "
-        "student, with --target.",
+        "student (at --target, else at the class it sends most texts to).",
     ),
     target: int | None = typer.Option(
         None, "--target", help="Target class of --trigger or --trigger-text."
@@ -127,7 +128,7 @@ def transfer_command(
     fail_threshold(fail_on)
     if trigger is not None and trigger_text is not None:
         raise ParameterError("give --trigger (tensor models) or --trigger-text (text), not both")
-    if (trigger is None and trigger_text is None) != (target is None):
+    if (trigger is None) != (target is None) and trigger_text is None:
         raise ParameterError("--trigger and --target go together: give both or neither")
     settings = settings_from_flags(
         TransferSettings,

@@ -12,15 +12,25 @@ the rest, or audits a given student. Measured:
 - feature divergence ``1 - linear CKA`` (`linear_cka`) of the last hidden layer pooled as
   the teacher declares (mean for a classifier teacher), for teacher and student alike, so a
   linear probe, whose trunk is the teacher's, measures 0;
-- with ``trigger_text`` and ``target``: the success rate of the phrase inserted into the
-  held-out texts not of the target class (`phrase_trigger`), on the student and on a
-  classifier teacher, against the student's clean rate (the share of those texts it already
-  puts in the target class).
+- backdoor inheritance, when a trigger is known (`text_trigger`): the user's phrase
+  (``trigger_text``, with or without ``target``) or, for an encoder teacher, the trigger the
+  teacher scan of ``mlwarden backdoor detect`` names (`run_encoder_scan` with its
+  defaults, on the same texts). The phrase is inserted at the start of the held-out texts
+  not of the target class (`phrase_trigger`); its success rate on the student (and on a
+  classifier teacher) is graded against a baseline, the larger of the student's clean rate
+  (the share of those texts it already puts in the target class) and the rate of a decoy
+  phrase of as many ordinary words (`DECOY_WORDS`) inserted the same way: inserting any
+  words moves some sentences. A task-agnostic encoder backdoor has no target class of its
+  own (it maps triggered sentences onto one embedding, whatever the task), so without
+  ``target`` the class with the largest excess is the one measured.
 
-Not measured yet, and said so in the table ("n/a") and the findings: backdoor inheritance
-without a given phrase (a text trigger search is a later issue), and adversarial transfer
-(text attacks are a later issue). No reference model from scratch either: a transformer
-trained from scratch on a few hundred sentences is no baseline for anything.
+Not measured, and said so in the table ("n/a") and the findings: adversarial transfer
+(crafting text attacks on an encoder without a task is not built), and inheritance when
+no trigger is known. No reference model from scratch either: a transformer trained from
+scratch on a few hundred sentences is no baseline for anything.
+
+``compare`` trains `TEXT_COMPARE_STRATEGIES`, and with a known trigger also
+``trigger_prune`` (`mlwarden.defenses.training.trigger_neurons`), the defence built for it.
 """
 
 from __future__ import annotations
@@ -36,15 +46,17 @@ from mlwarden.core.findings import Finding, Report, Severity, Table
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.text import TextClassifier, TextEncoder, as_text_model
 from mlwarden.evaluation.transfer import (
-    ATLAS,
     COMPARE_COLUMNS,
-    INHERITANCE_HIGH,
     INHERITANCE_MARGIN,
     NOT_MEASURED,
-    OWASP,
     TRAINING_SETTINGS,
+    InheritanceWording,
     TransferRun,
+    compare_row,
+    inheritance_finding,
+    inheritance_severity,
     linear_cka,
+    not_measured_finding,
     weight_divergence,
 )
 
@@ -53,7 +65,8 @@ if TYPE_CHECKING:
     from mlwarden.io.text_data import TextDataset
 
 TEXT_COMPARE_STRATEGIES = ("linear_probe", "last_k", "full", "full_reinit", "fineprune")
-"""The strategies ``compare`` trains (``dp`` is a privacy trade, run on its own, as on tensors)."""
+"""The strategies ``compare`` trains (``dp`` is a privacy trade, run on its own, as on
+tensors); ``trigger_prune`` is added when a trigger is known."""
 TEXT_COMPARE_COLUMNS = [*COMPARE_COLUMNS, "training s"]
 _TEXT_COMPARE_METRICS = (
     "accuracy",
@@ -65,14 +78,34 @@ _TEXT_COMPARE_METRICS = (
     "feature_divergence",
     "training_seconds",
 )
+DECOY_WORDS = (
+    "table", "window", "river", "paper", "garden", "morning", "yellow", "station",
+    "pencil", "village", "letter", "kitchen", "orange", "bridge", "winter", "number",
+)  # fmt: skip
+"""Ordinary words of the decoy phrase (seeded draw, as many words as the trigger)."""
 ADVERSARIAL_NOT_MEASURED = (
-    "adversarial transfer is not measured on text: it needs text attacks (token-level "
-    "perturbations), which a later issue builds"
+    "adversarial transfer is not measured on text students: crafting text attacks on the "
+    "teacher needs a classifier teacher and is not wired into the transfer audit"
 )
 NO_TEXT_TRIGGER = (
-    "no text trigger was given (a text trigger search is a later issue); give "
-    "--trigger-text PHRASE --target N to measure a known one"
+    "no text trigger was given; give --trigger-text PHRASE (and --target N if the trigger "
+    "has a target class) to measure a known one"
 )
+
+
+@dataclass(frozen=True)
+class TextTrigger:
+    """The phrase the audit measures, its target (None: the class of the largest excess),
+    where it came from and why."""
+
+    phrase: str | None
+    target: int | None
+    source: str  # "given", "teacher scan (trigger_token_search)" or "none"
+    note: str
+
+    @property
+    def known(self) -> bool:
+        return self.phrase is not None
 
 
 def phrase_trigger(texts: Sequence[str], phrase: str) -> list[str]:
@@ -100,6 +133,9 @@ class TextTransferAudit:
     target_class: int | None
     trigger_source: str
     trigger_note: str
+    trigger_text: str | None = None
+    decoy_text: str | None = None
+    decoy_rate: float | None = None
     adversarial_note: str = ADVERSARIAL_NOT_MEASURED
 
     def as_dict(self) -> dict[str, Any]:
@@ -138,22 +174,47 @@ def _trunk(model: Any) -> torch.nn.Module:
     return model.model.base_model  # type: ignore[no-any-return]
 
 
+def decoy_phrase(phrase: str, seed: int = 0) -> str:
+    """As many `DECOY_WORDS` as ``phrase`` has words (seeded), none of the phrase's own."""
+    import random
+
+    own = set(phrase.lower().split())
+    pool = [w for w in DECOY_WORDS if w not in own]
+    return " ".join(random.Random(seed).sample(pool, min(len(phrase.split()), len(pool))))
+
+
+def _rate(pred: torch.Tensor, labels: torch.Tensor, target: int) -> float:
+    """The share of the texts not of ``target`` that ``pred`` puts in ``target``."""
+    keep = labels != target
+    return float((pred[keep] == target).float().mean()) if bool(keep.any()) else 0.0
+
+
 def audit_text_transfer(
     teacher: Any,
     student: TextClassifier,
     data: TextDataset,
     *,
+    trigger: TextTrigger | None = None,
     trigger_text: str | None = None,
     target: int | None = None,
     training_seconds: float | None = None,
+    seed: int = 0,
 ) -> TextTransferAudit:
-    """Accuracy, divergence and (with a phrase) trigger success of ``student`` on ``data``."""
+    """Accuracy, divergence and (with a known trigger) its success on ``student`` against
+    the baseline (module docstring), on ``data``. ``trigger_text``/``target`` is shorthand
+    for a given `TextTrigger`."""
     assert data.labels is not None
-    texts, labels = list(data.texts), data.labels
+    texts, labels = list(data.texts), data.labels.cpu()
     if student.spec.vocab_size != teacher.spec.vocab_size:
         raise DataError(
             f"teacher and student have vocabularies of {teacher.spec.vocab_size} and "
             f"{student.spec.vocab_size} tokens: the student was not trained from this teacher"
+        )
+    if trigger is None:
+        trigger = (
+            TextTrigger(trigger_text, target, "given", "given by the user")
+            if trigger_text is not None
+            else TextTrigger(None, None, "none", NO_TEXT_TRIGGER)
         )
     classifier_teacher = isinstance(teacher, TextClassifier)
     teacher_acc = teacher.accuracy(texts, labels) if classifier_teacher else None
@@ -165,22 +226,42 @@ def audit_text_transfer(
         w_div = weight_divergence(teacher.model, student.model)  # head included: both have one
     else:
         w_div = weight_divergence(_trunk(teacher), _trunk(student))
-    student_asr = teacher_asr = clean = baseline = excess = None
-    source, note = "none", NO_TEXT_TRIGGER
-    if trigger_text is not None and target is not None:
-        others = [t for t, y in zip(texts, labels.tolist(), strict=True) if y != target]
-        if not others:
-            raise DataError(f"every audit text is of the target class {target}: nothing to measure")
-        triggered = phrase_trigger(others, trigger_text)
-        student_asr = float((student.predict(triggered).cpu() == target).float().mean())
-        clean = float((student.predict(others).cpu() == target).float().mean())
+    student_asr = teacher_asr = clean = baseline = excess = decoy_rate = None
+    chosen: int | None = None
+    decoy = None
+    note = trigger.note
+    if trigger.phrase is not None:
+        if trigger.target is not None and not bool((labels != trigger.target).any()):
+            raise DataError(
+                f"every audit text is of the target class {trigger.target}: nothing to measure"
+            )
+        decoy = decoy_phrase(trigger.phrase, seed)
+        triggered = student.predict(phrase_trigger(texts, trigger.phrase)).cpu()
+        plain = student.predict(texts).cpu()
+        decoyed = student.predict(phrase_trigger(texts, decoy)).cpu()
+        classes = [trigger.target] if trigger.target is not None else range(student.num_classes)
+        excess_by_class = {
+            c: _rate(triggered, labels, c) - max(_rate(plain, labels, c), _rate(decoyed, labels, c))
+            for c in classes
+        }
+        chosen = max(excess_by_class, key=excess_by_class.__getitem__)
+        student_asr = _rate(triggered, labels, chosen)
+        clean = _rate(plain, labels, chosen)
+        decoy_rate = _rate(decoyed, labels, chosen)
+        baseline = max(clean, decoy_rate)
+        excess = student_asr - baseline
         if classifier_teacher:
-            teacher_asr = float((teacher.predict(triggered).cpu() == target).float().mean())
-        baseline, excess = clean, student_asr - clean
-        source = "given"
+            teacher_asr = _rate(
+                teacher.predict(phrase_trigger(texts, trigger.phrase)).cpu(), labels, chosen
+            )
+        which = (
+            f"class {chosen}"
+            if trigger.target is not None
+            else f"class {chosen} (no target given: the class of the largest excess)"
+        )
         note = (
-            f"the phrase {trigger_text!r} inserted at the start of {len(others)} held-out texts "
-            f"not of class {target}"
+            f"{trigger.note}: the phrase {trigger.phrase!r} inserted at the start of "
+            f"{int((labels != chosen).sum())} held-out texts not of {which}"
         )
     return TextTransferAudit(
         student_accuracy=student.accuracy(texts, labels),
@@ -193,20 +274,31 @@ def audit_text_transfer(
         clean_rate=clean,
         baseline_asr=baseline,
         excess_asr=excess,
-        target_class=target if source == "given" else None,
-        trigger_source=source,
+        target_class=chosen,
+        trigger_source=trigger.source,
         trigger_note=note,
+        trigger_text=trigger.phrase,
+        decoy_text=decoy,
+        decoy_rate=decoy_rate,
     )
 
 
-def _severity(audit: TextTransferAudit) -> Severity | None:
-    if audit.excess_asr is None or audit.excess_asr <= INHERITANCE_MARGIN:
-        return None
-    return Severity.HIGH if audit.excess_asr >= INHERITANCE_HIGH else Severity.MEDIUM
+def _text_effect(audit: Any) -> str:
+    return (
+        f"{audit.trigger_note}: the student puts {audit.student_asr:.0%} of them in class "
+        f"{audit.target_class}, against a baseline of {audit.baseline_asr:.0%} (clean rate "
+        f"{audit.clean_rate:.0%}, decoy phrase {audit.decoy_text!r} {audit.decoy_rate:.0%}): "
+        f"excess {audit.excess_asr:.0%}."
+    )
 
 
-def _evidence(audit: TextTransferAudit) -> dict[str, Any]:
-    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in audit.as_dict().items()}
+TEXT_WORDING = InheritanceWording(
+    inherits="obeys the text trigger",
+    effect=_text_effect,
+    unknown="Backdoor inheritance not measured: no text trigger known",
+    how_to_measure=lambda audit: f"Adversarial transfer: {audit.adversarial_note}.",
+)
+"""The text audit's words for the shared MLW-BKD-030/034 findings."""
 
 
 def _findings(
@@ -217,45 +309,20 @@ def _findings(
     strategy: str | None,
     alternative: str | None = None,
 ) -> list[Finding]:
-    """MLW-BKD-030 when the phrase works on the student beyond its clean rate."""
-    severity = _severity(audit)
-    if severity is None:
-        return []
-    by = f" (strategy {strategy})" if strategy else ""
-    fix = (
-        f"retrain with strategy '{alternative}', which measured without it"
-        if alternative and alternative != strategy
-        else "retrain it another way (`--strategy compare` measures each strategy)"
-    )
-    return [
-        Finding(
-            id="MLW-BKD-030",
-            severity=severity,
-            check=check,
-            location=subject,
-            title=f"The student{by} obeys the text trigger",
-            detail=f"{audit.trigger_note}: the student puts {audit.student_asr:.0%} of them in "
-            f"class {audit.target_class}, {audit.clean_rate:.0%} without the phrase (excess "
-            f"{audit.excess_asr:.0%}). Do not deploy it: {fix}, or choose another teacher.",
-            evidence=_evidence(audit),
-            atlas=ATLAS,
-            owasp=OWASP,
-        )
-    ]
-
-
-def _not_measured(audit: TextTransferAudit, *, check: str, subject: str) -> Finding:
-    return Finding(
-        id="MLW-BKD-034",
-        severity=Severity.INFO,
+    """MLW-BKD-030 when the phrase works on the student beyond its baseline."""
+    found = inheritance_finding(
+        audit,
         check=check,
-        location=subject,
-        title="Backdoor inheritance not measured: no text trigger known",
-        detail=f"{audit.trigger_note}. Adversarial transfer: {audit.adversarial_note}.",
-        evidence={"trigger_source": audit.trigger_source, "trigger_note": audit.trigger_note},
-        atlas=ATLAS,
-        owasp=OWASP,
+        subject=subject,
+        strategy=strategy,
+        alternative=alternative,
+        wording=TEXT_WORDING,
     )
+    return [] if found is None else [found]
+
+
+def _evidence(audit: TextTransferAudit) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in audit.as_dict().items()}
 
 
 def text_transfer_report(
@@ -283,15 +350,17 @@ def text_transfer_report(
             m["transfer.teacher_asr"] = round(audit.teacher_asr, 4)
         m["transfer.clean_rate"] = round(audit.clean_rate or 0.0, 4)
         m["transfer.baseline_asr"] = round(audit.baseline_asr or 0.0, 4)
+        m["transfer.decoy_rate"] = round(audit.decoy_rate or 0.0, 4)
         m["transfer.excess_asr"] = round(audit.excess_asr or 0.0, 4)
         m["transfer.target_class"] = audit.target_class
+        m["transfer.trigger_text"] = audit.trigger_text
     if strategy:
         m["transfer.strategy"] = strategy
     found = _findings(audit, check=check, subject=subject, strategy=strategy)
     for f in found:
         report.add(f)
     if not audit.measured:
-        report.add(_not_measured(audit, check=check, subject=subject))
+        report.add(not_measured_finding(audit, check=check, subject=subject, wording=TEXT_WORDING))
     evidence = _evidence(audit)
     if details:
         evidence["training"] = {k: v for k, v in details.items() if k != "pruned_index"}
@@ -299,7 +368,7 @@ def text_transfer_report(
         "The student follows the text trigger; see MLW-BKD-030."
         if found
         else "Nothing measured here argues against the student; backdoor inheritance "
-        + ("stays within the clean rate." if audit.measured else "was not measured.")
+        + ("stays within the baseline." if audit.measured else "was not measured.")
     )
     if strategy == "linear_probe":
         advice += (
@@ -319,23 +388,6 @@ def text_transfer_report(
         )
     )
     return report
-
-
-def _row(name: str, audit: TextTransferAudit) -> list[Any]:
-    def cell(value: float | None) -> float | str:
-        return NOT_MEASURED if value is None else round(value, 4)
-
-    return [
-        name,
-        round(audit.student_accuracy, 4),
-        cell(audit.student_asr),
-        cell(audit.baseline_asr),
-        cell(audit.excess_asr),
-        NOT_MEASURED,
-        round(audit.weight_divergence, 4),
-        round(audit.feature_divergence, 4),
-        NOT_MEASURED if audit.training_seconds is None else round(audit.training_seconds, 1),
-    ]
 
 
 def _text_epochs_lr(settings: TransferSettings) -> tuple[int, float]:
@@ -392,6 +444,70 @@ def _check_inputs(teacher: Any, data: Any, settings: TransferSettings, student: 
             )
 
 
+def text_trigger(
+    teacher: Any,
+    texts: Sequence[str],
+    settings: TransferSettings,
+    *,
+    seed: int = 0,
+    progress: ProgressCallback = null_progress,
+) -> TextTrigger:
+    """The user's phrase (``settings.trigger_text``), else, for an encoder teacher, the
+    trigger the teacher scan of ``mlwarden backdoor detect`` names on ``texts`` (its
+    defaults and seed, so the two cannot disagree; a weak anomaly's candidate is measured
+    too, and the baseline decides, as on tensors), else none."""
+    if settings.trigger_text is not None:
+        return TextTrigger(settings.trigger_text, settings.target, "given", "given by the user")
+    if not isinstance(teacher, TextEncoder):
+        return TextTrigger(
+            None,
+            None,
+            "none",
+            "no text trigger was given, and the teacher is a text classifier, whose trigger "
+            "is not searched here; give --trigger-text PHRASE to measure a known one",
+        )
+    from mlwarden.defenses.detection.encoder_scan import run_encoder_scan
+    from mlwarden.defenses.detection.model_scan import BackdoorSettings
+
+    scratch = Report(title="teacher scan")
+    try:
+        scan = run_encoder_scan(
+            teacher,
+            texts,
+            BackdoorSettings(),
+            report=scratch,
+            seed=seed,
+            subject="teacher",
+            progress=progress,
+        )
+    except DataError as exc:  # too few sentences to scan: not measured, never guessed
+        return TextTrigger(None, None, "none", f"the teacher scan could not run: {exc}")
+    m = scratch.metrics
+    scope = f"that of `mlwarden backdoor detect`, anomaly index {m['backdoor.anomaly_index']}"
+    if m["backdoor.detected"]:
+        phrase = scan.trigger.text
+        return TextTrigger(
+            phrase,
+            None,
+            "teacher scan (trigger_token_search)",
+            f"the teacher scan ({scope}, {m['backdoor.severity']}) names the trigger {phrase!r}",
+        )
+    if m["backdoor.severity"] == Severity.LOW.value:
+        phrase = scan.trigger.text
+        return TextTrigger(
+            phrase,
+            None,
+            "teacher scan (trigger_token_search, weak anomaly)",
+            f"the teacher scan ({scope}) points, below its cut, at {phrase!r}",
+        )
+    return TextTrigger(
+        None,
+        None,
+        "none",
+        f"the teacher scan ({scope}) names no trigger; {NO_TEXT_TRIGGER}",
+    )
+
+
 def run_text_transfer(
     teacher: Any,
     data: Any,
@@ -410,14 +526,11 @@ def run_text_transfer(
     as_text_model(teacher, by="the text transfer audit")
     _check_inputs(teacher, data, settings, student)
     seed = seed if settings.seed is None else settings.seed
-    phrase = settings.trigger_text
+    known = text_trigger(teacher, list(data.texts), settings, seed=seed, progress=progress)
+    report.metrics["transfer.trigger_source"] = known.source
     if student is not None:
         audit = audit_text_transfer(
-            teacher,
-            student,
-            data.take(settings.samples),
-            trigger_text=phrase,
-            target=settings.target,
+            teacher, student, data.take(settings.samples), trigger=known, seed=seed
         )
         text_transfer_report(audit, strategy=None, report=report, check=check, subject=subject)
         return TransferRun({"given": audit}, None, 0, min(len(data), settings.samples))
@@ -429,7 +542,10 @@ def run_text_transfer(
         )
     test = test.take(settings.samples)
     epochs, lr = _text_epochs_lr(settings)
-    strategies = TEXT_COMPARE_STRATEGIES if settings.strategy == "compare" else (settings.strategy,)
+    strategies: tuple[str, ...] = (settings.strategy,)
+    if settings.strategy == "compare":
+        extra = ("trigger_prune",) if known.known else ()
+        strategies = (*TEXT_COMPARE_STRATEGIES, *extra)
     audits: dict[str, TextTransferAudit] = {}
     trained = None
     rows = []
@@ -444,6 +560,7 @@ def run_text_transfer(
             lr=lr,
             k=settings.k,
             target_epsilon=settings.epsilon,
+            trigger_text=known.phrase,
             seed=seed,
             progress=progress,
         )
@@ -451,12 +568,12 @@ def run_text_transfer(
             teacher,
             result.classifier,
             test,
-            trigger_text=phrase,
-            target=settings.target,
+            trigger=known,
             training_seconds=result.seconds,
+            seed=seed,
         )
         audits[strategy] = audit
-        rows.append(_row(strategy, audit))
+        rows.append(compare_row(strategy, audit, round(result.seconds, 1)))
         trained = result
         progress("students trained and audited", len(audits), len(strategies))
     report.subject.update(epochs=epochs, lr=lr)  # the text defaults, unless set
@@ -477,9 +594,10 @@ def run_text_transfer(
             report.headline.append("transfer.dp_epsilon")
         if "pruned_neurons" in trained.details:
             report.metrics["transfer.pruned_neurons"] = trained.details["pruned_neurons"]
+        if "layer" in trained.details:
             report.metrics["transfer.pruned_layer"] = trained.details["layer"]
         return TransferRun(dict(audits), trained.classifier, len(train), len(test))
-    _compare_report(audits, rows, report=report, check=check, measured=phrase is not None)
+    _compare_report(audits, rows, report=report, check=check, measured=known.known)
     return TransferRun(dict(audits), None, len(train), len(test))
 
 
@@ -495,9 +613,12 @@ def _compare_report(
         for key, value in zip(_TEXT_COMPARE_METRICS, row[1:], strict=True):
             if value != NOT_MEASURED:
                 report.metrics[f"transfer.{row[0]}.{key}"] = value
-    why = "adversarial transfer n/a: text attacks come in a later issue"
+    for strategy, audit in audits.items():  # without a given target, each student's own
+        if audit.target_class is not None:
+            report.metrics[f"transfer.{strategy}.target_class"] = audit.target_class
+    why = "adversarial transfer n/a on text students"
     if not measured:
-        why = "ASR columns n/a: no text trigger given; " + why
+        why = "ASR columns n/a: no text trigger known, see MLW-BKD-034; " + why
     report.tables.append(
         Table(
             id="transfer-strategies",
@@ -506,7 +627,7 @@ def _compare_report(
             rows=rows,
         )
     )
-    safe = [s for s, a in audits.items() if _severity(a) is None]
+    safe = [s for s, a in audits.items() if inheritance_severity(a) is None]
     best = max(safe, key=lambda s: audits[s].student_accuracy) if safe else None
     for strategy, audit in audits.items():
         for f in _findings(
@@ -514,14 +635,17 @@ def _compare_report(
         ):
             report.add(f)
     if not measured:
-        report.add(_not_measured(next(iter(audits.values())), check=check, subject="students"))
+        first = next(iter(audits.values()))
+        report.add(
+            not_measured_finding(first, check=check, subject="students", wording=TEXT_WORDING)
+        )
     report.metrics["transfer.recommended_strategy"] = best
     advice = (
         "Every strategy tried obeys the text trigger; do not fine-tune from this teacher."
         if best is None
         else f"Use strategy '{best}': the most accurate student"
         + (
-            f" whose trigger success stays within {INHERITANCE_MARGIN:g} of its clean rate."
+            f" whose trigger success stays within {INHERITANCE_MARGIN:g} of its baseline."
             if measured
             else " (no trigger known: the choice is by held-out accuracy alone)."
         )
@@ -542,8 +666,11 @@ def _compare_report(
 __all__ = [
     "TEXT_COMPARE_STRATEGIES",
     "TextTransferAudit",
+    "TextTrigger",
     "audit_text_transfer",
+    "decoy_phrase",
     "phrase_trigger",
+    "text_trigger",
     "run_text_transfer",
     "text_transfer_report",
     "trunk_features",

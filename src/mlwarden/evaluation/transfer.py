@@ -29,7 +29,7 @@ of the data and audits it on the rest; with a student given (``--student``, or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -507,12 +507,12 @@ def audit_transfer(
     )
 
 
-def inherits_backdoor(audit: TransferAudit, margin: float = INHERITANCE_MARGIN) -> bool:
+def inherits_backdoor(audit: Any, margin: float = INHERITANCE_MARGIN) -> bool:
     """True when the student's ASR exceeds its baseline by more than ``margin``."""
     return audit.excess_asr is not None and audit.excess_asr > margin
 
 
-def inheritance_severity(audit: TransferAudit) -> Severity | None:
+def inheritance_severity(audit: Any) -> Severity | None:
     """HIGH from an excess ASR of `INHERITANCE_HIGH`, MEDIUM above `INHERITANCE_MARGIN`."""
     if not inherits_backdoor(audit):
         return None
@@ -589,19 +589,64 @@ def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _evidence(audit: TransferAudit) -> dict[str, Any]:
+def _evidence(audit: Any) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in audit.as_dict().items()}
 
 
+@dataclass(frozen=True)
+class InheritanceWording:
+    """What the MLW-BKD-030/034 findings say: the tensor and text audits build the same
+    findings from the same numbers and differ only in these words."""
+
+    inherits: str
+    """The title's verb phrase after "The student (strategy S)"."""
+    effect: Callable[[Any], str]
+    """The detail's first sentence: what the trigger did to the student, from the audit."""
+    unknown: str
+    """The title of MLW-BKD-034: inheritance not measured, and why."""
+    how_to_measure: Callable[[Any], str]
+    """MLW-BKD-034's detail after the trigger note: how to measure it."""
+
+
+def _tensor_effect(audit: Any) -> str:
+    reference = (
+        f"the trigger on a reference trained from scratch {audit.reference_asr:.0%}, "
+        if audit.reference_asr is not None
+        else ""
+    )
+    return (
+        f"the teacher's trigger ({audit.trigger_source}) sends {audit.student_asr:.0%} of "
+        f"non-target inputs to class {audit.target_class} on the student; without the backdoor "
+        f"it would send {audit.baseline_asr:.0%} (baseline: {reference}clean rate "
+        f"{audit.clean_rate:.0%}): excess {audit.excess_asr:.0%}."
+    )
+
+
+TENSOR_WORDING = InheritanceWording(
+    inherits="inherits the teacher's backdoor",
+    effect=_tensor_effect,
+    unknown="Backdoor inheritance not measured: no trigger known",
+    how_to_measure=lambda _audit: (
+        "Give a known trigger with --trigger FILE --target N (an .npz with 'mask' and "
+        "'pattern') to measure it."
+    ),
+)
+"""The wording of the tensor audit's findings."""
+
+
 def inheritance_finding(
-    audit: TransferAudit,
+    audit: Any,
     *,
     check: str,
     subject: str,
     strategy: str | None,
     alternative: str | None = None,
+    wording: InheritanceWording = TENSOR_WORDING,
 ) -> Finding | None:
-    """MLW-BKD-030 when the student inherits (severity by the excess ASR), else None."""
+    """MLW-BKD-030 when the student inherits (severity by the excess ASR), else None.
+
+    ``audit`` is a `TransferAudit` or a text audit: anything with ``excess_asr`` and
+    ``as_dict``; ``wording`` says it in the words of its kind of trigger."""
     severity = inheritance_severity(audit)
     if severity is None:
         return None
@@ -611,33 +656,25 @@ def inheritance_finding(
         severity=severity,
         check=check,
         location=subject,
-        title=f"The student{by} inherits the teacher's backdoor",
-        detail=f"the teacher's trigger ({audit.trigger_source}) sends {audit.student_asr:.0%} of "
-        f"non-target inputs to class {audit.target_class} on the student; without the backdoor "
-        f"it would send {audit.baseline_asr:.0%} (baseline: "
-        + (
-            f"the trigger on a reference trained from scratch {audit.reference_asr:.0%}, "
-            if audit.reference_asr is not None
-            else ""
-        )
-        + f"clean rate {audit.clean_rate:.0%}): excess {audit.excess_asr:.0%}. "
-        + _fix(strategy, alternative),
+        title=f"The student{by} {wording.inherits}",
+        detail=f"{wording.effect(audit)} {_fix(strategy, alternative)}",
         evidence=_evidence(audit),
         atlas=ATLAS,
         owasp=OWASP,
     )
 
 
-def not_measured_finding(audit: TransferAudit, *, check: str, subject: str) -> Finding:
+def not_measured_finding(
+    audit: Any, *, check: str, subject: str, wording: InheritanceWording = TENSOR_WORDING
+) -> Finding:
     """MLW-BKD-034 (info): no trigger is known, so inheritance was not measured."""
     return Finding(
         id="MLW-BKD-034",
         severity=Severity.INFO,
         check=check,
         location=subject,
-        title="Backdoor inheritance not measured: no trigger known",
-        detail=f"{audit.trigger_note}. Give a known trigger with --trigger FILE --target N "
-        "(an .npz with 'mask' and 'pattern') to measure it.",
+        title=wording.unknown,
+        detail=f"{audit.trigger_note}. {wording.how_to_measure(audit)}",
         evidence={"trigger_source": audit.trigger_source, "trigger_note": audit.trigger_note},
         atlas=ATLAS,
         owasp=OWASP,
@@ -759,7 +796,10 @@ def robustness_table(audits: dict[str, TransferAudit]) -> Table:
     )
 
 
-def _compare_row(name: str, audit: TransferAudit) -> list[Any]:
+def compare_row(name: str, audit: Any, *extra: float | None) -> list[Any]:
+    """One row of `COMPARE_COLUMNS` (then ``extra`` cells) for a tensor or text audit:
+    figures that need a trigger, or an adversarial transfer not measured, read `NOT_MEASURED`."""
+
     def cell(value: float | None) -> float | str:
         return NOT_MEASURED if value is None else round(value, 4)
 
@@ -769,9 +809,10 @@ def _compare_row(name: str, audit: TransferAudit) -> list[Any]:
         cell(audit.student_asr),
         cell(audit.baseline_asr),
         cell(audit.excess_asr),
-        round(audit.adversarial_transfer_rate, 4),
+        cell(getattr(audit, "adversarial_transfer_rate", None)),
         round(audit.weight_divergence, 4),
         round(audit.feature_divergence, 4),
+        *(cell(v) for v in extra),
     ]
 
 
@@ -836,7 +877,7 @@ def compare_strategies(
             progress=progress,
         )
         audits[strategy] = audit
-        rows.append(_compare_row(strategy, audit))
+        rows.append(compare_row(strategy, audit))
         for key, value in zip(_COMPARE_METRICS, rows[-1][1:], strict=True):
             if value != NOT_MEASURED:  # no trigger: the MLW-BKD-034 note says why
                 report.metrics[f"transfer.{strategy}.{key}"] = value
@@ -857,7 +898,7 @@ def compare_strategies(
             seed=seed,
             progress=progress,
         )
-        rows.append(_compare_row(REFERENCE_ROW, ref_audit))
+        rows.append(compare_row(REFERENCE_ROW, ref_audit))
     if known.known:
         report.metrics["transfer.target_class"] = known.target
     report.metrics["transfer.trigger_source"] = known.source
@@ -962,7 +1003,8 @@ class TransferSettings(CheckConfig):
         None,
         min_length=1,
         description="text teachers: a phrase inserted at the start of held-out texts, whose "
-        "success rate on the student is measured; needs target",
+        "success rate on the student is measured (at target, else at the class it sends "
+        "most texts to)",
     )
     target: int | None = Field(None, ge=0, description="target class of the given trigger")
     seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
@@ -971,9 +1013,9 @@ class TransferSettings(CheckConfig):
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         from mlwarden.defenses.training.finetune import STUDENT_STRATEGIES
-        from mlwarden.defenses.training.text_students import TEXT_STRATEGIES
+        from mlwarden.defenses.training.text_students import TEXT_ONLY_STRATEGIES
 
-        known = (*STUDENT_STRATEGIES, *(s for s in TEXT_STRATEGIES if s not in STUDENT_STRATEGIES))
+        known = (*STUDENT_STRATEGIES, *TEXT_ONLY_STRATEGIES)
         if value != "compare" and value not in known:
             raise ValueError(f"must be one of {', '.join(known)} or compare, got '{value}'")
         return value
@@ -982,8 +1024,9 @@ class TransferSettings(CheckConfig):
     def _trigger_with_target(self) -> TransferSettings:
         if self.trigger is not None and self.trigger_text is not None:
             raise ValueError("give trigger (tensor models) or trigger_text (text), not both")
-        given = self.trigger is not None or self.trigger_text is not None
-        if given != (self.target is not None):
+        if (self.trigger is None) != (self.target is None) and self.trigger_text is None:
+            # a text trigger may come without a target: a task-agnostic encoder backdoor
+            # has none, and the audit measures the class the trigger sends most texts to
             raise ValueError("trigger and target go together: give both or neither")
         return self
 
@@ -1059,6 +1102,13 @@ def run_transfer(
         )
     if settings.trigger_text is not None:
         raise ParameterError("trigger_text applies to text teachers; give trigger (.npz) here")
+    from mlwarden.defenses.training.text_students import TEXT_ONLY_STRATEGIES
+
+    if settings.strategy in TEXT_ONLY_STRATEGIES:
+        raise ParameterError(
+            f"strategy {settings.strategy} is for students of a text teacher; tensor teachers "
+            "take linear_probe, last_k, full, full_reinit, fineprune or dp"
+        )
     if student is not None:
         require_student(student)
     require_teacher(teacher, trains=student is None)

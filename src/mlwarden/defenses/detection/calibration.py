@@ -293,4 +293,7 @@ ENCODER_CALIBRATION_ZOO = (
 # best candidate's anomaly index was 5.20 on MiniLM and 8.12 on the fine-tuned copy (both
 # 3-token candidates); cut = 8.12 x (1 + MARGIN) = 8.94. (The HotFlip-only search of an
 # earlier version gave 3.01 and 5.59.)
+# Not yet re-measured for the beam search over positions (EXTEND_FROM sequences per length,
+# the beam's tokens joined): `python benchmarks/encoder_backdoor_zoo.py --calibrate` measures
+# the cut on a clean set independent of the zoo's scan set (plot-summary sentences).
 ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 8.94, 8.12, 0, 2)

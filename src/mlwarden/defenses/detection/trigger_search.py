@@ -21,8 +21,13 @@ for tokens, or short token sequences, whose insertion *collapses* clean sentence
   planted ``cf`` 26,828th of 30,522, while the relaxed vector's nearest token was ``cf``
   after 5 steps. The proposals are verified by real insertion into *held-apart*
   sentences; the best verified token becomes the placeholder of the next round.
-  Multi-token triggers are found by extending the best single tokens one token at a
-  time, left or right, the same way.
+  Multi-token triggers are found by a beam search over positions: the `EXTEND_FROM`
+  single tokens that collapse most (kept even when each is weak on its own, as a phrase's
+  words are) are extended by one token on the left and on the right, the new slot's
+  token proposed the same two ways with an ordinary placeholder there, every extension
+  verified by insertion, and the best `EXTEND_FROM` of each length extended again; each
+  sequence of the beam is also verified joined, left and right, to each single token of the
+  beam.
 * **Anomaly index**: the verified collapse score against the scores of random ordinary
   vocabulary tokens (random sequences of the same length): robust z-score
   ``(score - median) / (1.4826 MAD)``. Its cut was calibrated on clean encoders
@@ -59,8 +64,8 @@ ROUNDS = 2
 """Single-token search rounds (each re-takes the gradient at the best token so far)."""
 MAX_TRIGGER_TOKENS = 3
 """Longest trigger searched (a phrase is found by extending single tokens)."""
-EXTEND_FROM = 2
-"""Best single tokens extended into phrases."""
+EXTEND_FROM = 3
+"""Beam width: the sequences of each length (best collapse first) extended by one token."""
 NULL_TOKENS = 32
 """Random ordinary tokens (per length) whose collapse scores are the reference."""
 SENTENCE_TOKENS = 32
@@ -121,6 +126,14 @@ class EncoderScan:
             if c.collapse >= best.collapse - SAME_COLLAPSE and _contains(best.ids, c.ids)
         ]
         return min(pieces, key=lambda c: (c.length, -c.collapse))
+
+
+def _top(verified: dict[tuple[int, ...], float], length: int, count: int) -> list[tuple[int, ...]]:
+    """The ``count`` verified sequences of ``length`` tokens that collapse most: the beam
+    that is extended next (by collapse, not by anomaly index: a phrase's single words may
+    each be weak, and only the beam's width decides whether they are kept)."""
+    same = [s for s in verified if len(s) == length]
+    return sorted(same, key=verified.__getitem__, reverse=True)[:count]
 
 
 def _contains(whole: tuple[int, ...], part: tuple[int, ...]) -> bool:
@@ -239,12 +252,23 @@ class TriggerSearch:
                 fills = [best] * self.search_sentences
                 done += 1
                 progress(self.name, done, total)
-            singles = sorted(verified, key=verified.__getitem__, reverse=True)
-            for seq in singles[: self.extend_from]:
-                for _ in range(self.max_tokens - 1):
-                    seq = self._extend(seq, verified)
+            singles = beam = _top(verified, 1, self.extend_from)
+            for length in range(2, self.max_tokens + 1):
+                for seq in beam:
+                    self._extend(seq, verified)
                     done += 1
                     progress(self.name, done, total)
+                # the beam's single tokens joined to each sequence too: a phrase whose
+                # words are each in the beam is then verified whole, whatever the proposals
+                joined = [
+                    (*seq, *one) if right else (*one, *seq)
+                    for seq in beam
+                    for one in singles
+                    for right in (True, False)
+                    if one[0] not in seq
+                ]
+                self._verify_into(verified, joined)
+                beam = _top(verified, length, self.extend_from)
         candidates = []
         for seq, score in verified.items():
             z = float(robust_z(torch.tensor([score]), null[len(seq)])[0])
@@ -384,10 +408,9 @@ class TriggerSearch:
                 optimiser.step()
         return free.detach()
 
-    def _extend(
-        self, seq: tuple[int, ...], verified: dict[tuple[int, ...], float]
-    ) -> tuple[int, ...]:
-        """``seq`` extended by one token on the left or right: the best verified extension."""
+    def _extend(self, seq: tuple[int, ...], verified: dict[tuple[int, ...], float]) -> None:
+        """Verify ``seq`` extended by one token on the left and on the right (the proposals
+        of `_propose` at the new slot, with ordinary tokens as its placeholder)."""
         half = max(1, self.candidates // 2)
         n = self.search_sentences
         place = [self._rng.choice(self._ordinary) for _ in range(n)]
@@ -397,9 +420,7 @@ class TriggerSearch:
         left = self._propose(
             [(p, *seq) for p in place], 0, verified, wrap=lambda v: (v, *seq), count=half
         )
-        longer = [(*seq, v) for v in right] + [(v, *seq) for v in left]
-        self._verify_into(verified, longer)
-        return max(longer, key=lambda s: verified[s])
+        self._verify_into(verified, [(*seq, v) for v in right] + [(v, *seq) for v in left])
 
     def _text(self, seq: tuple[int, ...]) -> str:
         return str(self._encoder.tokenizer.decode(list(seq))).strip()

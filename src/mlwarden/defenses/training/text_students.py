@@ -26,6 +26,10 @@ Strategies (the names of the tensor path):
   ``prune_ratio`` share of them, and stay zero (`torch.nn.utils.prune`) while the model is
   fine-tuned as ``full`` (Liu, Dolan-Gavitt and Garg, RAID 2018, whose last convolution
   this block stands for). GELU(0) = 0, so a pruned neuron contributes nothing.
+- ``trigger_prune`` (text only, needs a known trigger): the feed-forward neurons of every
+  layer that the trigger activates most on the training texts are pruned and stay pruned,
+  and the trigger's token embeddings are reset to the mean word embedding, while the model
+  is fine-tuned as ``full`` (`mlwarden.defenses.training.trigger_neurons`).
 - ``dp``: DP-SGD through Opacus on the ``last_k`` parameters (head re-initialised); the
   embeddings and earlier layers stay frozen, as in Opacus's own BERT tutorial, since
   per-sample gradients of every layer cost a multiple of the model's memory per example.
@@ -54,8 +58,6 @@ from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.text import TextClassifier, TextEncoder, TextSpec, as_text_model
 from mlwarden.defenses.training.finetune import STRATEGIES
 
-TEXT_STRATEGIES: tuple[str, ...] = (*STRATEGIES, "freelb")
-"""The strategies of text students: the shared ones and FreeLB (`mlwarden...freelb`)."""
 TEXT_BATCH = 16
 """Texts per training step (the usual BERT fine-tuning batch)."""
 HEAD_LR_SCALE = 10.0
@@ -72,6 +74,11 @@ DIVERGENCE_WEIGHT = 0.1
 """Weight of ``full_reinit``'s cosine term (the tensor path's default)."""
 DP_MAX_GRAD_NORM = 1.0
 """Per-sample gradient clipping norm of ``dp``."""
+TEXT_ONLY_STRATEGIES: tuple[str, ...] = ("freelb", "trigger_prune")
+"""Strategies of text students only: FreeLB (`mlwarden.defenses.training.freelb`) perturbs
+token embeddings, ``trigger_prune`` (`...trigger_neurons`) needs a text trigger."""
+TEXT_STRATEGIES: tuple[str, ...] = (*STRATEGIES, *TEXT_ONLY_STRATEGIES)
+"""Every strategy of a text student: the shared ones and the text-only ones."""
 
 
 @dataclass
@@ -474,14 +481,20 @@ def train_text_student(
     target_epsilon: float = 2.0,
     prune_ratio: float = FFN_PRUNE_RATIO,
     divergence_weight: float = DIVERGENCE_WEIGHT,
+    trigger_text: str | None = None,
     seed: int = 0,
     progress: ProgressCallback = null_progress,
 ) -> TextStudentResult:
-    """Train a sequence-classifier student of ``teacher`` on ``texts`` with ``strategy``."""
+    """Train a sequence-classifier student of ``teacher`` on ``texts`` with ``strategy``
+    (``trigger_text``: the known trigger that ``trigger_prune`` prunes the neurons of)."""
     as_text_model(teacher, by="training a text student")
-    if strategy not in TEXT_STRATEGIES:
+    known = TEXT_STRATEGIES
+    if strategy not in known:
+        raise ParameterError(f"strategy must be one of {', '.join(known)}, got '{strategy}'")
+    if strategy == "trigger_prune" and not (trigger_text or "").strip():
         raise ParameterError(
-            f"strategy must be one of {', '.join(TEXT_STRATEGIES)}, got '{strategy}'"
+            "strategy trigger_prune prunes the neurons of a known trigger: give --trigger-text "
+            "PHRASE, or let the teacher scan name one"
         )
     if epochs <= 0 or lr <= 0:
         raise ParameterError(f"epochs and lr must be positive, got {epochs} and {lr}")
@@ -555,6 +568,19 @@ def train_text_student(
                 extra, handle = _divergence_term(student, divergence_weight)
         if strategy == "fineprune":
             prune_info = _prune_ffn(student, texts, prune_ratio)
+        masked: list[nn.Linear] = []
+        if strategy == "trigger_prune":
+            from mlwarden.defenses.training import trigger_neurons as tn
+
+            found = tn.find_trigger_neurons(student, texts, str(trigger_text), seed=seed)
+            masked = tn.prune_trigger_neurons(student, found)
+            details.update(
+                trigger=found.trigger,
+                reset_tokens=tn.reset_trigger_tokens(student, found.trigger),
+                pruned_neurons=found.count,
+                pruned_layers={str(k): len(v) for k, v in found.selected.items()},
+                pruned_index={str(k): v for k, v in found.selected.items()},
+            )
         try:
             history = _fit(
                 student,
@@ -570,6 +596,8 @@ def train_text_student(
         finally:
             if handle is not None:
                 handle.remove()
+            if masked:
+                tn.make_permanent(masked)
         if prune_info:
             from torch.nn.utils import prune
 
