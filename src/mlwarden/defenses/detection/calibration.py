@@ -294,3 +294,7 @@ ENCODER_CALIBRATION_ZOO = (
 # 3-token candidates); cut = 8.12 x (1 + MARGIN) = 8.94. (The HotFlip-only search of an
 # earlier version gave 3.01 and 5.59.)
 ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 8.94, 8.12, 0, 2)
+
+# -- text classifiers (classifier_trigger_search / text_classifier_scan) ---------------------
+CLASSIFIER_CALIBRATION_ZOO = "PENDING"
+CLASSIFIER_CUT = Cut("best trigger's robust z over the other candidates of its class", 4.0, 0, 0, 0)
