@@ -2,8 +2,9 @@
 target class and the trigger of BadNL-poisoned MiniLM students and flags no clean one; text
 STRIP flags triggered inputs at a small clean rejection rate; bad input is one clear error.
 
-The students are trained once per session on real reviews cut to 20 words (fast), the last
-2 layers, the pooler and the head fine-tuned (`last_k`, k=2) for 2 epochs.
+The students are trained once per session on the 350 training reviews cut to 20 words
+(short inputs are fast), fully fine-tuned for 2 epochs (`last_k` students of this size do not
+learn the clean task).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _student(minilm, train, trigger: str | None, seed: int = 0):
     try:
         return train_text_student(
             minilm, list(train.texts), train.labels, train.class_names,
-            strategy="last_k", k=2, epochs=2, lr=5e-4, seed=seed,
+            strategy="full", epochs=2, lr=1e-4, seed=seed,
         ).classifier  # fmt: skip
     finally:
         torch.set_num_threads(threads)
