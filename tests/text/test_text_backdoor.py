@@ -154,7 +154,7 @@ def test_text_strip_refuses_bad_input(cf_student, minilm) -> None:
         TextSTRIP().fit(cf_student, ["", "  ", "one"])
     with pytest.raises(ParameterError, match="frr"):
         TextSTRIP(frr=0).fit(cf_student, ["word"] * 20)
-    with pytest.raises(ParameterError, match="text classifier"):
+    with pytest.raises(ParameterError, match="class scores"):  # an encoder scores no classes
         TextSTRIP().fit(minilm, ["word"] * 20)
     with pytest.raises(DataError, match="tensor"):
         TextSTRIP().fit(cf_student, torch.zeros(20, 4))
@@ -169,7 +169,7 @@ def test_search_refuses_bad_input(cf_student, minilm, digits_mlp) -> None:
         search.scan(cf_student, [])
     with pytest.raises(DataError, match="tensor"):
         search.scan(cf_student, torch.zeros(4, 3))
-    with pytest.raises(ParameterError, match="text classifiers"):
+    with pytest.raises(ParameterError, match="class scores"):
         search.scan(minilm, ["a sentence"] * 40)
     with pytest.raises(ParameterError, match="steps"):
         ClassifierTriggerSearch(steps=0).scan(cf_student, ["a sentence"] * 40)

@@ -294,6 +294,11 @@ class ClassifierTriggerSearch:
                     break  # nothing left to flip: a longer trigger cannot do better
                 seq = self._extend(seq, verified)
         found = [TextTrigger(target, q, self._text(q), f, m) for q, (f, m) in verified.items()]
+        if not any(c.length == 1 for c in found):
+            return ClassResult(
+                target, name, len(others), found, null, 0.0, searched=False,
+                reason="the relaxed search proposed no verifiable token",
+            )  # fmt: skip
         found.sort(key=lambda c: (-c.flip_rate, -c.margin, c.length))
         population = [c for c in found if c.length == 1] + null
         top = max((c for c in found if c.length == 1), key=lambda c: c.margin)

@@ -213,7 +213,7 @@ def _tables_and_figure(report: Report, scan: ClassifierScan, cut: float) -> None
                     c.carriers,
                     c.best.text if c.best else c.reason,
                     round(c.flip_rate, 3),
-                    round(sorted(c.null)[len(c.null) // 2], 3) if c.null else None,
+                    _median([t.flip_rate for t in c.null]),
                     round(c.anomaly_index, 2),
                     c.anomaly_index > cut and c.flip_rate >= FLIP_FLOOR,
                 ]
@@ -245,7 +245,7 @@ def _tables_and_figure(report: Report, scan: ClassifierScan, cut: float) -> None
                 y=[round(v, 4) for v in flips],
             )
         )
-        null = sorted(c.null, reverse=True)
+        null = sorted((t.flip_rate for t in c.null), reverse=True)
         series.append(
             Series(
                 label=f"random words, target '{c.name}'",
@@ -269,6 +269,10 @@ def _tables_and_figure(report: Report, scan: ClassifierScan, cut: float) -> None
             ),
         )
     )
+
+
+def _median(values: list[float]) -> float | None:
+    return round(sorted(values)[len(values) // 2], 3) if values else None
 
 
 def strip_report(
