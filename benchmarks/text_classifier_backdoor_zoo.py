@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -80,8 +81,14 @@ def main() -> None:
                "--model", str(folder), "--data", str(data), "-f", "json",
                "-o", str(out)]  # fmt: skip
         start = time.perf_counter()
-        subprocess.run(cmd, check=False, capture_output=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        if done.returncode not in (0, 1):  # 1: findings at --fail-on, the report is written
+            print(f"| {name} | command failed ({done.returncode}): {done.stderr.strip()} |")
+            continue
         m = json.loads(out.read_text(encoding="utf-8"))["metrics"]
         trigger = STUDENTS[name][0]
         prefix = "backdoor.flip_rate."
@@ -90,10 +97,13 @@ def main() -> None:
             f"| {name} | {trigger or 'no'} | {m['backdoor.detected']} | "
             f"{m['backdoor.target_class']} | {m['backdoor.trigger']} | "
             f"{', '.join(f'{k} {v:.2f}' for k, v in flips.items())} | "
-            f"{m['backdoor.anomaly_index']:.2f} | {wall:.0f} |"
+            f"{m['backdoor.anomaly_index']:.2f} | {wall:.0f} | {cpu:.0f} |"
         )
         print(rows[-1], flush=True)
-    print("| model | planted | flagged | target | trigger | flip rate per class | index | s |")
+    print(
+        "| model | planted | flagged | target | trigger | flip rate per class | index "
+        "| wall s | CPU s |"
+    )
     print("\n".join(rows))
 
 
