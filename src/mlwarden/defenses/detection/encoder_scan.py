@@ -55,7 +55,8 @@ def load_text_subject(
     if given:
         raise ParameterError(
             f"{', '.join(given)} set the image detectors; a text encoder is vetted by the "
-            "trigger-token search, which takes --samples, --threshold and --seed"
+            "trigger-token search and a text classifier by the per-class trigger search, "
+            "which take --samples, --threshold and --seed (--strip: classifiers)"
         )
     # a configuration's [supplychain] policy, else the one in force (the audit's, ./mlwarden.toml)
     scope = using_policy(policy_from_config(config)) if config is not None else nullcontext()
