@@ -90,7 +90,7 @@ def test_backdoor_check_runs_the_text_classifier_trigger_search(audited) -> None
 def test_html_report_of_a_text_audit_names_texts(audited) -> None:
     _, report, folder = audited
     html = (folder / "report.html").read_text(encoding="utf-8")
-    assert "Text-classifier trigger search" in html or "backdoor-text-flip-rates" in html
+    assert "Flip rate of verified trigger candidates per target class" in html
     exposed = next(t for t in report["tables"] if t["id"] == "membership-exposed")
     assert exposed["columns"][-1] == "text" and all(isinstance(r[-1], str) for r in exposed["rows"])
     thief = next(t for t in report["tables"] if t["id"] == "extraction-text-thief")
