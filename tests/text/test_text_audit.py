@@ -1,5 +1,6 @@
-"""`mlwarden audit` on a Hugging Face folder with text data: the checks that apply run, the
-tensor-only ones are stated as not applicable (never passed), the HTML report renders."""
+"""`mlwarden audit` on a Hugging Face folder with text data: the checks that apply run (the
+backdoor check too, with the text classifier's trigger search), a check the model cannot
+serve is skipped (never passed), the HTML report renders."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ queries = "{plot_queries_jsonl}"
 encoder = "{minilm_path}"
 [checks.evasion]
 [checks.backdoor]
+samples = 40
 """,
         encoding="utf-8",
     )
@@ -73,21 +75,22 @@ def test_audit_of_a_text_model_runs_the_checks_that_apply(audited) -> None:
     assert "privacy.lira-offline.auc" in report["metrics"]
 
 
-def test_checks_not_built_for_text_are_not_applicable_and_never_passed(audited) -> None:
+def test_backdoor_check_runs_the_text_classifier_trigger_search(audited) -> None:
     _, report, _ = audited
     checks = {c["name"]: c for c in report["checks"]}
-    for name in ("backdoor",):  # a text classifier's own trigger search is not built yet
-        assert checks[name]["status"] == "skipped"
-        assert "not built for text models yet" in checks[name]["summary"]
-        (finding,) = [f for f in report["findings"] if f["check"] == name]
-        assert finding["id"] == "MLW-AUDIT-002" and finding["severity"] == "info"
-        assert finding["evidence"]["status"] == "not applicable"
+    assert checks["backdoor"]["status"] in ("passed", "failed")
+    assert report["metrics"]["backdoor.detected"] in (0, 1)
+    assert {"backdoor.flip_rate.negative", "backdoor.flip_rate.positive"} <= set(
+        report["metrics"]
+    )
+    ids = {f["id"] for f in report["findings"] if f["check"] == "backdoor"}
+    assert ids & {"MLW-BKD-040", "MLW-BKD-041", "MLW-BKD-042"}
 
 
-def test_html_report_of_a_text_audit_names_texts_and_not_applicable_checks(audited) -> None:
+def test_html_report_of_a_text_audit_names_texts(audited) -> None:
     _, report, folder = audited
     html = (folder / "report.html").read_text(encoding="utf-8")
-    assert "not applicable to this model" in html
+    assert "Flip rate of verified trigger candidates per target class" in html
     exposed = next(t for t in report["tables"] if t["id"] == "membership-exposed")
     assert exposed["columns"][-1] == "text" and all(isinstance(r[-1], str) for r in exposed["rows"])
     thief = next(t for t in report["tables"] if t["id"] == "extraction-text-thief")
@@ -119,7 +122,7 @@ def test_default_audit_of_a_text_model(tmp_path: Path, cli, text_victim_path, te
 
 
 def test_an_audit_where_no_check_ran_does_not_pass(
-    tmp_path: Path, cli, text_victim_path, text_splits
+    tmp_path: Path, cli, minilm_path, text_splits
 ) -> None:
     from mlwarden.core.findings import Report
     from mlwarden.core.verdict import report_verdict
@@ -128,11 +131,11 @@ def test_an_audit_where_no_check_ran_does_not_pass(
     code = cli(
         "audit",
         "--model",
-        str(text_victim_path),
+        str(minilm_path),  # an encoder scores no classes: the accuracy check is skipped
         "--data",
         str(text_splits["non_members"]),
         "--check",
-        "backdoor",
+        "accuracy",
         "-o",
         str(out),
         "-f",

@@ -6,8 +6,10 @@ audit check is configured by `BackdoorSettings` and calls the same runner. A fla
 out keeps the settings' default.
 
 ``detect`` given a Hugging Face model folder that is a text encoder vets it for a
-task-agnostic backdoor instead (`mlwarden.defenses.detection.encoder_scan`): ``--data``
-is then clean, unlabelled text (``--text-column`` names its column).
+task-agnostic backdoor instead (`mlwarden.defenses.detection.encoder_scan`); a text
+classifier folder gets the per-class trigger search (`text_classifier_scan`), and with
+``--strip`` text STRIP too. ``--data`` is then clean text, labels not needed
+(``--text-column`` names its column).
 """
 
 from __future__ import annotations
@@ -69,6 +71,12 @@ def detect_command(
         None, "--steps", help="Optimisation steps per method (default: the detector's)."
     ),
     samples: int | None = typer.Option(None, "--samples", help="Use at most N clean samples."),
+    strip: bool | None = typer.Option(
+        None,
+        "--strip/--no-strip",
+        help="Text classifiers: also calibrate text STRIP on the clean data and measure it "
+        "on inputs carrying the trigger found (default: off).",
+    ),
     seed: int = SeedOption,
     factory: str | None = FactoryOption,
     spec: Path | None = SpecOption,
@@ -100,6 +108,7 @@ def detect_command(
             "steps": steps,
             "samples": samples,
             "text_column": text_column,
+            "strip": strip,
         },
         names={"methods": "--method"},
     )
@@ -120,6 +129,13 @@ def detect_command(
             progress=progress,
         )
         return
+    if settings.strip:
+        from mlwarden.core.errors import ParameterError
+
+        raise ParameterError(
+            "--strip is text STRIP, for a text classifier folder; image STRIP is served by "
+            "the gateway"
+        )
     loaded, dataset = load_subject(
         model,
         data,
@@ -163,30 +179,34 @@ def _detect_text(
     fail_on: str,
     progress: bool,
 ) -> None:
-    """``detect`` on a Hugging Face folder: the trigger-token search of a text encoder."""
+    """``detect`` on a Hugging Face folder: the trigger-token search of a text encoder, or
+    the per-class trigger search of a text classifier."""
     from mlwarden.cli.common import emit_report
     from mlwarden.cli.ui import progress_bars
     from mlwarden.core.findings import Report
+    from mlwarden.core.text import TextClassifier
     from mlwarden.defenses.detection.encoder_scan import load_text_subject, run_encoder_scan
+    from mlwarden.defenses.detection.text_classifier_scan import run_classifier_scan
 
-    encoder, texts = load_text_subject(
+    loaded, texts = load_text_subject(
         model, data, settings, config=config, allow=tuple(allow), device=device
     )
+    classifier = isinstance(loaded, TextClassifier)
+    methods = ["classifier_trigger_search"] if classifier else ["trigger_token_search"]
     report = Report(
         title="mlwarden backdoor scan",
         subject={
             "model": model,
             "data": data,
             "samples": min(len(texts), settings.samples),
-            "methods": ["trigger_token_search"],
+            "methods": methods + (["text_strip"] if settings.strip else []),
             "threshold": "calibrated" if settings.threshold is None else settings.threshold,
             "seed": seed,
         },
     )
+    runner = run_classifier_scan if classifier else run_encoder_scan
     with progress_bars(progress) as bar:
-        run_encoder_scan(
-            encoder, texts, settings, report=report, seed=seed, subject=model, progress=bar
-        )
+        runner(loaded, texts, settings, report=report, seed=seed, subject=model, progress=bar)
     raise typer.Exit(emit_report(report, fmt, output, fail_on))
 
 

@@ -297,3 +297,16 @@ ENCODER_CALIBRATION_ZOO = (
 # the beam's tokens joined): `python benchmarks/encoder_backdoor_zoo.py --calibrate` measures
 # the cut on a clean set independent of the zoo's scan set (plot-summary sentences).
 ENCODER_CUT = Cut("best trigger candidate's robust z over random tokens", 8.94, 8.12, 0, 2)
+
+# -- text classifiers (classifier_trigger_search / text_classifier_scan) ---------------------
+CLASSIFIER_CALIBRATION_ZOO = (
+    "1 clean student: all-MiniLM-L6-v2 fully fine-tuned (2 epochs, lr 1e-4) on 400 Rotten "
+    "Tomatoes sentences (benchmarks/text_classifier_backdoor_zoo.py, clean-s0)"
+)
+# Measured with ClassifierTriggerSearch() defaults, seed 0, on the zoo's 500 held-out sentences:
+# the clean student's largest index was 5.03 (class negative, 'disappointment shallow
+# unfortunately', flip rate 0.92; class positive 3.49); cut = 5.03 x (1 + MARGIN), rounded up.
+# One clean model is a first cut, not a calibration (docs/text_backdoor.md).
+CLASSIFIER_CUT = Cut(
+    "robust z of the best token's target margin over the other single tokens", 5.54, 5.03, 0, 1
+)

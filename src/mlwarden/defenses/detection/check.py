@@ -4,9 +4,11 @@ Configured by `BackdoorSettings` under ``[checks.backdoor]`` (``methods``, ``thr
 ``steps``, ``samples``, ``seed``, ``text_column``), the same settings ``mlwarden backdoor
 detect`` takes as flags. An image classifier gets trigger reverse-engineering
 (`run_backdoor_scan`); a Hugging Face text encoder folder gets the trigger-token search
-(`run_encoder_scan`) on the audit data read as clean text. The audit data must be clean
-(it is what the triggers are searched on). A model that cannot serve the detectors (an
-ONNX score oracle has no gradients) skips the check with the contract's reason.
+(`run_encoder_scan`) and a text classifier folder the per-class trigger search
+(`run_classifier_scan`, with text STRIP if ``strip``), on the audit data read as clean
+text. The audit data must be clean (it is what the triggers are searched on). A model that
+cannot serve the detectors (an ONNX score oracle has no gradients) skips the check with the
+contract's reason.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ def backdoor_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
     if ctx.model_source and is_hf_folder(ctx.model_source):
         _text_encoder_check(ctx, cfg)
         return
+    if cfg.strip:
+        raise ConfigError(
+            "[checks.backdoor] strip is text STRIP, for a text classifier folder; this model "
+            "is not one"
+        )
     model = ctx.model
     try:
         require_detectors(model, (DETECTORS[m] for m in cfg.methods))
@@ -47,14 +54,16 @@ def backdoor_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
 
 
 def _text_encoder_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
-    """The trigger-token search of a text encoder folder; a text classifier's own scan is not
-    built yet, so the check does not apply to one (stated, never passed)."""
+    """The trigger-token search of a text encoder folder, or the per-class trigger search of
+    a text classifier folder; another kind of model does not apply (stated, never passed)."""
+    from mlwarden.core.text import TextClassifier
     from mlwarden.defenses.detection.encoder_scan import load_text_subject, run_encoder_scan
+    from mlwarden.defenses.detection.text_classifier_scan import run_classifier_scan
 
     if not ctx.data_source:
         raise ConfigError("the backdoor check needs clean text: set [data] source or --data")
     assert ctx.model_source is not None
-    encoder, texts = load_text_subject(
+    loaded, texts = load_text_subject(
         ctx.model_source,
         ctx.data_source,
         cfg,
@@ -62,8 +71,9 @@ def _text_encoder_check(ctx: AuditContext, cfg: BackdoorSettings) -> None:
         device=ctx.device,
         wrong_kind=NotApplicable,
     )
-    run_encoder_scan(
-        encoder,
+    runner = run_classifier_scan if isinstance(loaded, TextClassifier) else run_encoder_scan
+    runner(
+        loaded,
         texts,
         cfg,
         report=ctx.report,

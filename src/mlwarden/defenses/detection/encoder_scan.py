@@ -41,12 +41,12 @@ def load_text_subject(
     device: str = "auto",
     wrong_kind: Callable[[str], Exception] | None = None,
 ) -> tuple[Any, list[str]]:
-    """The text encoder folder ``model`` (gated and loaded under the configuration's
-    supply-chain policy) and the clean texts of ``data``; image-only settings or an empty
-    file are one-line errors, and so is a text classifier (``wrong_kind`` builds that one:
-    the audit check skips instead)."""
+    """The text encoder or text classifier folder ``model`` (gated and loaded under the
+    configuration's supply-chain policy) and the clean texts of ``data``; image-only settings
+    or an empty file are one-line errors, and so is another kind of model (``wrong_kind``
+    builds that one: the audit check skips instead)."""
     from mlwarden.core.errors import DataError, ParameterError
-    from mlwarden.core.text import TextEncoder
+    from mlwarden.core.text import TextClassifier, TextEncoder
     from mlwarden.io.models import load_model
     from mlwarden.io.text_data import load_text_data
     from mlwarden.supplychain.signing import policy_from_config, using_policy
@@ -55,16 +55,22 @@ def load_text_subject(
     if given:
         raise ParameterError(
             f"{', '.join(given)} set the image detectors; a text encoder is vetted by the "
-            "trigger-token search, which takes --samples, --threshold and --seed"
+            "trigger-token search and a text classifier by the per-class trigger search, "
+            "which take --samples, --threshold and --seed (--strip: classifiers)"
         )
     # a configuration's [supplychain] policy, else the one in force (the audit's, ./mlwarden.toml)
     scope = using_policy(policy_from_config(config)) if config is not None else nullcontext()
     with scope:
         loaded = load_model(model, device=device, allow=allow)
-    if not isinstance(loaded, TextEncoder):
+    if not isinstance(loaded, (TextEncoder, TextClassifier)):
         raise (wrong_kind or ParameterError)(
-            f"backdoor detection on a Hugging Face folder vets text encoders; '{model}' is "
-            f"a {loaded.model_kind.value} (a text classifier's backdoor scan is not built yet)"
+            f"backdoor detection on a Hugging Face folder scans text encoders and text "
+            f"classifiers; '{model}' is a {loaded.model_kind.value}"
+        )
+    if isinstance(loaded, TextEncoder) and settings.strip:
+        raise ParameterError(
+            "--strip / strip is for text classifiers (it reads class predictions); "
+            f"'{model}' is a text encoder"
         )
     texts = load_text_data(data, text_column=settings.text_column, label_column=None).texts
     if not texts:

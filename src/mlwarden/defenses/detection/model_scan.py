@@ -73,7 +73,12 @@ class BackdoorSettings(CheckConfig):
     )
     seed: int | None = Field(None, description="default: the audit seed (--seed on the command)")
     text_column: str = Field(
-        "text", min_length=1, description="column of the clean texts, for a text encoder"
+        "text", min_length=1, description="column of the clean texts, for a text model"
+    )
+    strip: bool = Field(
+        False,
+        description="text classifiers: also calibrate text STRIP on the clean data and measure "
+        "it on inputs carrying the trigger found",
     )
 
     @field_validator("methods")
