@@ -34,6 +34,9 @@ SHARED_FIXTURE_GROUPS: dict[str, tuple[str, ...]] = {
     # the MiniLM students and victims of tests/text/conftest.py
     "text-students": ("tests/text/", "tests/gateway/test_text_gateway.py"),
 }
+ALONE: tuple[str, ...] = ("tests/text/test_demo_text.py",)
+"""Files in a group's folder that use none of its fixtures: the longest test (the text demo,
+which trains its own student) is free to run beside the group."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -46,6 +49,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = next(
             (g for g, files in SHARED_FIXTURE_GROUPS.items() if rel.startswith(files)), rel
         )
+        if rel in ALONE:
+            group = rel
         item.add_marker(pytest.mark.xdist_group(group))
 
 

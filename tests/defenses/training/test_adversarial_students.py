@@ -56,5 +56,5 @@ def test_trades_student_trains_and_text_refuses_the_tensor_strategies(digits_cnn
 def test_the_settings_accept_the_new_strategies():
     assert TransferSettings(strategy="adversarial").strategy == "adversarial"
     assert TransferSettings(strategy="trades").strategy == "trades"
-    with pytest.raises(ValueError, match="adversarial, trades, freelb or compare"):
+    with pytest.raises(ValueError, match="adversarial, trades, freelb, trigger_prune or compare"):
         TransferSettings(strategy="madry")

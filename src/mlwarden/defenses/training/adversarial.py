@@ -255,7 +255,8 @@ def adversarial_train(
     student = trainable_copy(model, name=f"{model.name}-{settings.method}")
     gen = make_generator(seed)
     order = torch.randperm(len(x), generator=make_generator(seed + 1))
-    n_monitor = min(settings.monitor_samples, len(x) // 5)
+    # only fast training needs the monitor (catastrophic overfitting); the others train on all
+    n_monitor = min(settings.monitor_samples, len(x) // 5) if settings.method == "fast" else 0
     mon, train = order[:n_monitor], order[n_monitor:]
     mx, my = x[mon], y[mon]
     tx, ty = x[train], y[train]

@@ -43,7 +43,7 @@ class AdversarialTrainingSettings(BaseModel):
     sigma: float = Field(0.25, gt=0, description="noise standard deviation of gaussian")
     warmup_epochs: int = Field(5, ge=0, description="epochs over which eps ramps up linearly")
     monitor_samples: int = Field(
-        128, ge=0, description="held-apart training samples the per-epoch monitor measures"
+        128, ge=0, description="training samples fast training holds apart for its monitor"
     )
     overfit_drop: float = Field(
         0.2, gt=0, le=1, description="PGD accuracy fall (from its best) that flags overfitting"
