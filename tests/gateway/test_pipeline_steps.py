@@ -177,7 +177,7 @@ def test_batch_answers_each_request_at_its_own_output_level(digits_cnn, digits_s
     values, top = answers[3].top_k  # type: ignore[misc]
     assert [t[0] for t in top] == labels[12:] and all(len(v) == 2 for v in values)
     # the monitors saw each client's rows together: a's 8 rows in one update
-    assert bank._clients["a"][1].queries_ == 8  # type: ignore[union-attr]
+    assert bank._clients["a"].query_attack.queries_ == 8  # type: ignore[union-attr]
     # a client's alerts go to its first request; every request of it knows them
     assert answers[2].alerts == [] and answers[2].group_alerts == answers[0].alerts
 

@@ -69,7 +69,7 @@ def test_a_client_retrying_one_request_100_times_is_not_blocked(gateway_config, 
     codes = [client.post(f"{srv.url}/v1/predict", json=body,
                          headers=bearer(keys["rounded"])).status_code for _ in range(100)]
     assert codes == [200] * 100 and state.alerts == []
-    ext, qa, _ = state.monitors._clients[keys["rounded"].entry.prefix]
+    qa = state.monitors._clients[keys["rounded"].entry.prefix].query_attack
     assert qa.queries_ == 2 and qa.hits_ == 0  # the repeats never reached the monitors
     # a probe that is not an exact repeat is still caught at once
     _block_by_probing(client, srv.url, keys["rounded"], digits_split)

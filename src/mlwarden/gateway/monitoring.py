@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -312,13 +312,6 @@ class _ClientState:
     query_attack: QueryAttackDetector | None
     repeats: RepeatFilter
     seq: int = 0  # the last entry of the shared log fed to these monitors (0: none)
-
-    # unpacks and indexes as (extraction, query_attack, repeats), as the tuple it replaced
-    def __iter__(self) -> Iterator[object]:
-        return iter((self.extraction, self.query_attack, self.repeats))
-
-    def __getitem__(self, i: int) -> object:
-        return (self.extraction, self.query_attack, self.repeats)[i]
 
 
 class MonitorBank:
