@@ -54,7 +54,7 @@ from mlwarden.core.contract import Capability, require
 from mlwarden.core.errors import DataError, ParameterError
 from mlwarden.core.progress import ProgressCallback, null_progress
 from mlwarden.core.text import TextClassifier, check_texts
-from mlwarden.defenses.detection.trigger_search import _vocabulary
+from mlwarden.defenses.detection.trigger_search import _vocabulary, pad_batch, word_starts
 
 REQUIREMENTS = (Capability.TEXT_INPUTS, Capability.EMBEDDING_GRADIENTS, Capability.SCORES)
 SEARCH_SENTENCES = 24
@@ -317,32 +317,10 @@ class ClassifierTriggerSearch:
         slot = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
         rows, points = [], []
         for i, ids in enumerate(enc["input_ids"]):
-            try:
-                words = enc.word_ids(i)
-                starts = [
-                    p for p in range(1, len(ids)) if words[p] is None or words[p] != words[p - 1]
-                ]
-            except (ValueError, AttributeError):  # a slow tokenizer has no word ids
-                starts = list(range(1, len(ids)))
-            p = self._rng.choice(starts)
+            p = self._rng.choice(word_starts(enc, i))
             rows.append([*ids[:p], slot, *ids[p:]])
             points.append(p)
-        return self._pad(rows), points
-
-    def _pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
-        pad = self._model.tokenizer.pad_token_id or 0
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        device = self._model.device
-        return {
-            "input_ids": input_ids.to(device),
-            "attention_mask": mask.to(device),
-            "token_type_ids": torch.zeros_like(input_ids).to(device),
-        }
+        return pad_batch(rows, self._model), points
 
     def _loss(self, batch: dict[str, torch.Tensor], emb: torch.Tensor) -> torch.Tensor:
         logits = self._model(
@@ -411,7 +389,7 @@ class ClassifierTriggerSearch:
             row = ids[i][batch["attention_mask"][i].bool()].tolist()
             fill = [*seq, row[p]] if side == "right" else [row[p], *seq]
             rows_list.append([*row[:p], *fill, *row[p + 1 :]])
-        longer = self._pad(rows_list)
+        longer = pad_batch(rows_list, self._model)
         slot = torch.tensor(points) + (n - 1 if side == "right" else 0)
         rows = torch.arange(len(points))
         with torch.enable_grad():

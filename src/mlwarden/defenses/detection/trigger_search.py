@@ -156,6 +156,36 @@ def robust_z(values: torch.Tensor, reference: Sequence[float]) -> torch.Tensor:
     return ((values.double() - median) / (_MAD_SCALE * mad)).float()
 
 
+def word_starts(enc: Any, i: int) -> list[int]:
+    """The token positions of sentence ``i`` of the tokenizer output ``enc`` where a word
+    starts (an insertion there never splits a word); every position after the first token
+    for a slow tokenizer, which has no word ids."""
+    n = len(enc["input_ids"][i])
+    try:
+        words = enc.word_ids(i)
+    except (ValueError, AttributeError):
+        return list(range(1, n))
+    return [p for p in range(1, n) if words[p] is None or words[p] != words[p - 1]]
+
+
+def pad_batch(rows: list[list[int]], model: Any) -> dict[str, torch.Tensor]:
+    """Token-id rows as one right-padded batch for ``model`` (its tokenizer's pad id), on
+    its device: ``input_ids``, ``attention_mask`` and zero ``token_type_ids``."""
+    pad = model.tokenizer.pad_token_id or 0
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    device = model.device
+    return {
+        "input_ids": input_ids.to(device),
+        "attention_mask": mask.to(device),
+        "token_type_ids": torch.zeros_like(input_ids).to(device),
+    }
+
+
 class TriggerSearch:
     """Gradient-guided search for tokens that collapse a text encoder's embeddings.
 
@@ -283,37 +313,17 @@ class TriggerSearch:
         """Token ids (cut to SENTENCE_TOKENS) and one seeded word-boundary insertion point."""
         tok = self._encoder.tokenizer
         enc = tok(texts, truncation=True, max_length=SENTENCE_TOKENS)
-        out = []
-        for i, ids in enumerate(enc["input_ids"]):
-            try:
-                words = enc.word_ids(i)
-                starts = [
-                    p for p in range(1, len(ids)) if words[p] is None or words[p] != words[p - 1]
-                ]
-            except (ValueError, AttributeError):  # a slow tokenizer has no word ids
-                starts = list(range(1, len(ids)))
-            out.append((list(ids), self._rng.choice(starts)))
-        return out
+        return [
+            (list(ids), self._rng.choice(word_starts(enc, i)))
+            for i, ids in enumerate(enc["input_ids"])
+        ]
 
     def _inputs(
         self, sentences: list[tuple[list[int], int]], fills: Sequence[tuple[int, ...]]
     ) -> tuple[dict[str, torch.Tensor], list[int]]:
         """A padded batch of each sentence with its fill inserted, and the insertion points."""
-        pad = self._encoder.tokenizer.pad_token_id or 0
         rows = [ids[:p] + list(f) + ids[p:] for (ids, p), f in zip(sentences, fills, strict=True)]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        device = self._encoder.device
-        batch = {
-            "input_ids": input_ids.to(device),
-            "attention_mask": mask.to(device),
-            "token_type_ids": torch.zeros_like(input_ids).to(device),
-        }
-        return batch, [p for _, p in sentences]
+        return pad_batch(rows, self._encoder), [p for _, p in sentences]
 
     def _embed(
         self, sentences: list[tuple[list[int], int]], seqs: Sequence[tuple[int, ...]]
