@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from mlwarden.core.errors import ParameterError
-from mlwarden.core.layers import head_layer
 from mlwarden.core.progress import ProgressCallback, null_progress
 
 
@@ -78,16 +77,10 @@ def fit_freelb(
 ) -> tuple[list[float], dict[str, Any]]:
     """Fine-tune every trainable parameter of the `TextClassifier` ``student`` with FreeLB;
     returns the mean loss per epoch and the settings used (for the report)."""
-    from mlwarden.defenses.training.text_students import HEAD_LR_SCALE, TEXT_BATCH
+    from mlwarden.defenses.training.text_students import TEXT_BATCH, batches, student_optimiser
 
     s = settings or FreeLBSettings()
-    head = head_layer(student.model)
-    params = [(n, p) for n, p in student.model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if not n.startswith(head + ".")], "lr": lr},
-        {"params": [p for n, p in params if n.startswith(head + ".")], "lr": lr * HEAD_LR_SCALE},
-    ]
-    optimiser = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+    optimiser = student_optimiser(student, lr)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
     steps = epochs * -(-len(texts) // TEXT_BATCH)
@@ -97,9 +90,7 @@ def fit_freelb(
     try:
         for _ in range(epochs):
             total = 0.0
-            order = torch.randperm(len(texts), generator=gen).tolist()
-            for start in range(0, len(texts), TEXT_BATCH):
-                idx = order[start : start + TEXT_BATCH]
+            for idx in batches(len(texts), TEXT_BATCH, gen):
                 batch = student.encode([texts[i] for i in idx])
                 y = labels[idx].to(student.device)
                 mask = batch["attention_mask"]

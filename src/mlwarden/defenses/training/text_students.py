@@ -204,7 +204,20 @@ def _module_roots(model: nn.Module, names: Sequence[str]) -> list[str]:
     return roots
 
 
-def _batches(n: int, batch: int, gen: torch.Generator) -> list[list[int]]:
+def student_optimiser(student: TextClassifier, lr: float) -> torch.optim.Optimizer:
+    """AdamW (weight decay 0.01) on the student's trainable parameters: the trunk at ``lr``,
+    the fresh head at `HEAD_LR_SCALE` x ``lr``; every fine-tuning loop of a text student."""
+    head = head_layer(student.model)
+    params = [(n, p) for n, p in student.model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in params if not n.startswith(head + ".")], "lr": lr},
+        {"params": [p for n, p in params if n.startswith(head + ".")], "lr": lr * HEAD_LR_SCALE},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+
+
+def batches(n: int, batch: int, gen: torch.Generator) -> list[list[int]]:
+    """Indices ``0..n-1`` in one seeded random order, cut into batches of ``batch``."""
     order = torch.randperm(n, generator=gen).tolist()
     return [order[i : i + batch] for i in range(0, n, batch)]
 
@@ -225,13 +238,7 @@ def _fit(
     extra: ExtraLoss | None = None,
 ) -> list[float]:
     """AdamW on the trainable parameters, the head at `HEAD_LR_SCALE` x ``lr``."""
-    head = head_layer(student.model)
-    params = [(n, p) for n, p in student.model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if not n.startswith(head + ".")], "lr": lr},
-        {"params": [p for n, p in params if n.startswith(head + ".")], "lr": lr * HEAD_LR_SCALE},
-    ]
-    optimiser = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+    optimiser = student_optimiser(student, lr)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
     history: list[float] = []
@@ -241,7 +248,7 @@ def _fit(
     try:
         for _ in range(epochs):
             total = 0.0
-            for idx in _batches(len(texts), TEXT_BATCH, gen):
+            for idx in batches(len(texts), TEXT_BATCH, gen):
                 batch = student.encode([texts[i] for i in idx])
                 logits = student(**batch)
                 loss = nn.functional.cross_entropy(logits, labels[idx].to(logits.device))
